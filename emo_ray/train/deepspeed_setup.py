@@ -50,7 +50,10 @@ def prepare_deepspeed_env(use_gpu: bool) -> None:
     """
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed.comm.torch as ds_torch_comm
+    import importlib
 
+    # importlib, not `import deepspeed.comm.torch as m`: the package re-exports PyTorch under the
+    # name `torch`, so attribute-style import would hand back PyTorch itself.
+    ds_torch_comm = importlib.import_module("deepspeed.comm.torch")
     if not use_gpu:
         ds_torch_comm.build_shm_op = lambda: None

@@ -1,0 +1,106 @@
+"""MAUVE features computed here, not by mauve-text (whose featurizer takes only gpt2/bert hub
+names): final-layer hidden states of any causal LM, pooled per text.
+
+``last`` pooling with gpt2-large and 1024 tokens reproduces mauve-text's own featurization (the
+paper's setting). ``mean`` pooling is the offline choice: with a small local LM, mean-pooled
+states separate human from word-shuffled text, where MiniLM sentence embeddings barely do.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from emo_ray.evaluation.executor import ModelActor
+
+
+def pool_last(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, d), right-padded (B, T) mask -> (B, d): the state of each text's last token."""
+    last = mask.sum(-1) - 1
+    return hidden[torch.arange(hidden.size(0)), last]
+
+
+def pool_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1)
+
+
+POOLINGS = {"last": pool_last, "mean": pool_mean}
+
+
+def get_pooling(name: str):
+    try:
+        return POOLINGS[name]
+    except KeyError:
+        raise ValueError(f"{name!r} is not a pooling; valid: {sorted(POOLINGS)}") from None
+
+
+class Featurizer(ModelActor):
+    """Ray Data stage: rows ``text`` -> ``features`` (float32 vector)."""
+
+    def __init__(self, model_path: str, pooling: str, max_tokens: int, threads: int = 1, device: str = "cpu"):
+        super().__init__(threads, device)
+        from emo_ray.models import load_model
+
+        self.model, self.tokenizer = load_model(model_path, device=device)
+        self.model.eval()
+        self.pool = get_pooling(pooling)
+        self.max_tokens = max_tokens
+
+    @torch.no_grad()
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        enc = [self.tokenizer(t, truncation=True, max_length=self.max_tokens)["input_ids"] for t in batch["text"]]
+        if any(len(e) == 0 for e in enc):
+            raise ValueError("an empty text reached the featurizer (empty generations must be filtered before)")
+        width = max(len(e) for e in enc)
+        ids = torch.zeros((len(enc), width), dtype=torch.long)
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        for r, e in enumerate(enc):
+            ids[r, : len(e)] = torch.tensor(e)
+            mask[r, : len(e)] = 1
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=True)
+        feats = self.pool(out.hidden_states[-1].float(), mask.to(self.device)).cpu().numpy().astype(np.float32)
+        return batch.assign(features=list(feats))
+
+
+def featurizer_identity(model_path: str, pooling: str, max_tokens: int) -> str:
+    """Name, pooling, truncation and (for a folder) the weights' size and mtime: a retrained
+    featurizer in the same folder does not reuse stale features."""
+    weights = [p for p in Path(model_path).glob("*.safetensors")] if Path(model_path).is_dir() else []
+    stamp = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(weights)]
+    return json.dumps([str(model_path), pooling, max_tokens, stamp])
+
+
+def feature_cache_path(identity: str, texts: list[str]) -> Path:
+    from emo_ray.models import cache_dir
+
+    h = hashlib.sha256(identity.encode())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    return cache_dir().parent / "features" / f"{h.hexdigest()[:32]}.npy"
+
+
+def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: int, batch_size: int,
+              execution, cache: bool = False) -> np.ndarray:
+    """(n, d) features of ``texts``; with ``cache`` they are read from / written to disk."""
+    from emo_ray.evaluation.executor import map_rows
+
+    path = feature_cache_path(featurizer_identity(model_path, pooling, max_tokens), texts) if cache else None
+    if path is not None and path.exists():
+        return np.load(path)
+    rows = map_rows(
+        [{"text": t} for t in texts], Featurizer,
+        {"model_path": model_path, "pooling": pooling, "max_tokens": max_tokens},
+        execution=execution, batch_size=batch_size,
+    )
+    feats = np.stack([np.asarray(r["features"], dtype=np.float32) for r in rows])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial.npy")
+        np.save(tmp, feats)
+        tmp.rename(path)
+    return feats

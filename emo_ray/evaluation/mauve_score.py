@@ -1,0 +1,37 @@
+"""MAUVE (Pillutla et al. 2021) between human and model text, paper 4.1 / Table 1, on features
+computed by ``featurize.py`` and handed to mauve-text as ``p_features`` / ``q_features``."""
+from __future__ import annotations
+
+import numpy as np
+
+from emo_ray.evaluation.config import MauveConfig
+
+
+def mauve_settings(cfg: MauveConfig) -> str:
+    """The settings stamped next to every MAUVE number in MLflow."""
+    return (
+        f"featurizer={cfg.featurizer} pooling={cfg.pooling} max_tokens={cfg.max_tokens} "
+        f"include_prefix={cfg.include_prefix} num_buckets={cfg.num_buckets or 'auto'} "
+        f"scaling_factor={cfg.scaling_factor} kmeans_explained_var={cfg.kmeans_explained_var} "
+        f"kmeans_num_redo={cfg.kmeans_num_redo} kmeans_max_iter={cfg.kmeans_max_iter} seed={cfg.seed}"
+    )
+
+
+def mauve(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig) -> float:
+    """MAUVE of human features ``p`` (n, d) against model features ``q`` (m, d), in [0, 1]."""
+    import mauve as mauve_text
+
+    if len(p_features) < 2 or len(q_features) < 2:
+        raise ValueError(f"MAUVE needs at least 2 texts per side, got {len(p_features)} and {len(q_features)}")
+    out = mauve_text.compute_mauve(
+        p_features=p_features,
+        q_features=q_features,
+        num_buckets=cfg.num_buckets or "auto",
+        mauve_scaling_factor=cfg.scaling_factor,
+        kmeans_explained_var=cfg.kmeans_explained_var,
+        kmeans_num_redo=cfg.kmeans_num_redo,
+        kmeans_max_iter=cfg.kmeans_max_iter,
+        seed=cfg.seed,
+        verbose=False,
+    )
+    return float(out.mauve)

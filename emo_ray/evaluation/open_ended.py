@@ -1,0 +1,131 @@
+"""Open-ended generation evaluation of one corpus (paper 4.1): sample, then MAUVE, oracle
+perplexity and ROUGE per seed, reported as mean and std over the seeds.
+
+Empty generations (EOS first, or only whitespace) are recorded and counted
+(``n_empty``) and left out of every score; if a seed has fewer than two non-empty generations
+the corpus fails loudly instead of reporting a meaningless number.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from emo_ray.evaluation.config import EvalConfig
+from emo_ray.evaluation.corpora import get_corpus
+from emo_ray.evaluation.executor import map_rows
+from emo_ray.evaluation.featurize import featurize
+from emo_ray.evaluation.generation import Sampler, make_prompts
+from emo_ray.evaluation.mauve_score import mauve, mauve_settings
+from emo_ray.evaluation.oracle_ppl import ContinuationNLL, corpus_perplexity
+from emo_ray.evaluation.rouge import rouge, rouge_settings
+
+
+@dataclass
+class SectionResult:
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tables: dict[str, pd.DataFrame]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0 for a single seed) over seeds."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> SectionResult:
+    from emo_ray.models import load_tokenizer, materialize
+
+    t0 = time.perf_counter()
+    g, ex = cfg.generation, cfg.execution
+    corpus = get_corpus(corpus_name)
+    prompts, counts = make_prompts(corpus, load_tokenizer(model_path), num_prompts=g.num_prompts, seed=g.prompt_seed)
+    rows = [
+        {"prompt_id": p.prompt_id, "seed": s, "decoder": d, "prefix_ids": p.prefix_ids}
+        for d in g.decoders for s in g.seeds for p in prompts
+    ]
+    t_gen = time.perf_counter()
+    gens = map_rows(rows, Sampler, {"model_path": model_path, "gen_tokens": corpus.gen_tokens},
+                    execution=ex, batch_size=g.batch_size)
+    t_gen = time.perf_counter() - t_gen
+    table = pd.DataFrame(gens).drop(columns=["prefix_ids", "gen_ids"])
+    table["prefix"] = [prompts[i].prefix for i in table["prompt_id"]]
+    table["reference"] = [prompts[i].reference for i in table["prompt_id"]]
+    table["empty"] = [not t.strip() for t in table["generation"]]
+    table["n_gen_tokens"] = [len(r["gen_ids"]) for r in gens]
+    ok = table[~table["empty"]]
+
+    def side_text(prefix: str, cont: str) -> str:
+        return prefix + cont if cfg.mauve.include_prefix else cont
+
+    # Featurize the human side once (cached across runs) and every non-empty generation.
+    m = cfg.mauve
+    feat_path = materialize(m.featurizer)
+    fkw = {"pooling": m.pooling, "max_tokens": m.max_tokens, "batch_size": m.batch_size, "execution": ex}
+    t_feat = time.perf_counter()
+    human = featurize([side_text(p.prefix, p.reference) for p in prompts], feat_path, cache=m.cache, **fkw)
+    model_feats = featurize([side_text(a, b) for a, b in zip(ok["prefix"], ok["generation"])], feat_path, **fkw) if len(ok) else None
+    t_feat = time.perf_counter() - t_feat
+
+    # Oracle NLL of every non-empty generation and of the human continuations.
+    t_orc = time.perf_counter()
+    oracle_rows = [{"prefix": a, "continuation": b, "kind": "model", "idx": i} for i, a, b in zip(ok.index, ok["prefix"], ok["generation"])]
+    oracle_rows += [{"prefix": p.prefix, "continuation": p.reference, "kind": "human", "idx": p.prompt_id} for p in prompts]
+    scored = map_rows(oracle_rows, ContinuationNLL, {"model_path": materialize(cfg.oracle.model)},
+                      execution=ex, batch_size=cfg.oracle.batch_size)
+    t_orc = time.perf_counter() - t_orc
+    model_nll = {r["idx"]: (r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "model"}
+    human_nll = [(r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "human"]
+    table["oracle_nll_sum"] = [model_nll.get(i, (np.nan, 0))[0] for i in table.index]
+    table["oracle_tokens"] = [model_nll.get(i, (np.nan, 0))[1] for i in table.index]
+
+    key = f"gen/{corpus_name}"
+    metrics: dict[str, float] = {
+        f"{key}/n_prompts": len(prompts),
+        f"{key}/oracle_ppl_human": corpus_perplexity(*zip(*human_nll)),
+    }
+    feat_of = {idx: k for k, idx in enumerate(ok.index)}
+    for dec in g.decoders:
+        per_seed: dict[str, list[float]] = {"mauve": [], "oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
+        for s in g.seeds:
+            sel = table[(table["decoder"] == dec) & (table["seed"] == s)]
+            good = sel[~sel["empty"]]
+            if len(good) < 2:
+                raise ValueError(f"{corpus_name} decoder={dec} seed={s}: {len(good)} non-empty generations of {len(sel)}")
+            q = model_feats[[feat_of[i] for i in good.index]]
+            r = rouge(list(good["generation"]), list(good["reference"]), use_stemmer=cfg.rouge.use_stemmer)
+            vals = {
+                "mauve": mauve(human, q, m),
+                "oracle_ppl": corpus_perplexity(good["oracle_nll_sum"], good["oracle_tokens"]),
+                "rouge1": r["rouge1"],
+                "rougeL": r["rougeL"],
+                "n_empty": float(sel["empty"].sum()),
+                "gen_tokens": float(sel["n_gen_tokens"].mean()),
+            }
+            for name, v in vals.items():
+                per_seed[name].append(v)
+                metrics[f"{key}/{dec}/seed{s}/{name}"] = v
+        for name, vs in per_seed.items():
+            mu, sd = mean_std(vs)
+            metrics[f"{key}/{dec}/{name}_mean"] = mu
+            metrics[f"{key}/{dec}/{name}_std"] = sd
+    metrics.update({
+        f"time/{key}/sample_s": t_gen, f"time/{key}/featurize_s": t_feat,
+        f"time/{key}/oracle_s": t_orc, f"time/{key}/total_s": time.perf_counter() - t0,
+    })
+    params = {
+        f"{key}/prompts": (
+            f"source={corpus.source} unit={corpus.unit} prefix_tokens={corpus.prefix_tokens} "
+            f"gen_tokens={corpus.gen_tokens} windows_per_unit={corpus.windows_per_unit} "
+            f"newlines_to_spaces={corpus.newlines_to_spaces} num_prompts={len(prompts)} prompt_seed={g.prompt_seed} "
+            f"units={counts['units']} units_too_short={counts['units_too_short']} windows={counts['windows']}"
+        ),
+        f"{key}/sampling": f"decoders={','.join(g.decoders)} seeds={','.join(map(str, g.seeds))} std=ddof1",
+        f"{key}/mauve": mauve_settings(m),
+        f"{key}/oracle_ppl": f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
+        f"{key}/rouge": rouge_settings(cfg.rouge.use_stemmer),
+    }
+    return SectionResult(metrics, params, {f"generations/{corpus_name}.json": table})

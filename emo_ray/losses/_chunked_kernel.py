@@ -1,0 +1,99 @@
+r"""One chunk of tokens through the output head: per-token terms, then the logit gradient.
+
+For a chunk of ``n`` target tokens with hidden states ``h`` (n, d), logits ``z = h W^T + b``,
+``p = softmax(z)`` (computed in fp32, or fp64 for fp64 inputs) and cost rows
+``c_v = <Ê_y, Ê_v>`` (row-normalised cost embedding ``Ê``, so ``C(y, v) = 1 - c_v``):
+
+.. math::
+    \mathrm{mle}_t = \log\textstyle\sum_v e^{z_v} - z_y, \qquad
+    \mathrm{emo}_t = 1 - s_t,\ \ s_t = \textstyle\sum_v p_v c_v \qquad (\text{Eq. 14})
+
+    \frac{\partial \mathcal L}{\partial z_k} = g^{mle}_t (p_k - 1[k = y])
+        - g^{emo}_t\, p_k (c_k - s_t)
+
+where ``g`` are the per-token weights of the objective (``_chunked_combine``). Everything of size
+``n x V`` lives in a :class:`Workspace` that is allocated once per call and reused by every chunk:
+peak memory is ``O(chunk * V)`` whatever the number of tokens, and the (on CPU, page-faulting)
+allocation is paid once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class Workspace:
+    """The chunk-sized buffers. ``z`` holds logits in the input dtype (and the cast ``dz`` for
+    the matmuls); ``p`` log-probs then probs in the accumulation dtype; ``c`` the cost rows then
+    ``dz``. With fp32 inputs ``z`` is dead once ``p`` is computed, so ``c`` reuses it: EMO needs
+    two ``chunk x V`` fp32 buffers, MLE-type objectives one or two."""
+
+    def __init__(self, rows: int, vocab: int, dtype: torch.dtype, acc: torch.dtype, device, need_c: bool):
+        self.z = torch.empty(rows, vocab, dtype=dtype, device=device)
+        self.p = torch.empty(rows, vocab, dtype=acc, device=device)
+        self.c = None
+        if dtype == acc:
+            self.c = self.z if need_c else None
+        else:  # low-precision logits are up-cast through c, so it is always needed
+            self.c = torch.empty(rows, vocab, dtype=acc, device=device)
+
+
+@dataclass
+class ChunkTerms:
+    """Per-token terms of a chunk; ``p``/``c``/``s`` stay live for :func:`logit_grad`."""
+
+    mle: torch.Tensor  # (n,)
+    emo: torch.Tensor | None  # (n,)
+    p: torch.Tensor  # (n, V) probabilities, view into the workspace
+    c: torch.Tensor | None  # (n, V) p * c (not c: the product is what the gradient needs)
+    s: torch.Tensor | None  # (n,)
+
+
+def chunk_terms(
+    h: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    e_hat: torch.Tensor | None,
+    ws: Workspace,
+    exclude_target: bool,
+) -> ChunkTerms:
+    """Forward of one chunk. Shape: h ``(n, d)``, y ``(n,)``, weight ``(V, d)``, e_hat ``(V, d_e)``."""
+    n = h.shape[0]
+    z = ws.z[:n]
+    if bias is None:
+        torch.mm(h, weight.t(), out=z)
+    else:
+        torch.addmm(bias, h, weight.t(), out=z)
+    p = ws.p[:n]
+    if z.dtype != p.dtype:
+        z = ws.c[:n].copy_(z)  # the up-cast the reference does with logits.float()
+    torch._log_softmax(z, -1, False, out=p)  # fused row kernel, no temporaries
+    logp_y = p.gather(1, y.unsqueeze(1)).squeeze(1)
+    p.exp_()
+    mle = -logp_y
+    if e_hat is None:
+        return ChunkTerms(mle, None, p, None, None)
+    pc = ws.c[:n]
+    torch.mm(e_hat.index_select(0, y), e_hat.t(), out=pc)  # c_v = <Ê_y, Ê_v>
+    pc.mul_(p)  # p_v c_v: s is its row sum and the gradient needs it, so keep only the product
+    s = pc.sum(1)
+    emo = 1.0 - s
+    if exclude_target:
+        emo = emo + logp_y.exp()  # q - sg(q_y 1_y) removes q_y <Ê_y, Ê_y> = q_y from s
+    return ChunkTerms(mle, emo, p, pc, s)
+
+
+def logit_grad(t: ChunkTerms, y: torch.Tensor, g_mle: torch.Tensor, g_emo: torch.Tensor | None) -> torch.Tensor:
+    """``dL/dz`` of a chunk, in place in the workspace (``p`` or ``c`` is overwritten).
+
+    ``g_mle (p - 1_y) - g_emo p (c - s) = (g_mle + g_emo s) p - g_emo (p c) - g_mle 1_y``.
+    """
+    if t.c is None or g_emo is None:
+        dz = t.p.mul_(g_mle.unsqueeze(1))
+    else:
+        alpha = g_mle + g_emo * t.s
+        dz = t.c.mul_(-g_emo.unsqueeze(1)).addcmul_(t.p, alpha.unsqueeze(1))
+    dz.scatter_add_(1, y.unsqueeze(1), -g_mle.unsqueeze(1).to(dz.dtype))
+    return dz

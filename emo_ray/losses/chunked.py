@@ -1,0 +1,220 @@
+r"""Every registered objective without ever materialising the ``(tokens x V)`` logits.
+
+    from emo_ray.losses.chunked import chunked_loss
+    hidden = model.model(input_ids).last_hidden_state              # (B, T, d)
+    out = chunked_loss("emo", hidden, model.lm_head.weight, labels,
+                       cost_embedding=frozen_head)                  # LossOutput
+    out.loss.backward()
+
+equals ``get_loss(name, cost_embedding=...)(hidden @ W.T + b, labels)`` in value, gradients (hidden
+states, head weight, bias) and metrics, while holding only ``chunk_size x V`` buffers.
+
+How. Each objective is two per-token terms mixed by a weighting (``_chunked_combine``):
+``mle_t = -log p_t(y_t)`` and, for EMO, the DEMD bound ``emo_t = 1 - sum_v p_v <Ê_y, Ê_v>``
+(Eq. 14). Their logit gradients are closed-form, ``p - 1_y`` and ``-p (c - s)``, so each chunk's
+gradient w.r.t. hidden states and head weight is computed right after its forward, from the
+per-token weights ``g = dL/d(term)`` (``_chunked_kernel``). Nothing chunk-sized survives the chunk;
+autograd only keeps the finished ``(N, d)``/``(V, d)`` gradients and backward scales them.
+
+* Per-token weightings (mle, Eq. 16 tailr, tvd, Eq. 17 mixce, Eq. 18 emo per token): ``g`` of a
+  token depends on that token only, so one pass: 2 logits-sized matmuls forward (3 for EMO, the
+  extra one is ``Ê_y Ê^T``), 2 for the gradients.
+* Batch-level weighting (``emo_batch``, Eq. 18 as printed): ``g`` depends on batch means of the
+  terms, which exist only after all chunks. Exactly: a first pass computes the per-token terms
+  only, autograd of the reference weighting on the ``(N,)`` vectors gives every token's ``g``,
+  a second pass recomputes each chunk and produces its gradient (2 extra matmuls).
+
+Numerics follow the reference: logits in the input dtype, softmax and EMO in fp32 (fp64 stays
+fp64), gradients returned in the input dtype, head-weight gradient accumulated across chunks in
+the accumulation dtype. The cost embedding is always detached.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from emo_ray.losses import LOSSES, check_hparams, get_spec, hyperparameters
+from emo_ray.losses._chunked_combine import COMBINE, token_weights
+from emo_ray.losses._chunked_kernel import Workspace, chunk_terms, logit_grad
+from emo_ray.losses.common import IGNORE_INDEX, LossOutput, masked_mean
+
+CHUNKED_SUPPORTED: frozenset[str] = frozenset(COMBINE) & frozenset(LOSSES)
+
+
+class _Plan:
+    """Everything about the call except the differentiable tensors (passed to ``apply`` as one
+    opaque object, so autograd does not look into it)."""
+
+    def __init__(self, name, targets, positions, e_hat, chunk_size, kwargs, metrics):
+        self.name = name
+        self.targets = targets  # (M,) label of each real target token
+        self.positions = positions  # (M,) its row in the flattened hidden states
+        self.e_hat = e_hat  # (V, d_e) normalised, detached cost embedding, or None
+        self.chunk_size = chunk_size
+        self.kwargs = kwargs
+        self.metrics = metrics  # filled in by forward
+
+
+def _sweep(h_flat, weight, bias, plan: _Plan, acc, weights=None, grads=None):
+    """One pass over the chunks. Returns the per-token ``(mle, emo)``. With ``weights``
+    (``chunk slice, mle, emo -> g_mle, g_emo``) it also accumulates the gradients into ``grads``
+    (``[grad_h or None, grad_W or None, grad_b or None]``)."""
+    M = plan.targets.numel()
+    V = weight.shape[0]
+    need_c = plan.e_hat is not None
+    ws = Workspace(min(plan.chunk_size, M), V, h_flat.dtype, acc, h_flat.device, need_c)
+    exclude = bool(plan.kwargs.get("exclude_target", False))
+    mles, emos = [], []
+    for start in range(0, M, plan.chunk_size):
+        sl = slice(start, min(start + plan.chunk_size, M))
+        y, pos = plan.targets[sl], plan.positions[sl]
+        h = h_flat.index_select(0, pos)
+        t = chunk_terms(h, y, weight, bias, plan.e_hat, ws, exclude)
+        mles.append(t.mle)
+        if t.emo is not None:
+            emos.append(t.emo)
+        if weights is None:
+            continue
+        g_mle, g_emo = weights(sl, t.mle, t.emo)
+        dz = logit_grad(t, y, g_mle, g_emo)
+        if dz.dtype != h.dtype:
+            dz_in = ws.z[: dz.shape[0]].copy_(dz)  # what autograd would do at logits.float()
+        else:
+            dz_in = dz
+        grad_h, grad_w, grad_b = grads
+        if grad_h is not None:
+            grad_h.index_copy_(0, pos, (dz_in @ weight).to(grad_h.dtype))
+        if grad_w is not None:
+            if grad_w.dtype == dz_in.dtype:
+                grad_w.addmm_(dz_in.t(), h)
+            else:  # bf16 partials, summed in fp32 across chunks
+                grad_w.add_(dz_in.t() @ h)
+        if grad_b is not None:
+            grad_b.add_(dz.sum(0))
+    mle = torch.cat(mles) if mles else h_flat.new_zeros(0, dtype=acc)
+    emo = torch.cat(emos) if emos else (h_flat.new_zeros(0, dtype=acc) if need_c else None)
+    return mle, emo
+
+
+class _ChunkedObjective(torch.autograd.Function):
+    """Loss and all its gradients in forward; backward only scales them by ``grad_output``."""
+
+    @staticmethod
+    def forward(ctx, h_flat, weight, bias, plan: _Plan):
+        acc = torch.promote_types(h_flat.dtype, torch.float32)
+        combine, kwargs = COMBINE[plan.name], plan.kwargs
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grads = [
+            torch.zeros_like(h_flat) if need_h else None,
+            torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None,
+            torch.zeros(bias.shape, dtype=acc, device=bias.device) if need_b else None,
+        ]
+        M = plan.targets.numel()
+        if not (need_h or need_w or need_b):
+            mle, emo = _sweep(h_flat, weight, bias, plan, acc)
+        elif kwargs.get("level", "token") == "token":
+            def weights(sl, mle_c, emo_c):
+                return token_weights(combine, kwargs, mle_c, emo_c, (sl.stop - sl.start) / M)
+
+            mle, emo = _sweep(h_flat, weight, bias, plan, acc, weights, grads)
+        else:  # batch-level weighting: terms first, weights from the whole batch, then gradients
+            mle, emo = _sweep(h_flat, weight, bias, plan, acc)
+            g_mle, g_emo = token_weights(combine, kwargs, mle, emo, 1.0)
+            _sweep(h_flat, weight, bias, plan, acc, lambda sl, *_: (g_mle[sl], g_emo[sl]), grads)
+        mask = torch.ones_like(mle, dtype=torch.bool)
+        loss, extra = combine(mle, emo, mask, **kwargs)
+        metrics = {"mle": masked_mean(mle, mask)}
+        if emo is not None:
+            metrics["emo"] = masked_mean(emo, mask)
+        plan.metrics.update({k: float(v) for k, v in {**metrics, **extra}.items()})
+        ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
+        ctx.has = (need_h, need_w, need_b)
+        ctx.dtypes = (h_flat.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return loss.detach().to(acc)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        out = []
+        for has, g, dtype in zip(ctx.has, ctx.saved_tensors, ctx.dtypes):
+            out.append((g * grad_out.to(g.dtype)).to(dtype) if has else None)
+        return (*out, None)
+
+
+def chunked_loss(
+    name: str,
+    hidden_states: torch.Tensor,
+    head_weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    head_bias: torch.Tensor | None = None,
+    cost_embedding: torch.Tensor | None = None,
+    chunk_size: int = 1024,
+    ignore_index: int = IGNORE_INDEX,
+    **hparams: Any,
+) -> LossOutput:
+    r"""``get_loss(name, cost_embedding=..., **hparams)(hidden_states @ head_weight.T + head_bias,
+    labels)`` computed ``chunk_size`` target tokens at a time.
+
+    .. math:: \mathcal L = \frac{1}{N}\sum_t f\big(-\log p_t(y_t),\ 1 - \textstyle\sum_v p_t(v)
+              \langle \hat E_{y_t}, \hat E_v\rangle\big), \quad p_t = \mathrm{softmax}(W h_t + b)
+
+    with ``f`` the named objective's mixing (Eq. 16, 17, 18). Labels follow the HF convention
+    (position t predicts label t+1); ignored targets are skipped entirely, not computed and masked.
+
+    Shape:
+        hidden_states ``(B, T, d)``, head_weight ``(V, d)``, head_bias ``(V,)``, labels ``(B, T)``,
+        cost_embedding ``(V, d_e)`` (detached; ``head_weight`` itself for the adaptive variant).
+        Peak extra memory ``O(chunk_size * V)`` plus the ``(B*T, d)``/``(V, d)`` gradients.
+    """
+    spec = get_spec(name)
+    if name not in CHUNKED_SUPPORTED:
+        raise ValueError(f"{name!r} has no chunked implementation; supported: {sorted(CHUNKED_SUPPORTED)}")
+    check_hparams(name, hparams)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if hidden_states.dim() != 3 or labels.shape != hidden_states.shape[:2]:
+        raise ValueError(
+            f"expected hidden_states (B, T, d) and labels (B, T); got {tuple(hidden_states.shape)}"
+            f" and {tuple(labels.shape)}"
+        )
+    if head_weight.dim() != 2 or head_weight.shape[1] != hidden_states.shape[2]:
+        raise ValueError(f"head_weight must be (V, d={hidden_states.shape[2]}); got {tuple(head_weight.shape)}")
+    vocab = head_weight.shape[0]
+    if head_bias is not None and head_bias.shape != (vocab,):
+        raise ValueError(f"head_bias must be (V={vocab},); got {tuple(head_bias.shape)}")
+    acc = torch.promote_types(hidden_states.dtype, torch.float32)
+    e_hat = None
+    if spec.needs_cost_embedding:
+        if cost_embedding is None:
+            raise ValueError(f"loss {name!r} needs a cost_embedding (V, d)")
+        if cost_embedding.dim() != 2 or cost_embedding.shape[0] != vocab:
+            raise ValueError(
+                f"cost_embedding must be (V={vocab}, d); got {tuple(cost_embedding.shape)}"
+                " (under ZeRO-3 gather the head weight first)"
+            )
+        # Row-normalised so that cos(e_i, e_j) is an inner product (as normalize_cost_embedding).
+        e = cost_embedding.detach().to(device=hidden_states.device, dtype=acc)
+        e_hat = e / torch.linalg.vector_norm(e, ord=2, dim=1, keepdim=True).clamp_min(1e-12)
+
+    B, T, d = hidden_states.shape
+    shifted = torch.full_like(labels, ignore_index)
+    shifted[:, :-1] = labels[:, 1:]  # HF shift: hidden state t predicts label t+1
+    shifted = shifted.reshape(-1).to(hidden_states.device)
+    positions = (shifted != ignore_index).nonzero().squeeze(1)
+    metrics: dict[str, float] = {}
+    plan = _Plan(
+        name,
+        shifted.index_select(0, positions),
+        positions,
+        e_hat,
+        chunk_size,
+        {**hyperparameters(name), **spec.pinned, **hparams},
+        metrics,
+    )
+    loss = _ChunkedObjective.apply(hidden_states.reshape(B * T, d), head_weight, head_bias, plan)
+    return LossOutput(loss, int(positions.numel()), metrics)
+
+
+__all__ = ["CHUNKED_SUPPORTED", "chunked_loss"]
