@@ -229,13 +229,22 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, else relative to the checkout (shipped ``configs/...`` work from
+    any working directory, e.g. inside a Tune trial or a ``ray job submit`` job)."""
+    path = Path(path).expanduser()
+    if path.exists():
+        return path
+    if not path.is_absolute() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    raise ConfigError(f"config file {path} does not exist")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """YAML file (optional) + overrides -> validated ``Config``."""
     tree: dict = {}
     if path:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
+        path = resolve_config_path(path)
         tree = yaml.safe_load(path.read_text()) or {}
     tree = _merge(tree, parse_overrides(overrides or []))
     cfg = _build(Config, tree)

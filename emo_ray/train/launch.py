@@ -61,8 +61,13 @@ def _check_model_fits(cfg: Config, model_path: str) -> None:
         raise ConfigError(f"data.block_size {cfg.data.block_size} exceeds the model's {limit} positions")
 
 
-def fit(cfg: Config) -> FitResult:
-    """Run one fine-tuning job end to end; raises on failure (the MLflow run ends FAILED)."""
+def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None = None,
+        tags: dict | None = None) -> FitResult:
+    """Run one fine-tuning job end to end; raises on failure (the MLflow run ends FAILED).
+
+    ``callbacks``: extra Ray Train callbacks (a sweep passes ``TuneReportCallback``).
+    ``mlflow_run_id``: continue this MLflow run instead of opening a new one (a resumed trial).
+    """
     import numpy as np
     import ray
     import ray.data
@@ -86,8 +91,11 @@ def fit(cfg: Config) -> FitResult:
         )
 
     uri = tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment)
-    tags = {"mlflow.parentRunId": cfg.tracking.parent_run_id} if cfg.tracking.parent_run_id else None
-    with tracking.run(cfg.tracking.run_name or None, tags=tags) as run:
+    tags = dict(tags or {})
+    if cfg.tracking.parent_run_id:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    run_name = None if mlflow_run_id else (cfg.tracking.run_name or None)
+    with tracking.run(run_name, run_id=mlflow_run_id, tags=tags or None) as run:
         import mlflow
 
         run_id = run.info.run_id
@@ -120,6 +128,7 @@ def fit(cfg: Config) -> FitResult:
                 storage_path=storage,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+                callbacks=list(callbacks or []),
             ),
             datasets={"train": train_ds},
         )

@@ -1,0 +1,158 @@
+"""Children of a sweep's parent run -> the paper's scaling-law curves (Figure 1).
+
+For each (objective, model, data volume) cell the best hyperparameter (gamma) is kept, as in
+paper 4.2.2, by its seed-mean score; curves show the seed mean with the seed spread (std), and
+a power law ``y = a * x**b`` is fitted per objective by least squares in log-log space.
+Runs standalone on any finished sweep: ``python sweeps/aggregate.py PARENT_RUN_ID``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from emo_ray.models import n_params
+
+FALLBACK_METRIC = "val_ppl"
+
+
+def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
+    """One row per finished child run: its trial parameters and final metrics."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=10_000)
+    rows = []
+    for r in runs:
+        p, m = r.data.params, r.data.metrics
+        if r.info.status != "FINISHED":
+            continue
+        model = p.get("model.name", "")
+        rows.append({
+            "run_id": r.info.run_id,
+            "trial_id": r.data.tags.get("emo_ray.trial_id", ""),
+            "model": model,
+            "n_params": n_params(model) or float(p.get("model.n_params", "nan")),
+            "objective": p.get("train.loss", ""),
+            "gamma": _gamma(p.get("train.loss_kwargs", "{}")),
+            "tokens": int(p.get("data.max_train_tokens", 0)) or int(p.get("data.train_tokens", 0)),
+            "seed": int(p.get("train.seed", 0)),
+            **m,
+        })
+    return pd.DataFrame(rows)
+
+
+def _gamma(kwargs: str) -> float:
+    import ast
+
+    try:
+        return float(ast.literal_eval(kwargs).get("gamma", math.nan))
+    except (ValueError, SyntaxError, AttributeError):
+        return math.nan
+
+
+def best_per_cell(df: pd.DataFrame, metric: str, higher_is_better: bool) -> pd.DataFrame:
+    """Seed statistics per (objective, gamma, model, tokens), then the best gamma per cell."""
+    keys = ["objective", "model", "n_params", "tokens"]
+    g = df.assign(gamma=df["gamma"].fillna(-1.0)).groupby([*keys, "gamma"])[metric]
+    stats = g.agg(["mean", "std", "count"]).reset_index()
+    stats["std"] = stats["std"].fillna(0.0)
+    order = stats.sort_values("mean", ascending=not higher_is_better)
+    best = order.groupby(keys, as_index=False).first()
+    best["gamma"] = best["gamma"].where(best["gamma"] >= 0)
+    return best.sort_values(keys).reset_index(drop=True)
+
+
+def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict:
+    """``y = a * x**b`` by least squares on ``log y = log a + b log x``."""
+    ok = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(np.unique(x)) < 2:
+        return {"a": math.nan, "b": math.nan, "r2": math.nan, "points": int(len(x))}
+    b, log_a = np.polyfit(np.log(x), np.log(y), 1)
+    pred = log_a + b * np.log(x)
+    ss_res = float(((np.log(y) - pred) ** 2).sum())
+    ss_tot = float(((np.log(y) - np.log(y).mean()) ** 2).sum())
+    return {"a": float(math.exp(log_a)), "b": float(b), "r2": 1.0 - ss_res / ss_tot if ss_tot else 1.0,
+            "points": int(len(x))}
+
+
+def curves(best: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """For the ``axis`` plot ('n_params' or 'tokens'): the other axis is fixed at its largest
+    value, as in Figure 1 (accuracy vs size at full data; vs data at the largest model)."""
+    other = "tokens" if axis == "n_params" else "n_params"
+    if best.empty:
+        return best
+    return best[best[other] == best[other].max()].sort_values(["objective", axis])
+
+
+def plot(best: pd.DataFrame, metric: str, fits: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, axis, label in [(axes[0], "n_params", "model parameters"), (axes[1], "tokens", "fine-tuning tokens")]:
+        data = curves(best, axis)
+        for obj, rows in data.groupby("objective"):
+            x, y, s = rows[axis].to_numpy(float), rows["mean"].to_numpy(float), rows["std"].to_numpy(float)
+            line = ax.errorbar(x, y, yerr=s, marker="o", capsize=3, label=obj)
+            f = fits.get((axis, obj))
+            if f and math.isfinite(f["a"]):
+                xs = np.geomspace(x.min(), x.max(), 50)
+                ax.plot(xs, f["a"] * xs ** f["b"], "--", color=line[0].get_color(), alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title(f"{metric} vs model size (largest data volume)")
+    axes[1].set_title(f"{metric} vs data volume (largest model)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def aggregate(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, dict, str]:
+    if df.empty:
+        raise ValueError("the sweep has no finished child runs to aggregate")
+    if metric not in df.columns or df[metric].isna().all():
+        metric = FALLBACK_METRIC
+    higher = not metric.endswith(("ppl", "loss"))
+    best = best_per_cell(df.dropna(subset=[metric]), metric, higher)
+    fits = {}
+    for axis in ("n_params", "tokens"):
+        for obj, rows in curves(best, axis).groupby("objective"):
+            fits[(axis, obj)] = fit_power_law(rows[axis].to_numpy(float), rows["mean"].to_numpy(float))
+    return best, fits, metric
+
+
+def aggregate_and_log(parent_run_id: str, tracking_uri: str, metric: str) -> dict:
+    """Aggregate the children and log PNG + CSVs + fit parameters to the parent run."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    df = collect(parent_run_id, tracking_uri)
+    best, fits, used = aggregate(df, metric)
+    fit_rows = [{"axis": a, "objective": o, **f} for (a, o), f in fits.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "scaling_law.png"
+        plot(best, used, fits, str(png))
+        df.to_csv(Path(tmp) / "trials.csv", index=False)
+        best.to_csv(Path(tmp) / "scaling_law_points.csv", index=False)
+        pd.DataFrame(fit_rows).to_csv(Path(tmp) / "power_law_fits.csv", index=False)
+        for f in ("scaling_law.png", "trials.csv", "scaling_law_points.csv", "power_law_fits.csv"):
+            client.log_artifact(parent_run_id, str(Path(tmp) / f), "scaling_law")
+    for r in fit_rows:
+        if math.isfinite(r["b"]):
+            client.log_metric(parent_run_id, f"powerlaw/{r['axis']}/{r['objective']}/b", r["b"])
+            client.log_metric(parent_run_id, f"powerlaw/{r['axis']}/{r['objective']}/a", r["a"])
+    client.set_tag(parent_run_id, "emo_ray.scaling_metric", used)
+    return {"metric": used, "points": best.to_dict("records"), "fits": fit_rows}

@@ -1,0 +1,113 @@
+"""Run (or resume) a sweep on Ray Tune with one MLflow parent run and one child per trial."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from emo_ray import tracking
+from emo_ray.sweep.spec import SweepSpec, compute_flops, tokens_per_step, trial_config, trials
+
+STATE_FILE = "emo_ray_sweep.json"
+
+
+def describe(spec: SweepSpec) -> str:
+    """The trial grid, the resources each trial takes and the compute estimate (``--dry-run``)."""
+    rows, total = [], 0.0
+    for i, t in enumerate(trials(spec)):
+        cfg = trial_config(spec, t)
+        flops = compute_flops(spec, t)
+        total += flops or 0.0
+        rows.append(f"{i:>3}  {t.model:14s} {t.objective:20s} {'' if t.gamma is None else t.gamma:>5}  "
+                    f"{t.tokens:>11,}  {t.seed:>4}  {cfg.train.max_steps:>6}  "
+                    f"{cfg.ray.num_workers}x{'GPU' if cfg.ray.use_gpu else 'CPU'}  "
+                    f"{'' if flops is None else f'{flops:.2e}':>9}")
+    cfg0 = trial_config(spec, trials(spec)[0])
+    head = (f"sweep {spec.name!r}: {len(rows)} trials; {tokens_per_step(cfg0):,} tokens per optimizer step; "
+            f"evaluation: {spec.eval_config or 'validation perplexity only'}\n"
+            f"  #  model          objective            gamma       tokens  seed   steps  workers    6·N·D")
+    return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)"])
+
+
+def _concurrency(cfg) -> int:
+    """Trials that fit at once: GPUs per trial on a cluster, CPUs per trial on a laptop."""
+    import ray
+
+    res = ray.cluster_resources()
+    if cfg.ray.use_gpu:
+        return max(1, int(res.get("GPU", 0) // cfg.ray.num_workers))
+    # Two training workers saturate two cores; on a laptop run one trial at a time.
+    return max(1, int((os.cpu_count() or 1) // (cfg.ray.num_workers * cfg.ray.cpus_per_worker)))
+
+
+def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_uri: str | None = None,
+              experiment: str = "emo-ray-sweeps", resume: bool = False, aggregate_at_end: bool = True) -> dict:
+    """Run every trial of ``spec`` (or only the unfinished ones with ``resume``) and aggregate."""
+    import mlflow
+    import ray
+    from ray import tune
+
+    from emo_ray.sweep.progress import TrialProgress
+    from emo_ray.sweep.trial import run_trial
+    from emo_ray.train.launch import init_ray
+
+    grid = trials(spec)
+    cfg0 = trial_config(spec, grid[0])  # validates the whole base config early
+    for t in grid[1:]:
+        trial_config(spec, t)
+    storage = Path(storage_path).expanduser().resolve()
+    sweep_dir = storage / spec.name
+    state_path = sweep_dir / STATE_FILE
+    uri = tracking.setup(tracking_uri, experiment)
+
+    if resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist (run without --resume first)")
+        state = json.loads(state_path.read_text())
+        parent_id = state["parent_run_id"]
+    else:
+        if state_path.exists():
+            raise FileExistsError(f"sweep {spec.name!r} already exists in {sweep_dir}: pass --resume, or another --name")
+        with tracking.run(spec.name, tags={"emo_ray.kind": "sweep"}) as parent:
+            parent_id = parent.info.run_id
+            tracking.log_params_flat({f"sweep.{k}": v for k, v in dataclasses.asdict(spec).items()})
+            mlflow.log_param("sweep.n_trials", len(grid))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps({"parent_run_id": parent_id, "spec": dataclasses.asdict(spec)}, indent=2))
+
+    init_ray(cfg0)
+    # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
+    trainable = tune.with_resources(run_trial, {"CPU": 0.01, "memory": 256 * 2**20})
+    param_space = {
+        "spec": dataclasses.asdict(spec),
+        "trial": tune.grid_search([dataclasses.asdict(t) for t in grid]),
+        "tracking_uri": uri,
+        "experiment": experiment,
+        "parent_run_id": parent_id,
+        "storage_path": str(storage / spec.name / "train"),
+    }
+    with tracking.run(run_id=parent_id) as parent_run:
+        if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
+            tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, param_space=param_space,
+                                       resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(max_concurrent_trials=_concurrency(cfg0)),
+                run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir),
+                                          callbacks=[TrialProgress(len(grid))]),
+            )
+        results = tuner.fit()
+        errors = [r.error for r in results if r.error]
+        mlflow.log_metrics({"trials_total": len(grid), "trials_failed": len(errors)})
+        summary = {"parent_run_id": parent_id, "trials": len(grid), "failed": len(errors),
+                   "mlflow_run": parent_run.info.run_id}
+        if aggregate_at_end:
+            from emo_ray.sweep.aggregate import aggregate_and_log
+
+            summary["aggregate"] = aggregate_and_log(parent_id, uri, spec.primary_metric)
+        if errors:
+            raise RuntimeError(f"{len(errors)} of {len(grid)} trials failed; first: {errors[0]!r}")
+    return summary
