@@ -1,0 +1,50 @@
+import pytest
+
+from emo_ray.sweep import PRESETS, get_preset, trials
+from emo_ray.sweep.runner import describe
+from emo_ray.sweep.spec import compute_flops, tokens_per_step, trial_config, with_overrides
+
+
+def test_gamma_grid_only_for_objectives_that_take_it():
+    spec = with_overrides(get_preset("cpu"), gammas=(0.9, 0.8, 0.1))
+    grid = trials(spec)
+    per = {o: sum(t.objective == o for t in grid) for o in spec.objectives}
+    cells = len(spec.models) * len(spec.data_tokens) * len(spec.seeds)
+    assert per == {"mle": cells, "tailr": 3 * cells, "mixce": 3 * cells, "emo": cells}
+    assert len({t.key for t in grid}) == len(grid)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_valid_trial_configs(name):
+    spec = get_preset(name)
+    for t in trials(spec):
+        cfg = trial_config(spec, t)
+        assert cfg.model.name == t.model and cfg.train.loss == t.objective
+        assert cfg.data.max_train_tokens == t.tokens
+        if spec.epochs:
+            assert cfg.train.max_steps * tokens_per_step(cfg) >= t.tokens * spec.epochs
+    assert len(trials(spec)) >= 2
+
+
+def test_cpu_preset_meets_the_acceptance_grid():
+    spec = get_preset("cpu")
+    assert set(spec.objectives) >= {"mle", "tailr", "mixce", "emo"}
+    assert len(spec.models) >= 2 and len(spec.data_tokens) >= 2
+    assert "tiny" not in " ".join(spec.models)  # real models
+
+
+def test_dry_run_lists_every_trial_and_the_compute():
+    spec = get_preset("paper")
+    text = describe(spec)
+    assert f"{len(trials(spec))} trials" in text and "6·N·D" in text
+    flops = compute_flops(spec, trials(spec)[0])
+    cfg = trial_config(spec, trials(spec)[0])
+    assert flops == pytest.approx(6 * 1.3e9 * cfg.train.max_steps * tokens_per_step(cfg))
+
+
+def test_unknown_preset_and_bad_axis():
+    with pytest.raises(ValueError, match="not a sweep preset.*'cpu'"):
+        get_preset("gpu-huge")
+    spec = with_overrides(get_preset("cpu-small"), objectives=("emd",))
+    with pytest.raises(ValueError, match="not a supported loss"):
+        trials(spec)

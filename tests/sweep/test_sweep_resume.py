@@ -1,0 +1,76 @@
+"""A real sweep (local Ray, Tune over Train, MLflow) stopped half-way and resumed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = ["--preset", "cpu-small", "--objectives", "mle,emo", "--tokens", "4096", "--name", "resume-test"]
+
+
+def children(uri):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("emo-ray-sweeps")
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+
+
+def stop_group(proc, sig, timeout):
+    """Signal the process group *we* created for the driver (and its local Ray), then wait."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [sys.executable, str(ROOT / "sweeps" / "scaling_law.py"), *ARGS,
+              "--tracking-uri", uri, "--storage-path", str(tmp_path / "runs")]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(common, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 420
+        while time.time() < deadline and proc.poll() is None:
+            if any(r.info.status == "FINISHED" for r in children(uri)):
+                break
+            time.sleep(2)
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        finished_first = {r.data.tags["emo_ray.trial_id"]: r.info.run_id for r in children(uri) if r.info.status == "FINISHED"}
+        assert len(finished_first) == 1
+        stop_group(proc, signal.SIGINT, timeout=90)  # Ctrl-C
+    finally:
+        if proc.poll() is None:
+            stop_group(proc, signal.SIGKILL, timeout=30)
+    out = subprocess.run([*common, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = children(uri)
+    trial_ids = [r.data.tags["emo_ray.trial_id"] for r in runs]
+    assert len(runs) == 2 and len(set(trial_ids)) == 2, [(r.info.run_name, r.info.status) for r in runs]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    (tid, rid), = finished_first.items()
+    assert client.get_run(rid).data.tags["emo_ray.trial_id"] == tid
+    steps = [m.step for m in client.get_metric_history(rid, "loss")]
+    assert steps == sorted(set(steps)), "the finished trial was trained again"
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    assert "scaling_law/scaling_law.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "scaling_law")}
