@@ -6,22 +6,14 @@ as the first line of a worker.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_data_dir() -> str:
-    """``$EMO_RAY_DATA`` or ``../shared/data`` beside the checkout (what CI provides)."""
-    return os.environ.get("EMO_RAY_DATA", str(REPO_ROOT.parent / "shared" / "data"))
+from emo_ray import typed_config
+from emo_ray.typed_config import (  # noqa: F401  (re-exported: the config's public API)
+    REPO_ROOT, ConfigError, default_data_dir, expand_path, parse_overrides, resolve_config_path,
+)
 
 
 @dataclass(frozen=True)
@@ -127,127 +119,9 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def _fields(cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(tp):
-            try:
-                return _coerce(value, arm, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected null")
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads `3e-4` (no dot) as a string; a user typing lr=3e-4 means a number.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is tuple or origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    raise ConfigError(f"{where}: unsupported type {tp}")
-
-
-def _build(cls, data: Any, where: str = "config"):
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = _fields(cls)
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
-    node[keys[-1]] = value
-
-
-def parse_overrides(overrides: list[str]) -> dict:
-    """``["train.loss=mixce", "train.loss_kwargs={gamma: 0.8}"]`` -> nested dict; values are YAML."""
-    tree: dict = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
-    return tree
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "loss_kwargs" else v
-    return out
-
-
-def resolve_config_path(path: str | Path) -> Path:
-    """A config path as given, else relative to the checkout (shipped ``configs/...`` work from
-    any working directory, e.g. inside a Tune trial or a ``ray job submit`` job)."""
-    path = Path(path).expanduser()
-    if path.exists():
-        return path
-    if not path.is_absolute() and (REPO_ROOT / path).exists():
-        return REPO_ROOT / path
-    raise ConfigError(f"config file {path} does not exist")
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """YAML file (optional) + overrides -> validated ``Config``."""
-    tree: dict = {}
-    if path:
-        path = resolve_config_path(path)
-        tree = yaml.safe_load(path.read_text()) or {}
-    tree = _merge(tree, parse_overrides(overrides or []))
-    cfg = _build(Config, tree)
+    cfg = typed_config.build(Config, typed_config.load_tree(path, overrides))
     validate(cfg)
     return cfg
 
@@ -278,38 +152,12 @@ def validate(cfg: Config) -> None:
 
 def to_flat(cfg: Config) -> dict[str, Any]:
     """``{"train.loss": "emo", ...}``: for MLflow params and Ray's config dicts."""
-    out: dict[str, Any] = {}
-    for section in dataclasses.fields(cfg):
-        for f in dataclasses.fields(getattr(cfg, section.name)):
-            out[f"{section.name}.{f.name}"] = getattr(getattr(cfg, section.name), f.name)
-    return out
+    return typed_config.to_flat(cfg)
 
 
 def from_flat(flat: dict[str, Any]) -> Config:
-    tree: dict = {}
-    for k, v in flat.items():
-        _set_dotted(tree, k, list(v) if isinstance(v, tuple) else v)
-    return _build(Config, tree)
+    return typed_config.from_flat(Config, flat)
 
 
 def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(
-        {k: {kk: (list(vv) if isinstance(vv, tuple) else vv) for kk, vv in v.items()} for k, v in dataclasses.asdict(cfg).items()},
-        sort_keys=False,
-    )
-
-
-def expand_path(p: str) -> str:
-    """Expand ``${EMO_RAY_DATA}``, ``~`` and other environment variables in a data path."""
-    env = dict(os.environ)
-    env.setdefault("EMO_RAY_DATA", default_data_dir())
-    return os.path.expanduser(string_template_expand(p, env))
-
-
-def string_template_expand(s: str, env: dict) -> str:
-    import string
-
-    try:
-        return string.Template(s).substitute(env)
-    except KeyError as e:
-        raise ConfigError(f"path {s!r} uses an unset environment variable {e}") from None
+    return typed_config.to_yaml(cfg)

@@ -1,0 +1,195 @@
+"""Typed configs from YAML: frozen dataclass trees, ``key=value`` overrides, strict checking.
+
+Shared by the training config (``emo_ray.config``) and the evaluation config
+(``emo_ray.evaluation.config``): unknown keys and wrong types fail with the valid choices named.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> str:
+    """``$EMO_RAY_DATA`` or ``../shared/data`` beside the checkout (what CI provides)."""
+    return os.environ.get("EMO_RAY_DATA", str(REPO_ROOT.parent / "shared" / "data"))
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def fields_of(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            try:
+                return coerce(value, arm, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads `3e-4` (no dot) as a string; a user typing lr=3e-4 means a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def build(cls, data: Any, where: str = "config"):
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = fields_of(cls)
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
+    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["train.loss=mixce", "train.loss_kwargs={gamma: 0.8}"]`` -> nested dict; values are YAML."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+# Fields whose value is itself a mapping (not a config section): an override replaces them whole.
+MAPPING_FIELDS = frozenset({"loss_kwargs"})
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Overrides into a YAML tree: sections merge key by key, values (and mapping fields) replace."""
+    out = dict(base)
+    for k, v in extra.items():
+        nested = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in MAPPING_FIELDS
+        out[k] = merge(out[k], v) if nested else v
+    return out
+
+
+def expand_path(p: str) -> str:
+    """Expand ``${EMO_RAY_DATA}``, ``~`` and other environment variables in a data path."""
+    env = dict(os.environ)
+    env.setdefault("EMO_RAY_DATA", default_data_dir())
+    return os.path.expanduser(string_template_expand(p, env))
+
+
+def string_template_expand(s: str, env: dict) -> str:
+    import string
+
+    try:
+        return string.Template(s).substitute(env)
+    except KeyError as e:
+        raise ConfigError(f"path {s!r} uses an unset environment variable {e}") from None
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, else relative to the checkout (shipped ``configs/...`` work from
+    any working directory, e.g. inside a Tune trial or a ``ray job submit`` job)."""
+    path = Path(path).expanduser()
+    if path.exists():
+        return path
+    if not path.is_absolute() and (REPO_ROOT / path).exists():
+        return REPO_ROOT / path
+    raise ConfigError(f"config file {path} does not exist")
+
+
+def load_tree(path: str | Path | None, overrides: list[str] | None) -> dict:
+    """YAML file (optional) merged with ``key=value`` overrides, as a plain nested dict."""
+    tree: dict = {}
+    if path:
+        tree = yaml.safe_load(resolve_config_path(path).read_text()) or {}
+    return merge(tree, parse_overrides(overrides or []))
+
+
+def to_flat(obj) -> dict[str, Any]:
+    """Nested dataclasses -> ``{"section.key": value}`` (for MLflow params and Ray configs)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out.update({f"{f.name}.{k}": vv for k, vv in to_flat(v).items()})
+        else:
+            out[f.name] = v
+    return out
+
+
+def from_flat(cls, flat: dict[str, Any]):
+    tree: dict = {}
+    for k, v in flat.items():
+        set_dotted(tree, k, list(v) if isinstance(v, tuple) else v)
+    return build(cls, tree)
+
+
+def to_yaml(obj) -> str:
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return yaml.safe_dump(plain(dataclasses.asdict(obj)), sort_keys=False)
