@@ -27,6 +27,20 @@ class ModelActor:
         self.device = device
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Work done in the driver (retriever embeddings) with the thread count of one actor: on
+    shared cores, surplus OpenMP threads spin against other jobs and slow everything down."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def actor_kwargs(execution: ExecutionConfig) -> dict:
     return {"threads": int(execution.cpus_per_actor), "device": "cuda" if execution.gpus_per_actor > 0 else "cpu"}
 

@@ -42,7 +42,8 @@ def get_pooling(name: str):
 class Featurizer(ModelActor):
     """Ray Data stage: rows ``text`` -> ``features`` (float32 vector)."""
 
-    def __init__(self, model_path: str, pooling: str, max_tokens: int, threads: int = 1, device: str = "cpu"):
+    def __init__(self, model_path: str, pooling: str, max_tokens: int, layer: int = -1, threads: int = 1,
+                 device: str = "cpu"):
         super().__init__(threads, device)
         from emo_ray.models import load_model
 
@@ -50,6 +51,10 @@ class Featurizer(ModelActor):
         self.model.eval()
         self.pool = get_pooling(pooling)
         self.max_tokens = max_tokens
+        n_states = self.model.config.get_text_config().num_hidden_layers + 1
+        if not -n_states <= layer < n_states:
+            raise ValueError(f"featurizer layer {layer} out of range for {n_states} hidden states")
+        self.layer = layer
 
     @torch.no_grad()
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -62,17 +67,22 @@ class Featurizer(ModelActor):
         for r, e in enumerate(enc):
             ids[r, : len(e)] = torch.tensor(e)
             mask[r, : len(e)] = 1
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=True)
-        feats = self.pool(out.hidden_states[-1].float(), mask.to(self.device)).cpu().numpy().astype(np.float32)
+        # The base model gives the hidden states (hidden_states[-1] is the final, normed one)
+        # without paying for the vocabulary projection.
+        out = self.model.base_model(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=self.layer != -1
+        )
+        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        feats = self.pool(hidden.float(), mask.to(self.device)).cpu().numpy().astype(np.float32)
         return batch.assign(features=list(feats))
 
 
-def featurizer_identity(model_path: str, pooling: str, max_tokens: int) -> str:
+def featurizer_identity(model_path: str, pooling: str, max_tokens: int, layer: int = -1) -> str:
     """Name, pooling, truncation and (for a folder) the weights' size and mtime: a retrained
     featurizer in the same folder does not reuse stale features."""
     weights = [p for p in Path(model_path).glob("*.safetensors")] if Path(model_path).is_dir() else []
     stamp = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(weights)]
-    return json.dumps([str(model_path), pooling, max_tokens, stamp])
+    return json.dumps([str(model_path), pooling, max_tokens, stamp] + ([layer] if layer != -1 else []))
 
 
 def feature_cache_path(identity: str, texts: list[str]) -> Path:
@@ -85,16 +95,16 @@ def feature_cache_path(identity: str, texts: list[str]) -> Path:
 
 
 def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: int, batch_size: int,
-              execution, cache: bool = False) -> np.ndarray:
+              execution, cache: bool = False, layer: int = -1) -> np.ndarray:
     """(n, d) features of ``texts``; with ``cache`` they are read from / written to disk."""
     from emo_ray.evaluation.executor import map_rows
 
-    path = feature_cache_path(featurizer_identity(model_path, pooling, max_tokens), texts) if cache else None
+    path = feature_cache_path(featurizer_identity(model_path, pooling, max_tokens, layer), texts) if cache else None
     if path is not None and path.exists():
         return np.load(path)
     rows = map_rows(
         [{"text": t} for t in texts], Featurizer,
-        {"model_path": model_path, "pooling": pooling, "max_tokens": max_tokens},
+        {"model_path": model_path, "pooling": pooling, "max_tokens": max_tokens, "layer": layer},
         execution=execution, batch_size=batch_size,
     )
     feats = np.stack([np.asarray(r["features"], dtype=np.float32) for r in rows])

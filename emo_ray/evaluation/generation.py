@@ -58,6 +58,7 @@ def make_prompts(corpus: Corpus, tokenizer, *, num_prompts: int, seed: int) -> t
         too_short += n == 0
         windows.extend(ids[k * window : (k + 1) * window] for k in range(n))
     random.Random(seed).shuffle(windows)
+    available = len(windows)
     if num_prompts:
         if len(windows) < num_prompts:
             raise ValueError(
@@ -74,7 +75,7 @@ def make_prompts(corpus: Corpus, tokenizer, *, num_prompts: int, seed: int) -> t
         )
         for i, w in enumerate(windows)
     ]
-    return prompts, {"units": len(units), "units_too_short": too_short, "windows": len(windows)}
+    return prompts, {"units": len(units), "units_too_short": too_short, "windows": available}
 
 
 def row_seed(seed: int, prompt_id: int) -> int:

@@ -10,7 +10,7 @@ from emo_ray.evaluation.config import MauveConfig
 def mauve_settings(cfg: MauveConfig) -> str:
     """The settings stamped next to every MAUVE number in MLflow."""
     return (
-        f"featurizer={cfg.featurizer} pooling={cfg.pooling} max_tokens={cfg.max_tokens} "
+        f"featurizer={cfg.featurizer} pooling={cfg.pooling} layer={cfg.layer} max_tokens={cfg.max_tokens} "
         f"include_prefix={cfg.include_prefix} num_buckets={cfg.num_buckets or 'auto'} "
         f"scaling_factor={cfg.scaling_factor} kmeans_explained_var={cfg.kmeans_explained_var} "
         f"kmeans_num_redo={cfg.kmeans_num_redo} kmeans_max_iter={cfg.kmeans_max_iter} seed={cfg.seed}"

@@ -64,7 +64,7 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     # Featurize the human side once (cached across runs) and every non-empty generation.
     m = cfg.mauve
     feat_path = materialize(m.featurizer)
-    fkw = {"pooling": m.pooling, "max_tokens": m.max_tokens, "batch_size": m.batch_size, "execution": ex}
+    fkw = {"pooling": m.pooling, "layer": m.layer, "max_tokens": m.max_tokens, "batch_size": m.batch_size, "execution": ex}
     t_feat = time.perf_counter()
     human = featurize([side_text(p.prefix, p.reference) for p in prompts], feat_path, cache=m.cache, **fkw)
     model_feats = featurize([side_text(a, b) for a, b in zip(ok["prefix"], ok["generation"])], feat_path, **fkw) if len(ok) else None

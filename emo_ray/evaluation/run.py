@@ -141,6 +141,8 @@ def evaluate_and_log(model: str, cfg: EvalConfig) -> tuple[str, EvalResult]:
     result = run_evaluation(path, cfg)
     tags = {"emo_ray.kind": "evaluation", "emo_ray.model": model, "emo_ray.model_path": path}
     if source_run and cfg.tracking.log_to_source_run:
+        # The training run may live in another experiment: select it, or MLflow refuses.
+        mlflow.set_experiment(experiment_id=mlflow.get_run(source_run).info.experiment_id)
         with tracking.run(run_id=source_run) as active:
             mlflow.set_tags({"emo_ray.evaluated": "true"})
             log_result(result)

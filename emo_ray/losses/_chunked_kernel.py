@@ -55,11 +55,17 @@ def chunk_terms(
     y: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    e_hat: torch.Tensor | None,
+    cost: tuple[torch.Tensor, torch.Tensor] | None,
     ws: Workspace,
     exclude_target: bool,
 ) -> ChunkTerms:
-    """Forward of one chunk. Shape: h ``(n, d)``, y ``(n,)``, weight ``(V, d)``, e_hat ``(V, d_e)``."""
+    """Forward of one chunk.
+
+    ``cost = (E, 1/||E_v||)``: the raw cost embedding and its inverse row norms, so that
+    ``Ê = diag(r) E`` is never materialised (a ``V x d`` copy, as large as the head itself).
+
+    Shape: h ``(n, d)``, y ``(n,)``, weight ``(V, d)``, E ``(V, d_e)``, inverse norms ``(V,)``.
+    """
     n = h.shape[0]
     z = ws.z[:n]
     if bias is None:
@@ -73,11 +79,14 @@ def chunk_terms(
     logp_y = p.gather(1, y.unsqueeze(1)).squeeze(1)
     p.exp_()
     mle = -logp_y
-    if e_hat is None:
+    if cost is None:
         return ChunkTerms(mle, None, p, None, None)
+    e, inv_norm = cost
     pc = ws.c[:n]
-    torch.mm(e_hat.index_select(0, y), e_hat.t(), out=pc)  # c_v = <Ê_y, Ê_v>
-    pc.mul_(p)  # p_v c_v: s is its row sum and the gradient needs it, so keep only the product
+    e_y = e.index_select(0, y).mul_(inv_norm.index_select(0, y).unsqueeze(1))  # Ê_y, (n, d_e)
+    torch.mm(e_y, e.t(), out=pc)  # <Ê_y, E_v>
+    # p_v c_v with c_v = <Ê_y, E_v> / ||E_v||: s is its row sum and the gradient needs only it
+    pc.mul_(p).mul_(inv_norm)
     s = pc.sum(1)
     emo = 1.0 - s
     if exclude_target:

@@ -46,11 +46,11 @@ class _Plan:
     """Everything about the call except the differentiable tensors (passed to ``apply`` as one
     opaque object, so autograd does not look into it)."""
 
-    def __init__(self, name, targets, positions, e_hat, chunk_size, kwargs, metrics):
+    def __init__(self, name, targets, positions, cost, chunk_size, kwargs, metrics):
         self.name = name
         self.targets = targets  # (M,) label of each real target token
         self.positions = positions  # (M,) its row in the flattened hidden states
-        self.e_hat = e_hat  # (V, d_e) normalised, detached cost embedding, or None
+        self.cost = cost  # (E (V, d_e) detached, 1/||E_v|| (V,)) or None
         self.chunk_size = chunk_size
         self.kwargs = kwargs
         self.metrics = metrics  # filled in by forward
@@ -62,7 +62,7 @@ def _sweep(h_flat, weight, bias, plan: _Plan, acc, weights=None, grads=None):
     (``[grad_h or None, grad_W or None, grad_b or None]``)."""
     M = plan.targets.numel()
     V = weight.shape[0]
-    need_c = plan.e_hat is not None
+    need_c = plan.cost is not None
     ws = Workspace(min(plan.chunk_size, M), V, h_flat.dtype, acc, h_flat.device, need_c)
     exclude = bool(plan.kwargs.get("exclude_target", False))
     mles, emos = [], []
@@ -70,7 +70,7 @@ def _sweep(h_flat, weight, bias, plan: _Plan, acc, weights=None, grads=None):
         sl = slice(start, min(start + plan.chunk_size, M))
         y, pos = plan.targets[sl], plan.positions[sl]
         h = h_flat.index_select(0, pos)
-        t = chunk_terms(h, y, weight, bias, plan.e_hat, ws, exclude)
+        t = chunk_terms(h, y, weight, bias, plan.cost, ws, exclude)
         mles.append(t.mle)
         if t.emo is not None:
             emos.append(t.emo)
@@ -136,9 +136,17 @@ class _ChunkedObjective(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        # Scaled in place when no cast is needed: a (V, d) copy of the head gradient is the
+        # largest thing left at this point. A second backward (retain_graph=True) is refused by
+        # autograd's saved-tensor version check rather than silently scaled twice.
         out = []
         for has, g, dtype in zip(ctx.has, ctx.saved_tensors, ctx.dtypes):
-            out.append((g * grad_out.to(g.dtype)).to(dtype) if has else None)
+            if not has:
+                out.append(None)
+            elif g.dtype == dtype:
+                out.append(g.mul_(grad_out.to(g.dtype)))
+            else:
+                out.append((g * grad_out.to(g.dtype)).to(dtype))
         return (*out, None)
 
 
@@ -185,7 +193,7 @@ def chunked_loss(
     if head_bias is not None and head_bias.shape != (vocab,):
         raise ValueError(f"head_bias must be (V={vocab},); got {tuple(head_bias.shape)}")
     acc = torch.promote_types(hidden_states.dtype, torch.float32)
-    e_hat = None
+    cost = None
     if spec.needs_cost_embedding:
         if cost_embedding is None:
             raise ValueError(f"loss {name!r} needs a cost_embedding (V, d)")
@@ -194,9 +202,10 @@ def chunked_loss(
                 f"cost_embedding must be (V={vocab}, d); got {tuple(cost_embedding.shape)}"
                 " (under ZeRO-3 gather the head weight first)"
             )
-        # Row-normalised so that cos(e_i, e_j) is an inner product (as normalize_cost_embedding).
+        # cos(e_i, e_j) = <e_i, e_j> r_i r_j with r = 1/||e|| (as normalize_cost_embedding). Only
+        # the (V,) norms are new: E itself is used in place unless its dtype/device differ.
         e = cost_embedding.detach().to(device=hidden_states.device, dtype=acc)
-        e_hat = e / torch.linalg.vector_norm(e, ord=2, dim=1, keepdim=True).clamp_min(1e-12)
+        cost = (e, 1.0 / torch.linalg.vector_norm(e, ord=2, dim=1).clamp_min(1e-12))
 
     B, T, d = hidden_states.shape
     shifted = torch.full_like(labels, ignore_index)
@@ -208,7 +217,7 @@ def chunked_loss(
         name,
         shifted.index_select(0, positions),
         positions,
-        e_hat,
+        cost,
         chunk_size,
         {**hyperparameters(name), **spec.pinned, **hparams},
         metrics,

@@ -4,9 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from pathlib import Path
 
-from emo_ray import tracking
+from emo_ray import storage, tracking
 from emo_ray.sweep.spec import SweepSpec, compute_flops, tokens_per_step, trial_config, trials
 
 STATE_FILE = "emo_ray_sweep.json"
@@ -45,7 +44,6 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
               experiment: str = "emo-ray-sweeps", resume: bool = False, aggregate_at_end: bool = True) -> dict:
     """Run every trial of ``spec`` (or only the unfinished ones with ``resume``) and aggregate."""
     import mlflow
-    import ray
     from ray import tune
 
     from emo_ray.sweep.progress import TrialProgress
@@ -56,25 +54,23 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
     cfg0 = trial_config(spec, grid[0])  # validates the whole base config early
     for t in grid[1:]:
         trial_config(spec, t)
-    storage = Path(storage_path).expanduser().resolve()
-    sweep_dir = storage / spec.name
-    state_path = sweep_dir / STATE_FILE
+    sweep_dir = storage.join(storage.resolve(storage_path), spec.name)  # local folder or s3:// etc.
+    state_path = storage.join(sweep_dir, STATE_FILE)
     uri = tracking.setup(tracking_uri, experiment)
 
     if resume:
-        if not state_path.exists():
+        if not storage.exists(state_path):
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist (run without --resume first)")
-        state = json.loads(state_path.read_text())
+        state = json.loads(storage.read_text(state_path))
         parent_id = state["parent_run_id"]
     else:
-        if state_path.exists():
+        if storage.exists(state_path):
             raise FileExistsError(f"sweep {spec.name!r} already exists in {sweep_dir}: pass --resume, or another --name")
         with tracking.run(spec.name, tags={"emo_ray.kind": "sweep"}) as parent:
             parent_id = parent.info.run_id
             tracking.log_params_flat({f"sweep.{k}": v for k, v in dataclasses.asdict(spec).items()})
             mlflow.log_param("sweep.n_trials", len(grid))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"parent_run_id": parent_id, "spec": dataclasses.asdict(spec)}, indent=2))
+        storage.write_text(state_path, json.dumps({"parent_run_id": parent_id, "spec": dataclasses.asdict(spec)}, indent=2))
 
     init_ray(cfg0)
     # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
@@ -85,18 +81,18 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
         "tracking_uri": uri,
         "experiment": experiment,
         "parent_run_id": parent_id,
-        "storage_path": str(storage / spec.name / "train"),
+        "storage_path": storage.join(sweep_dir, "train"),
     }
     with tracking.run(run_id=parent_id) as parent_run:
-        if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
-            tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable=trainable, param_space=param_space,
+        if resume and tune.Tuner.can_restore(storage.join(sweep_dir, "tune")):
+            tuner = tune.Tuner.restore(storage.join(sweep_dir, "tune"), trainable=trainable, param_space=param_space,
                                        resume_errored=True)
         else:
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
                 tune_config=tune.TuneConfig(max_concurrent_trials=_concurrency(cfg0)),
-                run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir),
+                run_config=tune.RunConfig(name="tune", storage_path=sweep_dir,
                                           callbacks=[TrialProgress(len(grid))]),
             )
         results = tuner.fit()

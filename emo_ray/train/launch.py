@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from emo_ray import storage as storage_lib
 from emo_ray import tracking
 from emo_ray.config import Config, ConfigError, to_flat, to_yaml
 
@@ -68,7 +69,6 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     ``callbacks``: extra Ray Train callbacks (a sweep passes ``TuneReportCallback``).
     ``mlflow_run_id``: continue this MLflow run instead of opening a new one (a resumed trial).
     """
-    import numpy as np
     import ray
     import ray.data
     import ray.train
@@ -102,7 +102,7 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
         tracking.log_params_flat({**to_flat(cfg), "model.path": model_path, **{f"data.{k}": v for k, v in packed.stats.items()}})
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         name = cfg.ray.run_name or f"emo-ray-{run_id}"
-        storage = str(Path(cfg.ray.storage_path or "runs").expanduser().resolve())
+        storage = storage_lib.resolve(cfg.ray.storage_path or "runs")  # local folder or s3:// etc.
         init_ray(cfg)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # same blocks per rank on every attempt

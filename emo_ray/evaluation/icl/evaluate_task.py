@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from emo_ray.evaluation.config import EvalConfig
-from emo_ray.evaluation.executor import ModelActor, map_rows
+from emo_ray.evaluation.executor import ModelActor, map_rows, torch_threads
 from emo_ray.evaluation.icl.predict import predict, prior_baseline
 from emo_ray.evaluation.icl.prompts import candidate_prompts
 from emo_ray.evaluation.icl.retriever import embed, fixed_shots, resolve_retriever, topk
@@ -62,8 +62,9 @@ def demonstration_indices(data: TaskData, items: list[int], cfg: EvalConfig) -> 
     if task.selection == "fixed":
         return fixed_shots([data.test[i] for i in items], data.train, task.demonstrations, task.group_field)
     kw = {"batch_size": cfg.icl.retriever_batch_size}
-    pool = embed([input_text(task, r) for r in data.train], cfg.icl.retriever, **kw)
-    query = embed([input_text(task, data.test[i]) for i in items], cfg.icl.retriever, **kw)
+    with torch_threads(int(cfg.execution.cpus_per_actor)):
+        pool = embed([input_text(task, r) for r in data.train], cfg.icl.retriever, **kw)
+        query = embed([input_text(task, data.test[i]) for i in items], cfg.icl.retriever, **kw)
     return topk(query, pool, task.demonstrations).tolist()
 
 

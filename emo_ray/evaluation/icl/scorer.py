@@ -80,12 +80,13 @@ def score_plain(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items:
 
 def common_prefix_length(cands: Sequence[Sequence[int]]) -> int:
     """Longest common token prefix, leaving at least one token of every candidate to score
-    with the cache (a candidate that is a prefix of another still gets its last token scored)."""
+    with the cache (a candidate that is a prefix of another still gets its last token scored).
+    0 when the candidates differ in their first token: nothing to share."""
     limit = min(len(c) for c in cands) - 1
     n = 0
     while n < limit and all(c[n] == cands[0][n] for c in cands):
         n += 1
-    return max(n, 1)
+    return n
 
 
 @torch.no_grad()
@@ -103,7 +104,14 @@ def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batc
         n_cands = {len(c) for c in batch}
         if len(n_cands) != 1:
             raise ValueError(f"items of one batch must have the same number of candidates, got {sorted(n_cands)}")
-        out.extend(_score_batch(model, batch, n_cands.pop()))
+        C = n_cands.pop()
+        shared = [k for k, c in enumerate(batch) if common_prefix_length(c) > 0]
+        # Candidates that differ from their first token share nothing: score them plainly.
+        scored = dict(zip(shared, _score_batch(model, [batch[k] for k in shared], C))) if shared else {}
+        alone = [k for k in range(len(batch)) if k not in scored]
+        if alone:
+            scored.update(zip(alone, score_plain(model, [batch[k] for k in alone], batch_items=len(alone))))
+        out.extend(scored[k] for k in range(len(batch)))
     return out
 
 

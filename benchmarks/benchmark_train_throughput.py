@@ -1,0 +1,138 @@
+"""End-to-end training throughput: EMO vs MLE through the chunked loss, on one model and one batch.
+
+Model: ``/root/.cache/emo_ray/models/smollm2-135m`` (a Hugging Face folder) if present, else a
+random-init Llama with SmolLM2's head (V=49152, d=576, tied embeddings) and 4 layers. Each step:
+``model.model`` (the base) -> hidden states ``(8, 128, 576)`` -> loss -> backward -> AdamW step.
+
+Methods, each from the same initial weights with its own plain ``torch.optim.AdamW``:
+``reference_mle``  materialised ``lm_head`` logits + ``get_loss("mle")`` (the usual HF path)
+``chunked_mle``    ``chunked_loss("mle", hidden, lm_head.weight, labels)``
+``chunked_emo``    ``chunked_loss("emo", ..., cost_embedding=lm_head.weight)`` (adaptive, detached)
+``reference_emo``  materialised logits + ``get_loss("emo")``
+
+Rounds are interleaved (every method runs ``--steps`` steps per round) so that load from other
+processes on a shared machine hits all methods alike; the fastest round is reported.
+
+    python benchmarks/benchmark_train_throughput.py [--steps 3 --rounds 2]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared box (before torch)
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import csv  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from emo_ray.losses import get_loss  # noqa: E402
+from emo_ray.losses.chunked import chunked_loss  # noqa: E402
+
+MODEL_DIR = "/root/.cache/emo_ray/models/smollm2-135m"
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def load_model(layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if os.path.isdir(MODEL_DIR):
+        return LlamaForCausalLM.from_pretrained(MODEL_DIR, dtype=torch.float32), f"smollm2-135m ({MODEL_DIR})"
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
+        num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+        tie_word_embeddings=True, rms_norm_eps=1e-5,
+    )
+    return LlamaForCausalLM(config), f"random-init llama V=49152 d=576 layers={layers} (tied head)"
+
+
+def loss_fn(method: str, model, ids):
+    hidden = model.model(input_ids=ids).last_hidden_state
+    head = model.lm_head.weight
+    if method == "reference_mle":
+        return get_loss("mle")(model.lm_head(hidden), ids).loss
+    if method == "reference_emo":
+        return get_loss("emo", cost_embedding=head)(model.lm_head(hidden), ids).loss
+    if method == "chunked_mle":
+        return chunked_loss("mle", hidden, head, ids).loss
+    if method == "chunked_emo":
+        return chunked_loss("emo", hidden, head, ids, cost_embedding=head).loss
+    raise ValueError(method)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per method per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=4, help="layers of the random-init fallback model")
+    ap.add_argument("--methods", default="reference_mle,chunked_mle,chunked_emo,reference_emo")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "train_throughput.csv"))
+    args = ap.parse_args(argv)
+
+    base, desc = load_model(args.layers)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), generator=g)
+    methods = args.methods.split(",")
+    runs = {}
+    for m in methods:  # same start, own optimizer; one untimed step warms kernels and allocates Adam state
+        model = copy.deepcopy(base).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        runs[m] = (model, opt)
+    del base
+    tokens = args.batch * args.seq
+    best = {m: (float("inf"), float("inf")) for m in methods}
+    losses = {m: [] for m in methods}
+
+    def step(m):
+        model, opt = runs[m]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(m, model, ids)
+        loss.backward()
+        opt.step()
+        losses[m].append(float(loss.detach()))
+
+    print(f"model: {desc}; batch {args.batch} x {args.seq}; threads {torch.get_num_threads()};"
+          f" load average {os.getloadavg()[0]:.1f}", flush=True)
+    for m in methods:
+        step(m)
+    for r in range(args.rounds):
+        for m in methods:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(args.steps):
+                step(m)
+            wall, cpu = (time.perf_counter() - t0) / args.steps, (time.process_time() - c0) / args.steps
+            best[m] = (min(best[m][0], wall), min(best[m][1], cpu))
+            print(f"round {r} {m}: {tokens / wall:.0f} tok/s wall, {tokens / cpu:.0f} tok/cpu-s, loss {losses[m][-1]:.3f}",
+                  flush=True)
+
+    ref = best.get("chunked_mle", next(iter(best.values())))
+    rows = []
+    for m in methods:
+        wall, cpu = best[m]
+        rows.append({
+            "method": m, "model": desc, "batch": args.batch, "seq": args.seq, "steps": args.steps,
+            "rounds": args.rounds, "step_wall_s": f"{wall:.3f}", "step_cpu_s": f"{cpu:.3f}",
+            "tokens_per_s": f"{tokens / wall:.0f}", "tokens_per_cpu_s": f"{tokens / cpu:.0f}",
+            "vs_chunked_mle_wall": f"{ref[0] / wall:.3f}", "vs_chunked_mle_cpu": f"{ref[1] / cpu:.3f}",
+            "final_loss": f"{losses[m][-1]:.4f}",
+        })
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"\nwrote {args.out}; load average now {os.getloadavg()[0]:.1f}\n")
+    cols = ["method", "step_wall_s", "step_cpu_s", "tokens_per_s", "tokens_per_cpu_s", "vs_chunked_mle_wall", "vs_chunked_mle_cpu"]
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(r[c].ljust(w) for c, w in zip(cols, widths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Run storage that is either a local folder or a URI Ray understands (``s3://``, ``gs://``,
+``abfs://``...). Local paths are made absolute (Ray Train refuses relative ones); URIs pass
+through untouched, and the small files we keep next to Ray's (the sweep state) go through
+pyarrow's filesystem layer, as Ray's own checkpoints do."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_uri(path: str) -> bool:
+    return "://" in str(path)
+
+
+def resolve(path: str) -> str:
+    """Absolute local path, or the URI as given."""
+    return str(path) if is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([str(base).rstrip("/"), *parts]) if is_uri(base) else str(Path(base, *parts))
+
+
+def _fs(path: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(path) if is_uri(path) else (pyarrow.fs.LocalFileSystem(), path)
+
+
+def exists(path: str) -> bool:
+    import pyarrow.fs
+
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
+
+
+def read_text(path: str) -> str:
+    fs, p = _fs(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def write_text(path: str, text: str) -> None:
+    fs, p = _fs(path)
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(p) as f:
+        f.write(text.encode())

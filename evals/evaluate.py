@@ -1,0 +1,13 @@
+"""Evaluate a model id, local folder or MLflow run's checkpoint; results go to MLflow.
+
+    python evals/evaluate.py configs/eval/quick.yaml model=smollm2-135m
+    python evals/evaluate.py configs/eval/acceptance.yaml
+
+Same as the console command ``emo-ray-eval`` (``emo_ray.evaluation.cli:main``).
+"""
+import sys
+
+from emo_ray.evaluation.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
