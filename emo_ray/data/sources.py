@@ -58,6 +58,16 @@ def read_hf(spec: str, text_field: str) -> list[str]:
     return [t for t in ds[text_field] if isinstance(t, str) and t.strip()]
 
 
+def check_sources(spec: str) -> None:
+    """Fail fast on local sources that do not exist, without reading them: a sweep checks this
+    in its driver before it schedules a single trial."""
+    if not spec.strip():
+        raise DataError("no data source given")
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if not part.startswith("hf:") and not Path(expand_path(part)).exists():
+            raise DataError(f"data file {expand_path(part)} does not exist (from {part!r}; set EMO_RAY_DATA?)")
+
+
 def read_documents(spec: str, text_field: str = "text") -> list[str]:
     """All documents named by ``spec`` (comma-separated sources), in a stable order."""
     if not spec.strip():

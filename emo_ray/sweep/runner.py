@@ -52,8 +52,12 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
 
     grid = trials(spec)
     cfg0 = trial_config(spec, grid[0])  # validates the whole base config early
-    for t in grid[1:]:
-        trial_config(spec, t)
+    from emo_ray.data.sources import check_sources
+
+    for cfg in {trial_config(spec, t).data for t in grid}:  # every trial's config, and its data
+        check_sources(cfg.train)
+        if cfg.validation:
+            check_sources(cfg.validation)
     sweep_dir = storage.join(storage.resolve(storage_path), spec.name)  # local folder or s3:// etc.
     state_path = storage.join(sweep_dir, STATE_FILE)
     uri = tracking.setup(tracking_uri, experiment)

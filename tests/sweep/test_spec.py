@@ -48,3 +48,14 @@ def test_unknown_preset_and_bad_axis():
     spec = with_overrides(get_preset("cpu-small"), objectives=("emd",))
     with pytest.raises(ValueError, match="not a supported loss"):
         trials(spec)
+
+
+def test_missing_data_fails_before_any_trial_or_mlflow_run(tmp_path, monkeypatch):
+    from emo_ray.data.sources import DataError
+    from emo_ray.sweep.runner import run_sweep
+
+    monkeypatch.setenv("EMO_RAY_DATA", str(tmp_path / "nowhere"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(DataError, match=r"nowhere/wikitext-2/.* does not exist .*EMO_RAY_DATA"):
+        run_sweep(get_preset("cpu-small"), storage_path=str(tmp_path / "runs"), tracking_uri=uri)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
