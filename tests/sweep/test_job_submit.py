@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -112,13 +111,14 @@ def test_submitted_cpu_small_sweep_succeeds(ray_head):
     out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
+    # The SDK in a child process: token mode must be on in the client's process, not in pytest's.
+    status_cmd = [sys.executable, "-c", "import sys; from ray.job_submission import JobSubmissionClient as C; "
+                  "print(C(sys.argv[1]).get_job_status(sys.argv[2]).value)", address, job_id]
     deadline, status = time.time() + 1200, ""
     while time.time() < deadline:
-        st = subprocess.run([*RAY, "job", "status", "--address", address, job_id], env=env, capture_output=True, text=True)
-        said = st.stdout + st.stderr  # the CLI prints through its logger (stderr)
-        found = re.search(r"\b(SUCCEEDED|FAILED|STOPPED)\b", said)
-        status = found.group(1) if found else ""
-        if status:
+        st = subprocess.run(status_cmd, env=env, capture_output=True, text=True)
+        status = st.stdout.strip().splitlines()[-1] if st.returncode == 0 and st.stdout.strip() else ""
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
         time.sleep(10)
     logs = subprocess.run([*RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True, text=True).stdout

