@@ -17,8 +17,9 @@ class DataError(ValueError):
 TEXT_SUFFIXES = (".txt", ".raw", ".tokens")
 
 
-def read_jsonl(path: Path, text_field: str) -> list[str]:
-    docs = []
+def iter_jsonl(path: Path):
+    """``(line number, object)`` for every non-blank line; a line that is not a JSON object
+    fails naming the file and line (shared by training data and evaluation rows)."""
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -27,14 +28,21 @@ def read_jsonl(path: Path, text_field: str) -> list[str]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
-            if not isinstance(row, dict) or text_field not in row:
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise DataError(f"{path}:{lineno}: no text field {text_field!r} (found {keys})")
-            text = row[text_field]
-            if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
-            if text.strip():
-                docs.append(text)
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def read_jsonl(path: Path, text_field: str) -> list[str]:
+    docs = []
+    for lineno, row in iter_jsonl(path):
+        if text_field not in row:
+            raise DataError(f"{path}:{lineno}: no text field {text_field!r} (found {sorted(row)})")
+        text = row[text_field]
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
+        if text.strip():
+            docs.append(text)
     return docs
 
 

@@ -1,9 +1,9 @@
 """Read evaluation rows (dicts) from a local JSON Lines file or a Hugging Face dataset split."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from emo_ray.data.sources import iter_jsonl
 from emo_ray.evaluation.config import expand
 
 
@@ -18,19 +18,7 @@ def read_rows(spec: str) -> list[dict]:
     path = Path(expand(spec))
     if not path.exists():
         raise DataUnavailable(f"data file {path} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _read_hf(spec: str) -> list[dict]:
