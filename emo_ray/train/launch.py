@@ -16,7 +16,11 @@ from emo_ray.config import Config, ConfigError, to_flat, to_yaml
 
 # Ray Train V2's controller polls workers every 2 s by default, and each `ray.train.report`
 # waits for a poll: with a report per step that is 2 s per step. Poll faster.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "DS_ACCELERATOR": "", "TOKENIZERS_PARALLELISM": "false"}
+# Ray Train's controller polls every 2 s by default and report() waits for it; its worker group
+# must start within 60 s by default, which a loaded 2-core box (workers importing torch and
+# DeepSpeed while other jobs run) misses: seen as WorkerGroupStartupTimeoutError in a sweep.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+           "DS_ACCELERATOR": "", "TOKENIZERS_PARALLELISM": "false"}
 
 
 @dataclass
