@@ -29,11 +29,11 @@ def describe(spec: SweepSpec) -> str:
     return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)"])
 
 
-def _concurrency(cfg) -> int:
-    """Trials that fit at once: GPUs per trial on a cluster, CPUs per trial on a laptop."""
-    import ray
+TRIAL_SLOT = "emo_ray_trial_slot"
 
-    res = ray.cluster_resources()
+
+def _concurrency(cfg, res: dict) -> int:
+    """Trials that fit at once: GPUs per trial on a cluster, CPUs per trial on a laptop."""
     if cfg.ray.use_gpu:
         return max(1, int(res.get("GPU", 0) // cfg.ray.num_workers))
     # Two training workers saturate two cores; on a laptop run one trial at a time.
@@ -66,6 +66,7 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
               experiment: str = "emo-ray-sweeps", resume: bool = False, aggregate_at_end: bool = True) -> dict:
     """Run every trial of ``spec`` (or only the unfinished ones with ``resume``) and aggregate."""
     import mlflow
+    import ray
     from ray import tune
 
     from emo_ray.sweep.progress import TrialProgress
@@ -93,9 +94,16 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
             mlflow.log_param("sweep.n_trials", len(grid))
         storage.write_text(state_path, json.dumps({"parent_run_id": parent_id, "spec": dataclasses.asdict(spec)}, indent=2))
 
-    init_ray(cfg0)
+    # On a local Ray the trial concurrency is a resource, not only Tune's max_concurrent_trials:
+    # Tuner.restore re-queues errored and interrupted trials as PENDING, and the limiter (which
+    # only gates new trials) would let them all start at once on 2 cores.
+    import torch
+
+    local_slots = _concurrency(cfg0, {"GPU": torch.cuda.device_count()})
+    local = init_ray(cfg0, local_resources={TRIAL_SLOT: local_slots})
+    slots = local_slots if local else _concurrency(cfg0, ray.cluster_resources())
     # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
-    trainable = tune.with_resources(run_trial, {"CPU": 0.01, "memory": 256 * 2**20})
+    trainable = tune.with_resources(run_trial, {"CPU": 0.01, "memory": 256 * 2**20, **({TRIAL_SLOT: 1} if local else {})})
     param_space = {
         "spec": dataclasses.asdict(spec),
         "trial": tune.grid_search([dataclasses.asdict(t) for t in grid]),
@@ -112,7 +120,7 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
-                tune_config=tune.TuneConfig(max_concurrent_trials=_concurrency(cfg0)),
+                tune_config=tune.TuneConfig(max_concurrent_trials=slots),
                 run_config=tune.RunConfig(name="tune", storage_path=sweep_dir,
                                           callbacks=[TrialProgress(len(grid))]),
             )

@@ -38,11 +38,13 @@ def ray_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-def init_ray(cfg: Config) -> None:
+def init_ray(cfg: Config, *, local_resources: dict | None = None) -> bool:
+    """Join the configured / ``$RAY_ADDRESS`` cluster, or start a local Ray (with
+    ``local_resources`` as custom resources). Returns True when it started a local Ray."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     env = ray_env(cfg)
     os.environ.update(env)  # a local Ray inherits the driver's environment
     kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
@@ -54,7 +56,10 @@ def init_ray(cfg: Config) -> None:
         need = cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1
         kwargs["num_cpus"] = max(os.cpu_count() or 1, int(-(-need // 1)))
         kwargs["include_dashboard"] = False
+        if local_resources:
+            kwargs["resources"] = local_resources
     ray.init(**kwargs)
+    return "num_cpus" in kwargs
 
 
 def _check_model_fits(cfg: Config, model_path: str) -> None:
