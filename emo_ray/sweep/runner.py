@@ -40,14 +40,14 @@ def _concurrency(cfg, res: dict) -> int:
     return max(1, int((os.cpu_count() or 1) // (cfg.ray.num_workers * cfg.ray.cpus_per_worker)))
 
 
-def _preflight(spec: SweepSpec, grid) -> None:
+def _preflight(spec: SweepSpec, configs: list) -> None:
     """Everything a trial would fail on in its first seconds, checked once before any trial is
     scheduled or any MLflow run opened: every trial's config, its data files, the models'
     weights (offline packages installed?), the evaluation config and the models it names."""
     from emo_ray.data.sources import check_sources
     from emo_ray.models import check_available
 
-    for data in {trial_config(spec, t).data for t in grid}:
+    for data in {c.data for c in configs}:
         check_sources(data.train)
         if data.validation:
             check_sources(data.validation)
@@ -74,8 +74,9 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
     from emo_ray.train.launch import init_ray
 
     grid = trials(spec)
-    cfg0 = trial_config(spec, grid[0])  # validates the whole base config early
-    _preflight(spec, grid)
+    configs = [trial_config(spec, t) for t in grid]  # every trial's config validates up front
+    cfg0 = configs[0]
+    _preflight(spec, configs)
     sweep_dir = storage.join(storage.resolve(storage_path), spec.name)  # local folder or s3:// etc.
     state_path = storage.join(sweep_dir, STATE_FILE)
     uri = tracking.setup(tracking_uri, experiment)
