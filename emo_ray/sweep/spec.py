@@ -61,12 +61,12 @@ PRESETS: dict[str, SweepSpec] = {
         objectives=("mle", "emo"), data_tokens=(4096, 8192), epochs=1.0,
         train_overrides=("train.checkpoint_every=0", "data.block_size=64", "train.micro_batch_size=4"),
     ),
-    # Runs end to end on a 2-core laptop (~2 h): two real model scales, real data, four objectives.
+    # Runs end to end on a 2-core laptop (~1.5 h): two real model scales, real data, four objectives.
     # It shows the machinery, not the objectives' differences: a few thousand tokens move ICL
     # accuracy by less than the noise of 32 items; a laptop user with time widens the axes.
     "cpu": SweepSpec(
         name="cpu", base_config="configs/smollm2_wikitext2.yaml", models=("smollm2-135m", "gemma3-270m"),
-        objectives=("mle", "tailr", "mixce", "emo"), gammas=(0.8,), data_tokens=(4096, 8192), epochs=1.0,
+        objectives=("mle", "tailr", "mixce", "emo"), gammas=(0.8,), data_tokens=(2048, 4096), epochs=1.0,
         train_overrides=("data.block_size=128", "train.micro_batch_size=4", "train.warmup_steps=1",
                          "train.checkpoint_every=0", "ray.num_workers=2"),
         eval_config="configs/eval/sweep_cpu.yaml",
