@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     p.add_argument("--tracking-uri", default=None)
     a = p.parse_args(argv)
     out = aggregate_and_log(a.parent_run_id, tracking.tracking_uri(a.tracking_uri), a.metric)
-    print(json.dumps({"metric": out["metric"], "fits": out["fits"]}, indent=2, default=str))
+    print(json.dumps({"metric": out["metric"], "fits": out["fits"], "secondary": out["secondary"]}, indent=2, default=str))
     return 0
 
 

@@ -3,11 +3,14 @@
 For each (objective, model, data volume) cell the best hyperparameter (gamma) is kept, as in
 paper 4.2.2, by its seed-mean score; curves show the seed mean with the seed spread (std), and
 a power law ``y = a * x**b`` is fitted per objective by least squares in log-log space.
+The primary metric (average ICL accuracy) gets the first row of the figure; every MAUVE score the
+trials logged (one per generation corpus) gets a row below it, with its own best gamma per cell.
 Runs standalone on any finished sweep: ``python sweeps/aggregate.py PARENT_RUN_ID``.
 """
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,6 +18,8 @@ import pandas as pd
 from emo_ray.models import n_params
 
 FALLBACK_METRIC = "val_ppl"
+# Secondary rows of the figure: MAUVE of each generation corpus and decoder, seed-mean over samples.
+SECONDARY_METRICS = re.compile(r"^gen/[^/]+/[^/]+/mauve_mean$")
 
 
 def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
@@ -89,13 +94,22 @@ def curves(best: pd.DataFrame, axis: str) -> pd.DataFrame:
     return best[best[other] == best[other].max()].sort_values(["objective", axis])
 
 
-def plot(best: pd.DataFrame, metric: str, fits: dict, path: str) -> None:
+def plot(panels: list[tuple[str, pd.DataFrame, dict]], path: str) -> None:
+    """One row per (metric, best points, fits): vs model size on the left, vs data on the right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, grid = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
+    for axes, (metric, best, fits) in zip(grid, panels):
+        _plot_row(axes, metric, best, fits)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_row(axes, metric: str, best: pd.DataFrame, fits: dict) -> None:
     for ax, axis, label in [(axes[0], "n_params", "model parameters"), (axes[1], "tokens", "fine-tuning tokens")]:
         data = curves(best, axis)
         for obj, rows in data.groupby("objective"):
@@ -112,15 +126,12 @@ def plot(best: pd.DataFrame, metric: str, fits: dict, path: str) -> None:
         ax.legend(fontsize=8)
     axes[0].set_title(f"{metric} vs model size (largest data volume)")
     axes[1].set_title(f"{metric} vs data volume (largest model)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
-def aggregate(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, dict, str]:
+def aggregate(df: pd.DataFrame, metric: str, *, fallback: bool = True) -> tuple[pd.DataFrame, dict, str]:
     if df.empty:
         raise ValueError("the sweep has no finished child runs to aggregate")
-    if metric not in df.columns or df[metric].isna().all():
+    if fallback and (metric not in df.columns or df[metric].isna().all()):
         metric = FALLBACK_METRIC
     higher = not metric.endswith(("ppl", "loss"))
     best = best_per_cell(df.dropna(subset=[metric]), metric, higher)
@@ -129,6 +140,11 @@ def aggregate(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, dict, str]:
         for obj, rows in curves(best, axis).groupby("objective"):
             fits[(axis, obj)] = fit_power_law(rows[axis].to_numpy(float), rows["mean"].to_numpy(float))
     return best, fits, metric
+
+
+def secondary_metrics(df: pd.DataFrame, primary: str) -> list[str]:
+    """MAUVE columns with at least one value (none when the trials ran no generation)."""
+    return sorted(c for c in df.columns if SECONDARY_METRICS.match(c) and c != primary and df[c].notna().any())
 
 
 def aggregate_and_log(parent_run_id: str, tracking_uri: str, metric: str) -> dict:
@@ -141,18 +157,23 @@ def aggregate_and_log(parent_run_id: str, tracking_uri: str, metric: str) -> dic
     client = MlflowClient(tracking_uri)
     df = collect(parent_run_id, tracking_uri)
     best, fits, used = aggregate(df, metric)
-    fit_rows = [{"axis": a, "objective": o, **f} for (a, o), f in fits.items()]
+    panels = [(used, best, fits)]
+    panels += [(m, *aggregate(df, m, fallback=False)[:2]) for m in secondary_metrics(df, used)]
+    fit_rows = [{"metric": m, "axis": a, "objective": o, **f} for m, _, fs in panels for (a, o), f in fs.items()]
     with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / "scaling_law.png"
-        plot(best, used, fits, str(png))
+        plot(panels, str(Path(tmp) / "scaling_law.png"))
         df.to_csv(Path(tmp) / "trials.csv", index=False)
-        best.to_csv(Path(tmp) / "scaling_law_points.csv", index=False)
+        pd.concat([b.assign(metric=m) for m, b, _ in panels]).to_csv(Path(tmp) / "scaling_law_points.csv", index=False)
         pd.DataFrame(fit_rows).to_csv(Path(tmp) / "power_law_fits.csv", index=False)
         for f in ("scaling_law.png", "trials.csv", "scaling_law_points.csv", "power_law_fits.csv"):
             client.log_artifact(parent_run_id, str(Path(tmp) / f), "scaling_law")
     for r in fit_rows:
         if math.isfinite(r["b"]):
-            client.log_metric(parent_run_id, f"powerlaw/{r['axis']}/{r['objective']}/b", r["b"])
-            client.log_metric(parent_run_id, f"powerlaw/{r['axis']}/{r['objective']}/a", r["a"])
+            # The primary metric's fits keep the short names; the others are qualified by metric.
+            prefix = "powerlaw" if r["metric"] == used else f"powerlaw/{r['metric']}"
+            client.log_metric(parent_run_id, f"{prefix}/{r['axis']}/{r['objective']}/b", r["b"])
+            client.log_metric(parent_run_id, f"{prefix}/{r['axis']}/{r['objective']}/a", r["a"])
     client.set_tag(parent_run_id, "emo_ray.scaling_metric", used)
-    return {"metric": used, "points": best.to_dict("records"), "fits": fit_rows}
+    return {"metric": used, "points": best.to_dict("records"),
+            "fits": [r for r in fit_rows if r["metric"] == used],
+            "secondary": {m: [r for r in fit_rows if r["metric"] == m] for m, _, _ in panels[1:]}}
