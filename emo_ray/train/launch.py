@@ -55,7 +55,10 @@ def init_ray(cfg: Config, *, local_resources: dict | None = None) -> bool:
         # (workers set their own thread counts).
         need = cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1
         kwargs["num_cpus"] = max(os.cpu_count() or 1, int(-(-need // 1)))
-        kwargs["include_dashboard"] = False
+        # The dashboard (loopback only) serves the State API, which Ray Train V2's placement-group
+        # cleaner polls for the controller's liveness: without it every poll logs "State API may be
+        # temporarily unavailable" and a dead controller's placement group is never reclaimed.
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
         if local_resources:
             kwargs["resources"] = local_resources
     ray.init(**kwargs)
