@@ -38,6 +38,17 @@ def ray_env(cfg: Config) -> dict[str, str]:
     return env
 
 
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def init_ray(cfg: Config, *, local_resources: dict | None = None) -> bool:
     """Join the configured / ``$RAY_ADDRESS`` cluster, or start a local Ray (with
     ``local_resources`` as custom resources). Returns True when it started a local Ray."""
@@ -55,10 +66,16 @@ def init_ray(cfg: Config, *, local_resources: dict | None = None) -> bool:
         # (workers set their own thread counts).
         need = cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1
         kwargs["num_cpus"] = max(os.cpu_count() or 1, int(-(-need // 1)))
-        # The dashboard (loopback only) serves the State API, which Ray Train V2's placement-group
-        # cleaner polls for the controller's liveness: without it every poll logs "State API may be
-        # temporarily unavailable" and a dead controller's placement group is never reclaimed.
-        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1")
+        # Ray Train V2's placement-group cleaner asks the State API (served by the dashboard)
+        # whether the Train controller lives, and reads "not found" as dead. Its client finds the
+        # cluster by machine-wide discovery, which picks *another* Ray when several run on one
+        # machine (tests, a second sweep, a `ray start` head): it then removed our placement group
+        # and killed a sweep trial's workers mid-step. So: our own dashboard, on loopback, on a
+        # port we pick, and every worker of this Ray pinned to it (not the driver's environment,
+        # which would redirect job-submission clients aimed at other clusters).
+        port = _free_port()
+        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+        kwargs["runtime_env"] = {"env_vars": {**env, API_SERVER_ENV: f"http://127.0.0.1:{port}"}}
         if local_resources:
             kwargs["resources"] = local_resources
     ray.init(**kwargs)
