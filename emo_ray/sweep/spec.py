@@ -67,8 +67,11 @@ PRESETS: dict[str, SweepSpec] = {
     "cpu": SweepSpec(
         name="cpu", base_config="configs/smollm2_wikitext2.yaml", models=("smollm2-135m", "gemma3-270m"),
         objectives=("mle", "tailr", "mixce", "emo"), gammas=(0.8,), data_tokens=(2048, 4096), epochs=1.0,
-        train_overrides=("data.block_size=128", "train.micro_batch_size=4", "train.warmup_steps=1",
-                         "train.checkpoint_every=0", "ray.num_workers=2"),
+        # One single-threaded worker per trial, so two trials share the two cores: evaluation and
+        # start-up are single-threaded, and with 2-worker trials one at a time a core sat idle
+        # through them. Multi-worker DeepSpeed on CPU is what tests/train covers.
+        train_overrides=("data.block_size=128", "train.micro_batch_size=8", "train.warmup_steps=1",
+                         "train.checkpoint_every=0", "ray.num_workers=1"),
         eval_config="configs/eval/sweep_cpu.yaml",
     ),
     # The paper's Figure 1 on a GPU cluster (cluster.yaml): OPT and LLaMA, WikiText-103, 8-task ICL.

@@ -42,11 +42,21 @@ API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
 
 
 def _free_port() -> int:
+    """A free loopback port for the dashboard, below the kernel's ephemeral range and above Ray's
+    worker ports (10002-19999). A port from ``bind(0)`` is an ephemeral one, and the kernel can
+    hand it straight to one of Ray's own processes before the dashboard binds it (seen in CI:
+    "Failed to bind to 127.0.0.1:34587 because it's already occupied")."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-31999 for the Ray dashboard")
 
 
 def init_ray(cfg: Config, *, local_resources: dict | None = None) -> bool:
