@@ -101,7 +101,7 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
     import torch
 
     local_slots = _concurrency(cfg0, {"GPU": torch.cuda.device_count()})
-    local = init_ray(cfg0, local_resources={TRIAL_SLOT: local_slots})
+    local = init_ray(cfg0, local_resources={TRIAL_SLOT: local_slots}, concurrent_runs=local_slots)
     slots = local_slots if local else _concurrency(cfg0, ray.cluster_resources())
     # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
     trainable = tune.with_resources(run_trial, {"CPU": 0.01, "memory": 256 * 2**20, **({TRIAL_SLOT: 1} if local else {})})

@@ -59,9 +59,10 @@ def _free_port() -> int:
     raise RuntimeError("no free loopback port in 20000-31999 for the Ray dashboard")
 
 
-def init_ray(cfg: Config, *, local_resources: dict | None = None) -> bool:
+def init_ray(cfg: Config, *, local_resources: dict | None = None, concurrent_runs: int = 1) -> bool:
     """Join the configured / ``$RAY_ADDRESS`` cluster, or start a local Ray (with
-    ``local_resources`` as custom resources). Returns True when it started a local Ray."""
+    ``local_resources`` as custom resources, and CPUs for ``concurrent_runs`` runs of ``cfg``).
+    Returns True when it started a local Ray."""
     import ray
 
     if ray.is_initialized():
@@ -74,7 +75,7 @@ def init_ray(cfg: Config, *, local_resources: dict | None = None) -> bool:
     elif not os.environ.get("RAY_ADDRESS"):
         # Local Ray: logical CPUs for every worker plus one for Ray Data, even on 2 cores
         # (workers set their own thread counts).
-        need = cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1
+        need = concurrent_runs * (cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1)
         kwargs["num_cpus"] = max(os.cpu_count() or 1, int(-(-need // 1)))
         # Ray Train V2's placement-group cleaner asks the State API (served by the dashboard)
         # whether the Train controller lives, and reads "not found" as dead. Its client finds the

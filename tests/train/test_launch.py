@@ -33,3 +33,15 @@ def test_driver_environment_is_not_redirected(ray_local):
     # Job-submission clients in this process (and its children) aimed at other clusters must not
     # be overridden: RAY_API_SERVER_ADDRESS beats an explicit address in Ray's client.
     assert API_SERVER_ENV not in os.environ
+
+
+def test_dashboard_port_is_free_and_outside_ephemeral_and_ray_worker_ranges():
+    import socket
+
+    from emo_ray.train.launch import _free_port
+
+    for _ in range(20):
+        port = _free_port()
+        assert 20000 <= port < 32000  # Ray workers use 10002-19999; bind(0) hands out 32768+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
