@@ -6,7 +6,7 @@ import json
 import os
 
 from emo_ray import storage, tracking
-from emo_ray.sweep.spec import SweepSpec, compute_flops, tokens_per_step, trial_config, trials
+from emo_ray.sweep.spec import SweepSpec, Trial, compute_flops, tokens_per_step, trial_config, trials
 
 STATE_FILE = "emo_ray_sweep.json"
 
@@ -30,6 +30,26 @@ def describe(spec: SweepSpec) -> str:
 
 
 TRIAL_SLOT = "emo_ray_trial_slot"
+# Resident memory of a CPU trial per training worker and model parameter: fp32 weights, gradients,
+# Adam moments and DeepSpeed's buffers. Measured for one worker: 40 B/param (SmolLM2-135M, 5.4 GB)
+# and 36 B/param (Gemma-3-270M, 9.8 GB). The trial driver holds ~1.6 GB beside it (evaluation).
+CPU_BYTES_PER_PARAM = 40
+TRIAL_DRIVER_BYTES = 2 * 2**30
+MIN_TRIAL_BYTES = 256 * 2**20
+
+
+def trial_memory(cfg, node_memory: float | None = None) -> int:
+    """Ray ``memory`` to reserve for a trial on a local CPU Ray, so that two large trials do not run
+    side by side into the memory monitor (two Gemma-3-270M workers: ~20 GB of 24). Capped at the
+    node's ``memory`` so that a trial larger than the machine still runs, alone. GPU trials and
+    models of unknown size reserve only a token amount."""
+    from emo_ray.models import n_params
+
+    n = n_params(cfg.model.name)
+    if cfg.ray.use_gpu or not n:
+        return MIN_TRIAL_BYTES
+    need = int(cfg.ray.num_workers * CPU_BYTES_PER_PARAM * n + TRIAL_DRIVER_BYTES)
+    return need if node_memory is None else min(need, int(node_memory))
 
 
 def _concurrency(cfg, res: dict) -> int:
@@ -104,7 +124,15 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
     local = init_ray(cfg0, local_resources={TRIAL_SLOT: local_slots}, concurrent_runs=local_slots)
     slots = local_slots if local else _concurrency(cfg0, ray.cluster_resources())
     # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
-    trainable = tune.with_resources(run_trial, {"CPU": 0.01, "memory": 256 * 2**20, **({TRIAL_SLOT: 1} if local else {})})
+    # On a local Ray each trial also reserves the memory its workers will take (trial_memory).
+    node_memory = ray.cluster_resources().get("memory") if local else None
+    memory = {t.key: trial_memory(c, node_memory) if local else MIN_TRIAL_BYTES for t, c in zip(grid, configs)}
+
+    def resources(config: dict) -> tune.PlacementGroupFactory:
+        bundle = {"CPU": 0.01, "memory": memory[Trial(**config["trial"]).key], **({TRIAL_SLOT: 1} if local else {})}
+        return tune.PlacementGroupFactory([bundle])
+
+    trainable = tune.with_resources(run_trial, resources)
     param_space = {
         "spec": dataclasses.asdict(spec),
         "trial": tune.grid_search([dataclasses.asdict(t) for t in grid]),
