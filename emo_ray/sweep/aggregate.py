@@ -95,37 +95,47 @@ def curves(best: pd.DataFrame, axis: str) -> pd.DataFrame:
 
 
 def plot(panels: list[tuple[str, pd.DataFrame, dict]], path: str) -> None:
-    """One row per (metric, best points, fits): vs model size on the left, vs data on the right."""
+    """One row per (metric, best points, fits): vs model size on the left, vs data on the right.
+    An objective keeps its colour in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    objectives = sorted({o for _, best, _ in panels for o in best["objective"]})
+    colours = {o: plt.cm.tab10(i % 10) for i, o in enumerate(objectives)}
     fig, grid = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
     for axes, (metric, best, fits) in zip(grid, panels):
-        _plot_row(axes, metric, best, fits)
+        _plot_row(axes, metric, best, fits, colours)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _plot_row(axes, metric: str, best: pd.DataFrame, fits: dict) -> None:
+def short_name(metric: str) -> str:
+    """``gen/wikitext-2/ancestral/mauve_mean`` -> ``MAUVE wikitext-2 (ancestral)`` for titles."""
+    m = re.match(r"^gen/([^/]+)/([^/]+)/mauve_mean$", metric)
+    return f"MAUVE {m[1]} ({m[2]})" if m else metric
+
+
+def _plot_row(axes, metric: str, best: pd.DataFrame, fits: dict, colours: dict) -> None:
+    name = short_name(metric)
     for ax, axis, label in [(axes[0], "n_params", "model parameters"), (axes[1], "tokens", "fine-tuning tokens")]:
         data = curves(best, axis)
         for obj, rows in data.groupby("objective"):
             x, y, s = rows[axis].to_numpy(float), rows["mean"].to_numpy(float), rows["std"].to_numpy(float)
-            line = ax.errorbar(x, y, yerr=s, marker="o", capsize=3, label=obj)
+            ax.errorbar(x, y, yerr=s, marker="o", capsize=3, label=obj, color=colours[obj])
             f = fits.get((axis, obj))
             if f and math.isfinite(f["a"]):
                 xs = np.geomspace(x.min(), x.max(), 50)
-                ax.plot(xs, f["a"] * xs ** f["b"], "--", color=line[0].get_color(), alpha=0.6)
+                ax.plot(xs, f["a"] * xs ** f["b"], "--", color=colours[obj], alpha=0.6)
         ax.set_xscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel(metric)
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_title(f"{metric} vs model size (largest data volume)")
-    axes[1].set_title(f"{metric} vs data volume (largest model)")
+    axes[0].set_title(f"{name} vs model size (largest data volume)", fontsize=10)
+    axes[1].set_title(f"{name} vs data volume (largest model)", fontsize=10)
 
 
 def aggregate(df: pd.DataFrame, metric: str, *, fallback: bool = True) -> tuple[pd.DataFrame, dict, str]:

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from emo_ray.sweep.aggregate import aggregate, aggregate_and_log, collect, fit_power_law
+from emo_ray.sweep.aggregate import aggregate, aggregate_and_log, collect, fit_power_law, short_name
 
 
 def test_power_law_fit_recovers_parameters():
@@ -90,3 +90,8 @@ def test_no_children_is_a_clear_error(tmp_path):
     parent = client.create_run(client.create_experiment("e")).info.run_id
     with pytest.raises(ValueError, match="no finished child runs"):
         aggregate(collect(parent, uri), "icl/avg_accuracy")
+
+
+def test_figure_titles_name_mauve_by_corpus_and_decoder():
+    assert short_name(MAUVE) == "MAUVE wikitext-2 (ancestral)"
+    assert short_name("icl/avg_accuracy") == "icl/avg_accuracy"
