@@ -19,7 +19,7 @@ from emo_ray.models import n_params
 
 FALLBACK_METRIC = "val_ppl"
 # Secondary rows of the figure: MAUVE of each generation corpus and decoder, seed-mean over samples.
-SECONDARY_METRICS = re.compile(r"^gen/[^/]+/[^/]+/mauve_mean$")
+SECONDARY_METRICS = re.compile(r"^gen/([^/]+)/([^/]+)/mauve_mean$")
 
 
 def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
@@ -114,7 +114,7 @@ def plot(panels: list[tuple[str, pd.DataFrame, dict]], path: str) -> None:
 
 def short_name(metric: str) -> str:
     """``gen/wikitext-2/ancestral/mauve_mean`` -> ``MAUVE wikitext-2 (ancestral)`` for titles."""
-    m = re.match(r"^gen/([^/]+)/([^/]+)/mauve_mean$", metric)
+    m = SECONDARY_METRICS.match(metric)
     return f"MAUVE {m[1]} ({m[2]})" if m else metric
 
 
