@@ -79,6 +79,11 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Save a DeepSpeed checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = 2
+    final_checkpoint: Literal["full", "weights"] = "full"
+    """What the last checkpoint holds. ``full``: the DeepSpeed state (weights, optimizer
+    moments, scheduler) and the Hugging Face export, so training can continue from it.
+    ``weights``: the Hugging Face export and the final metrics only, about 4x smaller with
+    Adam in fp32 (5.1 -> 1.1 GB for Gemma-3-270M); what a sweep keeps per trial."""
     log_every: int = 1
     debug_fail_at_step: int = 0
     """Fault injection for tests: the rank-0 worker process exits at this step on the first

@@ -103,10 +103,13 @@ def plot(panels: list[tuple[str, pd.DataFrame, dict]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     objectives = sorted({o for _, best, _ in panels for o in best["objective"]})
-    colours = {o: plt.cm.tab10(i % 10) for i, o in enumerate(objectives)}
+    # Objectives often tie at small scale; a shrinking marker per objective keeps tied points
+    # visible as nested shapes instead of the last-drawn line hiding the others.
+    styles = {o: {"color": plt.cm.tab10(i % 10), "marker": "osD^vPX"[i % 7], "markersize": 10 - 1.5 * (i % 4)}
+              for i, o in enumerate(objectives)}
     fig, grid = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
     for axes, (metric, best, fits) in zip(grid, panels):
-        _plot_row(axes, metric, best, fits, colours)
+        _plot_row(axes, metric, best, fits, styles)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -118,18 +121,29 @@ def short_name(metric: str) -> str:
     return f"MAUVE {m[1]} ({m[2]})" if m else metric
 
 
-def _plot_row(axes, metric: str, best: pd.DataFrame, fits: dict, colours: dict) -> None:
+def human(x: float) -> str:
+    """Tick labels: 135000000 -> 135M, 1.3e9 -> 1.3B, 2048 -> 2,048."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M")):
+        if x >= scale:
+            return f"{x / scale:.3g}{suffix}"
+    return f"{x:,.0f}"
+
+
+def _plot_row(axes, metric: str, best: pd.DataFrame, fits: dict, styles: dict) -> None:
     name = short_name(metric)
     for ax, axis, label in [(axes[0], "n_params", "model parameters"), (axes[1], "tokens", "fine-tuning tokens")]:
         data = curves(best, axis)
         for obj, rows in data.groupby("objective"):
             x, y, s = rows[axis].to_numpy(float), rows["mean"].to_numpy(float), rows["std"].to_numpy(float)
-            ax.errorbar(x, y, yerr=s, marker="o", capsize=3, label=obj, color=colours[obj])
+            ax.errorbar(x, y, yerr=s, capsize=3, label=obj, markerfacecolor="none", **styles[obj])
             f = fits.get((axis, obj))
             if f and math.isfinite(f["a"]):
                 xs = np.geomspace(x.min(), x.max(), 50)
-                ax.plot(xs, f["a"] * xs ** f["b"], "--", color=colours[obj], alpha=0.6)
+                ax.plot(xs, f["a"] * xs ** f["b"], "--", color=styles[obj]["color"], alpha=0.6)
         ax.set_xscale("log")
+        ticks = sorted(data[axis].unique())  # label the swept values, not log-scale minor ticks
+        ax.set_xticks(ticks, [human(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel(label)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

@@ -99,6 +99,12 @@ def trials(spec: SweepSpec) -> list[Trial]:
     return out
 
 
+# A trial keeps its fine-tuned weights, not its optimizer state: a sweep of 16 Gemma-3-270M /
+# SmolLM2 trials kept 68 GB of DeepSpeed checkpoints and filled this disk; one LLaMA-13B trial
+# would keep ~180 GB. A spec's train_overrides can set it back to "full".
+TRIAL_DEFAULTS = ("train.final_checkpoint=weights",)
+
+
 def trial_config(spec: SweepSpec, trial: Trial, extra: list[str] | None = None) -> Config:
     """The full training config of one trial (validated: a bad grid fails before Tune starts)."""
     base = load_config(spec.base_config, list(spec.train_overrides))
@@ -113,7 +119,7 @@ def trial_config(spec: SweepSpec, trial: Trial, extra: list[str] | None = None) 
     if spec.epochs:
         per_step = tokens_per_step(base)
         over.append(f"train.max_steps={max(1, math.ceil(spec.epochs * trial.tokens / per_step))}")
-    return load_config(spec.base_config, [*spec.train_overrides, *over, *(extra or [])])
+    return load_config(spec.base_config, [*TRIAL_DEFAULTS, *spec.train_overrides, *over, *(extra or [])])
 
 
 def tokens_per_step(cfg: Config) -> int:

@@ -2,6 +2,7 @@
 checkpoints every N steps, resume from the last one, metrics to MLflow from rank 0."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -16,6 +17,7 @@ from emo_ray.train.deepspeed_setup import deepspeed_config, prepare_deepspeed_en
 from emo_ray.train.schedule import lr_multiplier
 
 CLIENT_STATE = "emo_ray_state"
+FINAL_STATE = "trainer_state.json"  # step, data position and final metrics of a finished run
 
 
 class MlflowSink:
@@ -122,6 +124,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
+    restored = ray.train.get_checkpoint()
+    if restored is not None and _report_finished(restored, rank):
+        return  # a weights-only final checkpoint: training is over, nothing to load
     ds_cfg = deepspeed_config(cfg)
     model, _hf_ds = _load_model(cfg, loop_config["model_path"], ds_cfg)
     objective = build_objective(cfg, model)  # fixed cost embedding copied before any update
@@ -141,7 +146,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
 
     step, consumed = 0, 0
-    restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as ckpt_dir:
             _, client = engine.load_checkpoint(ckpt_dir, load_module_strict=True)
@@ -159,11 +163,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     batches = _batches(shard, t.micro_batch_size, consumed % blocks_per_epoch)
 
     def save(step_: int, metrics: dict, final: bool = False) -> None:
+        state = {"step": step_, "micro_batches": consumed}
+        weights_only = final and t.final_checkpoint == "weights"
         with tempfile.TemporaryDirectory() as tmp:
-            engine.save_checkpoint(tmp, tag=f"step_{step_}",
-                                   client_state={CLIENT_STATE: {"step": step_, "micro_batches": consumed}})
-            if final and loop_config.get("save_hf_model"):
+            if not weights_only:
+                engine.save_checkpoint(tmp, tag=f"step_{step_}", client_state={CLIENT_STATE: state})
+            if final and (weights_only or loop_config.get("save_hf_model")):
                 _save_hf(engine, cfg, Path(tmp) / "hf", loop_config["model_path"], rank)
+            if final and rank == 0:
+                (Path(tmp) / FINAL_STATE).write_text(json.dumps({**state, "metrics": metrics}))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     engine.train()
@@ -212,6 +220,31 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         sink.log(val, step)
     save(step, metrics, final=True)
+
+
+def _report_finished(restored, rank: int) -> bool:
+    """Restored from a final checkpoint without DeepSpeed state (``final_checkpoint=weights``):
+    the run already finished (a sweep re-runs a trial whose evaluation was interrupted). Report
+    that checkpoint and its metrics again, so the run ends with them, and skip training."""
+    import pyarrow.fs
+    import ray.train
+
+    fs, root = restored.filesystem, restored.path
+
+    def exists(name: str) -> bool:
+        return fs.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.NotFound
+
+    if exists("latest") or not exists(FINAL_STATE):
+        return False  # DeepSpeed state present (or an older checkpoint): the normal resume path
+    with fs.open_input_stream(f"{root}/{FINAL_STATE}") as f:
+        metrics = json.loads(f.read())["metrics"]
+    if rank != 0:
+        ray.train.report(metrics)
+        return True
+    with tempfile.TemporaryDirectory() as tmp:
+        restored.to_directory(tmp)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    return True
 
 
 def _save_hf(engine, cfg: Config, out: Path, model_path: str, rank: int) -> None:

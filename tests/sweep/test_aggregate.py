@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from emo_ray.sweep.aggregate import aggregate, aggregate_and_log, collect, fit_power_law, short_name
+from emo_ray.sweep.aggregate import aggregate, aggregate_and_log, collect, fit_power_law, human, short_name
 
 
 def test_power_law_fit_recovers_parameters():
@@ -95,3 +95,8 @@ def test_no_children_is_a_clear_error(tmp_path):
 def test_figure_titles_name_mauve_by_corpus_and_decoder():
     assert short_name(MAUVE) == "MAUVE wikitext-2 (ancestral)"
     assert short_name("icl/avg_accuracy") == "icl/avg_accuracy"
+
+
+def test_axis_ticks_name_the_swept_values():
+    assert [human(x) for x in (135e6, 270e6, 1.3e9, 13e9, 2048, 2_500_000)] == \
+        ["135M", "270M", "1.3B", "13B", "2,048", "2.5M"]

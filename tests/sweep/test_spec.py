@@ -26,6 +26,14 @@ def test_every_preset_builds_valid_trial_configs(name):
     assert len(trials(spec)) >= 2
 
 
+def test_trials_keep_weights_only_unless_the_spec_asks_for_full_checkpoints():
+    spec = get_preset("cpu-small")
+    t = trials(spec)[0]
+    assert trial_config(spec, t).train.final_checkpoint == "weights"
+    full = with_overrides(spec, train_overrides=(*spec.train_overrides, "train.final_checkpoint=full"))
+    assert trial_config(full, t).train.final_checkpoint == "full"
+
+
 def test_cpu_preset_meets_the_acceptance_grid():
     spec = get_preset("cpu")
     assert set(spec.objectives) >= {"mle", "tailr", "mixce", "emo"}

@@ -85,3 +85,27 @@ def test_failure_without_retries_ends_run_failed(ray_local, mlflow_uri, tmp_path
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("it").experiment_id], "attributes.run_name = 'doomed'")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_weights_only_final_checkpoint_and_rerun_of_a_finished_run(ray_local, mlflow_uri, tmp_path):
+    """``final_checkpoint=weights`` keeps the HF export and the metrics, no DeepSpeed state; a
+    finished run started again (a sweep re-running a trial whose evaluation was cut) does not
+    train again and ends with the same metrics and a loadable model."""
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+    from transformers import AutoModelForCausalLM
+
+    cfg = cfg_for(tmp_path, "train.max_steps=3", "train.final_checkpoint=weights", "ray.run_name=weights-only")
+    first = fit(cfg)
+    ckpt = Path(first.checkpoint_path)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["hf", "trainer_state.json"]
+    assert first.hf_model_path and first.metrics["step"] == 3
+
+    again = fit(cfg, mlflow_run_id=first.mlflow_run_id)
+    assert again.mlflow_run_id == first.mlflow_run_id
+    assert again.metrics["val_loss"] == first.metrics["val_loss"] and again.metrics["step"] == 3
+    client = MlflowClient(mlflow_uri)
+    assert [s for s, _ in history(client, first.mlflow_run_id, "loss")] == [1, 2, 3]  # not retrained
+    assert [v for _, v in history(client, first.mlflow_run_id, "resumed_from_step")] == [0.0]
+    AutoModelForCausalLM.from_pretrained(again.hf_model_path)
