@@ -61,7 +61,7 @@ PRESETS: dict[str, SweepSpec] = {
         objectives=("mle", "emo"), data_tokens=(4096, 8192), epochs=1.0,
         train_overrides=("train.checkpoint_every=0", "data.block_size=64", "train.micro_batch_size=4"),
     ),
-    # Runs end to end on a 2-core laptop (~2 h): two real model scales, real data, four objectives.
+    # Runs end to end on a 2-core laptop (~2 h 10 min measured): two real model scales, real data, four objectives.
     # It shows the machinery, not the objectives' differences: a few thousand tokens move ICL
     # accuracy by less than the noise of 32 items; a laptop user with time widens the axes.
     "cpu": SweepSpec(

@@ -238,12 +238,12 @@ def _report_finished(restored, rank: int) -> bool:
         return False  # DeepSpeed state present (or an older checkpoint): the normal resume path
     with fs.open_input_stream(f"{root}/{FINAL_STATE}") as f:
         metrics = json.loads(f.read())["metrics"]
-    if rank != 0:
-        ray.train.report(metrics)
-        return True
     with tempfile.TemporaryDirectory() as tmp:
-        restored.to_directory(tmp)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        keep = None
+        if rank == 0:  # one copy of the export is enough; the other ranks report metrics only
+            restored.to_directory(tmp)
+            keep = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=keep)
     return True
 
 
