@@ -14,8 +14,17 @@ Methods, each from the same initial weights with its own plain ``torch.optim.Ada
 
 Rounds are interleaved (every method runs ``--steps`` steps per round) so that load from other
 processes on a shared machine hits all methods alike; the fastest round is reported.
+``--precision fp32,bf16`` runs every method in each precision (bf16: fp32 weights and AdamW,
+forward + loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``, what ``train.precision=bf16``
+does on CPU).
 
-    python benchmarks/benchmark_train_throughput.py [--steps 3 --rounds 2]
+``--ray``: the real path instead, ``emo_ray.train.fit`` (Ray Train, 2 DeepSpeed workers, ZeRO-2,
+gloo, one thread each) on ``configs/smollm2_wikitext2.yaml`` for fp32 / bf16 x reference MLE /
+chunked EMO, ``--ray-steps`` steps each; tokens/s and ``train/mfu`` are read back from the MLflow
+step metrics (the median over the steps after the first two). Writes ``train_throughput_ray.csv``.
+
+    python benchmarks/benchmark_train_throughput.py [--steps 3 --rounds 2] [--precision fp32,bf16]
+    python benchmarks/benchmark_train_throughput.py --ray [--ray-steps 8]
 """
 from __future__ import annotations
 
@@ -74,7 +83,14 @@ def batch_ids(tokenizer, vocab: int, batch: int, seq: int):
     return torch.randint(0, vocab, (batch, seq), generator=g), "random tokens"
 
 
-def loss_fn(method: str, model, ids):
+def loss_fn(method: str, model, ids, precision: str = "fp32"):
+    from emo_ray.precision import autocast
+
+    with autocast(precision, "cpu"):
+        return _loss_fn(method, model, ids)
+
+
+def _loss_fn(method: str, model, ids):
     hidden = model.model(input_ids=ids).last_hidden_state
     head = model.lm_head.weight
     if method == "reference_mle":
@@ -96,16 +112,24 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--layers", type=int, default=4, help="layers of the random-init fallback model")
     ap.add_argument("--methods", default="reference_mle,chunked_mle,chunked_emo,reference_emo")
+    ap.add_argument("--precision", default="fp32", help="comma-separated: fp32,bf16")
+    ap.add_argument("--ray", action="store_true", help="through emo_ray.train.fit (Ray Train + DeepSpeed)")
+    ap.add_argument("--ray-steps", type=int, default=8)
+    ap.add_argument("--ray-cases", default="fp32:mle:reference,bf16:mle:reference,fp32:emo:chunked,bf16:emo:chunked")
     ap.add_argument("--out", default=os.path.join(RESULTS, "train_throughput.csv"))
     args = ap.parse_args(argv)
+    if args.ray:
+        return ray_main(args)
 
     base, desc, tokenizer = load_model(args.layers)
     ids, data_desc = batch_ids(tokenizer, base.config.vocab_size, args.batch, args.seq)
     desc = f"{desc} on {data_desc}"
-    methods = args.methods.split(",")
+    methods = [f"{m}@{p}" if p != "fp32" else m for p in args.precision.split(",") for m in args.methods.split(",")]
     runs = {}
     for m in methods:  # same start, own optimizer; one untimed step warms kernels and allocates Adam state
         model = copy.deepcopy(base).train()
+        if m.endswith("@bf16"):  # as the worker does for CPU bf16: SDPA's bf16 backward is slow on CPU
+            model.set_attn_implementation("eager")
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         runs[m] = (model, opt)
     del base
@@ -116,7 +140,8 @@ def main(argv=None):
     def step(m):
         model, opt = runs[m]
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(m, model, ids)
+        name, _, prec = m.partition("@")
+        loss = loss_fn(name, model, ids, prec or "fp32")
         loss.backward()
         opt.step()
         losses[m].append(float(loss.detach()))
@@ -157,6 +182,80 @@ def main(argv=None):
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(r[c].ljust(w) for c, w in zip(cols, widths)))
+
+
+
+def ray_main(args):
+    """fp32 vs bf16, reference MLE vs chunked EMO, through the real Ray Train + DeepSpeed path."""
+    import statistics
+    import tempfile
+
+    import mlflow
+
+    from emo_ray import perf
+    from emo_ray.config import load_config
+    from emo_ray.train import fit
+    from emo_ray.train.launch import init_ray
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tmp = tempfile.mkdtemp(prefix="emo_ray_bench_")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    rows = []
+    print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    base = None
+    for case in args.ray_cases.split(","):
+        prec, loss, impl = case.split(":")
+        cfg = load_config(os.path.join(root, "configs/smollm2_wikitext2.yaml"), [
+            f"train.loss={loss}", f"train.loss_impl={impl}", f"train.precision={prec}",
+            f"train.max_steps={args.ray_steps}", "train.warmup_steps=0", "train.checkpoint_every=0",
+            "train.final_checkpoint=weights", "data.max_validation_blocks=2",
+            f"tracking.tracking_uri={uri}", "tracking.experiment=bench", f"ray.storage_path={tmp}/runs",
+        ])
+        if base is None:
+            init_ray(cfg)  # one local Ray for all cases (fit joins it)
+            base = cfg
+        t0 = time.perf_counter()
+        res = fit(cfg, progress=False)
+        wall = time.perf_counter() - t0
+        client = mlflow.MlflowClient(uri)
+
+        def series(key):
+            return [m.value for m in sorted(client.get_metric_history(res.run_id, key), key=lambda m: m.step)]
+
+        tps = series("train/tokens_per_s")[2:] or series("train/tokens_per_s")
+        mfu = series("train/mfu")[2:]
+        n = res.n_params
+        tok_s = statistics.median(tps)
+        peak = 2 * perf.peak_flops(__import__("torch").bfloat16, "cpu", threads=int(cfg.ray.cpus_per_worker))
+        rows.append({
+            "precision": prec, "loss": loss, "loss_impl": impl, "workers": cfg.ray.num_workers,
+            "steps": args.ray_steps, "tokens_per_s": f"{tok_s:.1f}",
+            "mfu_logged": f"{statistics.median(mfu):.4f}" if mfu else "",
+            "mfu_vs_bf16_peak": f"{perf.mfu(n, tok_s, peak):.4f}",
+            "val_ppl": f"{res.metrics.get('val_ppl', float('nan')):.3f}", "fit_wall_s": f"{wall:.0f}",
+            "load_avg": f"{os.getloadavg()[0]:.1f}",
+        })
+        print(rows[-1], flush=True)
+    import ray
+
+    ray.shutdown()
+    by = {(r["precision"], r["loss"]): float(r["tokens_per_s"]) for r in rows}
+    for r in rows:
+        fp32 = by.get(("fp32", r["loss"]))
+        mle = by.get((r["precision"], "mle"))
+        r["vs_fp32"] = f"{float(r['tokens_per_s']) / fp32:.2f}" if fp32 else ""
+        r["vs_mle_same_precision"] = f"{float(r['tokens_per_s']) / mle:.2f}" if mle else ""
+    out = os.path.join(RESULTS, "train_throughput_ray.csv")
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cols = list(rows[0])
+    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

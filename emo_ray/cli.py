@@ -1,56 +1,373 @@
-"""``emo-ray`` console command.
+"""``emo-ray``: one command, one grammar (a typed YAML config plus ``key=value`` overrides).
 
     emo-ray train configs/tiny_smoke.yaml train.loss=mixce train.loss_kwargs='{gamma: 0.8}'
+    emo-ray eval configs/eval/quick.yaml model=mlflow:<run_id>
+    emo-ray sweep cpu-small grid.seeds='[0, 1]' --dry-run
+    emo-ray aggregate <sweep parent run id>
     emo-ray show-config configs/smollm2_wikitext2.yaml ray.num_workers=1
-    emo-ray losses
+    emo-ray ls [losses|sweeps|configs|tasks|corpora|models]
+
+``emo-ray COMMAND --help`` lists every field of that command's config with its default and doc.
+A config error (unknown key, wrong type, value out of range) is one line on stderr and exit code
+2, before Ray, MLflow or any model starts.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+from pathlib import Path
+
+EXIT_CONFIG = 2
+KINDS = ("train", "eval", "sweep")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, exit code 2."""
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    def v(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    deps = ", ".join(f"{p} {v(p)}" for p in ("torch", "ray", "deepspeed", "transformers", "mlflow"))
+    return f"emo-ray {v('emo_ray')} ({deps})"
+
+
+def _config_defaults(kind: str):
+    from emo_ray.config import Config
+    from emo_ray.evaluation.config import EvalConfig
+    from emo_ray.sweep.spec import SweepConfig
+
+    return {"train": Config, "eval": EvalConfig, "sweep": SweepConfig}[kind]()
+
+
+def _fields_help(kind: str) -> str:
+    from emo_ray.typed_config import help_text
+
+    return help_text(_config_defaults(kind), f"{kind} config fields")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="emo-ray", description=__doc__, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show per-rank reports and library warnings (quiet by default)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, kind: str | None, config_help: str, optional_config: bool = False):
+        # Field docs go to the epilog lazily (importing the configs is cheap, not free).
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt,
+                           epilog=_LazyHelp(kind) if kind else None)
+        p.add_argument("config", nargs="?" if optional_config else None, help=config_help)
+        p.add_argument("overrides", nargs="*", help="key=value overrides (values are YAML), e.g. train.lr=1e-4")
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show per-rank reports and library warnings")
+        return p
+
+    add("train", "fine-tune on Ray Train + DeepSpeed, log to MLflow", "train", "training config (emo-ray ls configs)")
+    add("eval", "evaluate a model, folder or mlflow:<run_id> (MAUVE, oracle ppl, ROUGE, ICL)", "eval",
+        "evaluation config (configs/eval/*.yaml); omit for the paper's defaults", optional_config=True)
+    p = add("sweep", "run a scaling-law sweep on Ray Tune (objectives x models x data x seeds)", "sweep",
+            "sweep config: a path or a name in configs/sweeps/ (emo-ray ls sweeps)")
+    p.add_argument("--dry-run", action="store_true", help="print the trial grid and compute estimate, run nothing")
+    p.add_argument("--resume", action="store_true", help="continue a stopped sweep: finished trials are kept")
+    p = add("show-config", "print the resolved config (train, eval or sweep) and exit", None,
+            "any config file, or a sweep name")
+    p.add_argument("--kind", choices=KINDS, help="config kind (default: guessed from the file)")
+    p = sub.add_parser("aggregate", help="rebuild a sweep's scaling-law figure and fits from MLflow",
+                       description="Aggregate a finished (or partly finished) sweep into its figure, CSVs and fits.")
+    p.add_argument("parent_run_id", help="the sweep's MLflow parent run id")
+    p.add_argument("--metric", default="eval/icl/avg_accuracy", help="MLflow metric to plot (default: %(default)s)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p = sub.add_parser("ls", help="list losses, sweeps, configs, ICL tasks, corpora or models")
+    p.add_argument("what", nargs="?", choices=LISTINGS, help="what to list (default: everything)")
+    sub.add_parser("losses", help="same as: ls losses")
+    return parser
+
+
+class _LazyHelp(str):
+    """An argparse epilog rendered only when ``--help`` prints it."""
+
+    def __new__(cls, kind: str):
+        obj = super().__new__(cls, "")
+        obj.kind = kind
+        return obj
+
+    def __str__(self) -> str:
+        return _fields_help(self.kind)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def splitlines(self, *a, **k):
+        return str(self).splitlines(*a, **k)
+
+    def expandtabs(self, *a, **k):
+        return str(self).expandtabs(*a, **k)
+
+    def __mod__(self, other):
+        return str(self) % other
+
+
+def _split_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``emo-ray eval model=x`` has no config: a first positional with '=' is an override."""
+    if config and "=" in config and not Path(config).exists():
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
+def _guess_kind(path: str) -> str:
+    from emo_ray.sweep.spec import sweep_config_path
+    from emo_ray.typed_config import read_yaml
+
+    try:
+        tree = read_yaml(sweep_config_path(path))
+    except Exception:
+        tree = read_yaml(path)
+    if "grid" in tree or "train_config" in tree:
+        return "sweep"
+    if tree.keys() & {"icl", "generation", "mauve", "oracle", "execution", "icl_enabled", "generation_enabled"} \
+            or isinstance(tree.get("model"), str):
+        return "eval"
+    return "train"
+
+
+def load(kind: str, config: str | None, overrides: list[str]):
+    """The validated typed config of ``kind``; any problem raises ``ConfigError``."""
+    from emo_ray.config import ConfigError, load_config
+    from emo_ray.evaluation.config import load_eval_config
+    from emo_ray.sweep.spec import load_sweep_config
+
+    loader = {"train": load_config, "eval": load_eval_config, "sweep": load_sweep_config}[kind]
+    try:
+        return loader(config, overrides)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a registry's own "not a supported ..." error
+        raise ConfigError(str(e)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# subcommands
+
+
+def cmd_train(args) -> int:
+    from emo_ray.train import fit
+
+    cfg = load("train", args.config, args.overrides)
+    result = fit(cfg)
+    _summary("print_fit_summary", result, cfg)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from emo_ray.evaluation.run import evaluate_and_log
+
+    config, overrides = _split_overrides(args.config, args.overrides)
+    cfg = load("eval", config, overrides)
+    run_id, result = evaluate_and_log(cfg.model, cfg)
+    _summary("print_eval_summary", run_id, result, cfg)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from emo_ray.sweep.runner import describe, run_sweep
+
+    sweep = load("sweep", args.config, args.overrides)
+    print(describe(sweep), flush=True)
+    if args.dry_run:
+        return 0
+    summary = run_sweep(sweep, resume=args.resume)
+    _summary("print_sweep_summary", summary, sweep)
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    from emo_ray import tracking
+    from emo_ray.sweep.aggregate import aggregate_and_log
+
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking.tracking_uri(args.tracking_uri)
+    try:
+        out = aggregate_and_log(args.parent_run_id, uri, args.metric)
+    except MlflowException as e:
+        raise UsageError(f"run {args.parent_run_id!r} in {uri}: {e.message}") from None
+    except ValueError as e:  # nothing to aggregate yet
+        raise UsageError(f"sweep {args.parent_run_id}: {e}") from None
+    _print_fits(out)
+    return 0
+
+
+def cmd_show_config(args) -> int:
+    from emo_ray import typed_config
+
+    config, overrides = _split_overrides(args.config, args.overrides)
+    kind = args.kind or (_guess_kind(config) if config else "train")
+    print(typed_config.to_yaml(load(kind, config, overrides)), end="")
+    return 0
+
+
+LISTINGS = ("losses", "sweeps", "configs", "tasks", "corpora", "models")
+
+
+def cmd_ls(args) -> int:
+    for what in [args.what] if args.what else LISTINGS:
+        if not args.what:
+            print(f"{what}:")
+        for line in _LIST[what]():
+            print(f"  {line}" if not args.what else line)
+    return 0
+
+
+def _ls_losses() -> list[str]:
+    from emo_ray.losses import LOSSES, has_chunked_form, hparam_ranges, hyperparameters
+
+    width = max(map(len, LOSSES))
+    out = []
+    for name, spec in LOSSES.items():
+        ranges = hparam_ranges(name)
+        hp = ", ".join(f"{k}={v!r}" + (f" in {ranges[k]}" if k in ranges else "")
+                       for k, v in hyperparameters(name).items()) or "-"
+        pinned = f"   pinned: {spec.pinned}" if spec.pinned else ""
+        chunked = "" if has_chunked_form(name) else "   (materialised only)"
+        out.append(f"{name:{width}s}  {hp}{pinned}{chunked}")
+    return out
+
+
+def _ls_sweeps() -> list[str]:
+    from emo_ray.sweep.spec import SWEEP_CONFIG_DIR, list_sweeps
+    from emo_ray.typed_config import REPO_ROOT, read_yaml
+
+    out = []
+    for name in list_sweeps():
+        path = SWEEP_CONFIG_DIR / f"{name}.yaml"
+        grid = read_yaml(path).get("grid", {})
+        models = ",".join(grid.get("models", []))
+        out.append(f"{name:10s} {path.relative_to(REPO_ROOT)}  models={models} objectives={','.join(grid.get('objectives', {}))}")
+    return out
+
+
+def _ls_configs() -> list[str]:
+    from emo_ray.typed_config import REPO_ROOT
+
+    out = []
+    for path in sorted((REPO_ROOT / "configs").rglob("*.yaml")):
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        out.append(f"{str(path.relative_to(REPO_ROOT)):38s} {_guess_kind(str(path)):5s}  {first}")
+    return out
+
+
+def _ls_tasks() -> list[str]:
+    from emo_ray.evaluation.icl.tasks import load_task, task_names
+
+    return [f"{name:16s} {load_task(name).train}" for name in task_names()]
+
+
+def _ls_corpora() -> list[str]:
+    from emo_ray.evaluation.corpora import CORPORA
+
+    return [f"{name:14s} {c.source}" for name, c in CORPORA.items()]
+
+
+def _ls_models() -> list[str]:
+    from emo_ray.models import MODELS
+    from emo_ray.sweep.aggregate import human
+
+    return [f"{name:14s} {e.source:12s} {human(e.n_params):>6s}  {e.ref}" + (f"   ({e.pip})" if e.pip else "")
+            for name, e in MODELS.items()]
+
+
+_LIST = {"losses": _ls_losses, "sweeps": _ls_sweeps, "configs": _ls_configs, "tasks": _ls_tasks,
+         "corpora": _ls_corpora, "models": _ls_models}
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "aggregate": cmd_aggregate,
+            "show-config": cmd_show_config, "ls": cmd_ls}
+
+
+def _summary(name: str, *args) -> None:
+    """The console module draws the end-of-run summary; a plain fallback keeps the CLI usable."""
+    try:
+        from emo_ray import console
+
+        fn = getattr(console, name)
+    except (ImportError, AttributeError):
+        print(*[a for a in args if not hasattr(a, "__dataclass_fields__") or hasattr(a, "metrics")], sep="\n")
+        return
+    fn(*args)
+
+
+def _print_fits(agg: dict) -> None:
+    print(f"scaling-law metric: {agg['metric']}")
+    for f in agg.get("fits", []):
+        print(f"  power law {f['axis']:8s} {f['objective']:20s} a={f['a']:.4g} b={f['b']:.4g} ({f['points']} points)")
+    for note in agg.get("notes", []):
+        print(f"  note: {note}")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="emo-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in [("train", "fine-tune on Ray Train + DeepSpeed, log to MLflow"),
-                        ("show-config", "print the resolved config and exit")]:
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("config", help="YAML config (see configs/)")
-        p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.loss=emo")
-    sub.add_parser("losses", help="list the objectives and their hyperparameters")
+    parser = build_parser()
     args = parser.parse_args(argv)
-
-    from emo_ray.config import ConfigError, load_config, to_yaml
-
     if args.command == "losses":
-        from emo_ray.losses import LOSSES, hyperparameters
+        args.command, args.what = "ls", "losses"
+    if getattr(args, "verbose", False):
+        os.environ["EMO_RAY_VERBOSE"] = "1"  # read by the driver and forwarded to every Ray worker
+    if args.command in ("train", "eval", "sweep", "aggregate"):
+        from emo_ray import console
 
-        for name, spec in LOSSES.items():
-            pinned = f" pinned={spec.pinned}" if spec.pinned else ""
-            print(f"{name:20s} hyperparameters={hyperparameters(name)}{pinned}")
-        return 0
+        console.prepare_process_env()  # library chatter down (MLflow, Ray, DeepSpeed) unless -v
+    from emo_ray.config import ConfigError
+
+    early = (ConfigError, UsageError)
     try:
-        cfg = load_config(args.config, args.overrides)
-    except (ConfigError, ValueError) as e:
-        print(f"emo-ray: config error: {e}", file=sys.stderr)
-        return 2
-    if args.command == "show-config":
-        print(to_yaml(cfg), end="")
-        return 0
+        return COMMANDS[args.command](args)
+    except early as e:
+        what = "config error" if isinstance(e, ConfigError) else "error"
+        print(f"emo-ray {args.command}: {what}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (FileNotFoundError, FileExistsError) as e:
+        # Missing data, model weights or sweep state: found in pre-flight, before any process.
+        print(f"emo-ray {args.command}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as e:
+        from emo_ray.data import DataError
 
-    from emo_ray.data import DataError
-    from emo_ray.train import fit
+        if isinstance(e, DataError):
+            print(f"emo-ray {args.command}: data error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_CONFIG
+        diverged = _diverged(e)
+        if diverged:
+            # Reaches the driver wrapped in Ray's worker-group error: the run is FAILED in MLflow
+            # and nothing was exported; one line is all the user needs.
+            print(f"emo-ray {args.command}: {diverged}", file=sys.stderr)
+            return EXIT_DIVERGED
+        raise
 
-    try:
-        result = fit(cfg)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        print(f"emo-ray: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"mlflow_run_id": result.mlflow_run_id, "hf_model_path": result.hf_model_path,
-                      **{k: result.metrics[k] for k in ("step", "loss", "val_loss", "val_ppl") if k in result.metrics}}, indent=2))
-    return 0
+
+EXIT_DIVERGED = 3
+
+
+def _diverged(e: BaseException) -> str | None:
+    """The ``TrainingDiverged: ...`` line of an error raised in a training worker, if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        for line in str(e).splitlines():
+            if "TrainingDiverged:" in line:
+                return line[line.rindex("TrainingDiverged:"):].strip()
+        e = e.__cause__ or e.__context__
+    return None
 
 
 if __name__ == "__main__":

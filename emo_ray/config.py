@@ -6,6 +6,7 @@ as the first line of a worker.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +52,8 @@ class TrainConfig:
     loss: str = "emo"
     """Objective, a name in ``emo_ray.losses.LOSSES``."""
     loss_kwargs: dict = field(default_factory=dict)
-    """Hyperparameters of the objective, e.g. ``{gamma: 0.8}`` for tailr / mixce."""
+    """Hyperparameters of the objective, e.g. ``{gamma: 0.8}`` for tailr / mixce (``emo-ray ls
+    losses`` lists each objective's hyperparameters and their valid ranges)."""
     cost_embedding: Literal["fixed", "adaptive"] = "fixed"
     """EMO only: frozen pre-trained head (paper 4.2.1) or the live head."""
     loss_impl: Literal["auto", "reference", "chunked"] = "auto"
@@ -64,7 +66,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 2e-5
     weight_decay: float = 0.0
-    betas: tuple = (0.9, 0.999)
+    betas: tuple[float, ...] = (0.9, 0.999)
+    """Adam's (beta1, beta2), each in [0, 1)."""
     warmup_steps: int = 0
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
@@ -74,8 +77,11 @@ class TrainConfig:
     seed: int = 42
     zero_stage: int = 2
     """DeepSpeed ZeRO stage 0-3."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """``auto``: bf16 on GPU, fp32 on CPU."""
+    precision: Literal["auto", "bf16", "fp32", "fp16"] = "auto"
+    """``auto``: bf16 where the hardware has it (CUDA with bf16, a CPU with avx512_bf16 / AMX),
+    fp32 otherwise; the choice is logged and recorded as the ``train.precision_resolved`` param.
+    Master weights and optimizer state stay fp32; softmax, EMO transport and loss run in fp32.
+    ``fp16`` is GPU only."""
     checkpoint_every: int = 0
     """Save a DeepSpeed checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = 2
@@ -102,17 +108,28 @@ class RayConfig:
     storage_path: str = ""
     """Checkpoints and Ray Train state; shared storage on a cluster. Empty: ``./runs``."""
     run_name: str = ""
-    """Ray Train run name; empty derives one from the config. Reusing it resumes that run."""
+    """Ray Train run name; empty derives one from the config. Reusing it resumes that run (and its
+    MLflow run), if the config that changes the weights is the same."""
+    resume_changed_config: bool = False
+    """Continue ``ray.run_name`` even though the trained config differs (opens a new MLflow run,
+    tagged with the one it resumed from); without it such a resume is refused, naming the keys."""
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """Where a run is recorded: the one tracking section of training, evaluation and sweep configs."""
+
     tracking_uri: str = ""
     """MLflow store; empty: ``$MLFLOW_TRACKING_URI`` or SQLite ``./mlflow.db``."""
     experiment: str = "emo-ray"
+    """MLflow experiment (created if missing)."""
     run_name: str = ""
+    """MLflow run name; empty: a descriptive one (objective-model-tokens-seed for training)."""
     parent_run_id: str = ""
     """Log as a child of this MLflow run (used by sweeps)."""
+    log_to_source_run: bool = False
+    """Evaluation of ``mlflow:<run_id>``: log on that training run itself instead of a new run
+    tagged with it."""
 
 
 @dataclass(frozen=True)
@@ -122,33 +139,96 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    plugins: tuple[str, ...] = ()
+    """Python modules (``my_pkg.losses``) or ``.py`` files imported before the config is checked,
+    in the driver and in every worker: register your own objective there with
+    ``LOSSES["name"] = LossSpec(fn)`` and use it as ``train.loss=name``."""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file (optional) + overrides -> validated ``Config``."""
-    cfg = typed_config.build(Config, typed_config.load_tree(path, overrides))
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                tree: dict | None = None) -> Config:
+    """YAML file (optional), a nested mapping of overrides (``tree``, from typed callers such as a
+    sweep), then ``key=value`` overrides -> validated ``Config``."""
+    raw = typed_config.load_tree(path, overrides, tree)
+    import_plugins(raw.get("plugins") or ())
+    cfg = typed_config.build(Config, raw)
     validate(cfg)
     return cfg
 
 
+def import_plugins(names) -> None:
+    """Import each plugin once (a module name, or a path to a ``.py`` file)."""
+    import hashlib
+    import importlib
+    import importlib.util
+    import sys
+
+    if isinstance(names, str):
+        names = (names,)
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"plugins: expected module names or .py paths, got {name!r}")
+        if name.endswith(".py"):
+            path = Path(typed_config.expand_path(name)).resolve()
+            mod_name = f"emo_ray_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+            if mod_name in sys.modules:
+                continue
+            if not path.exists():
+                raise ConfigError(f"plugins: {path} does not exist")
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[mod_name] = module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(name)
+            except ImportError as e:
+                raise ConfigError(f"plugins: cannot import {name!r} ({e})") from None
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that a type cannot express; fail before any process starts."""
+    """Value and cross-field checks that a type cannot express; fail before any process starts."""
     from emo_ray.losses import check_hparams
 
-    check_hparams(cfg.train.loss, cfg.train.loss_kwargs)
+    try:
+        check_hparams(cfg.train.loss, cfg.train.loss_kwargs)
+    except ValueError as e:
+        raise ConfigError(f"train.loss_kwargs: {e}" if "not a supported loss" not in str(e) else f"train.loss: {e}") from None
     t, d, r = cfg.train, cfg.data, cfg.ray
+    betas = t.betas
     checks = [
         (0 <= t.zero_stage <= 3, f"train.zero_stage must be 0-3, got {t.zero_stage}"),
-        (t.max_steps > 0, "train.max_steps must be positive"),
-        (t.micro_batch_size > 0 and t.grad_accum > 0, "train.micro_batch_size and train.grad_accum must be positive"),
-        (t.lr > 0, "train.lr must be positive"),
+        (t.max_steps > 0, f"train.max_steps must be positive, got {t.max_steps}"),
+        (t.micro_batch_size > 0, f"train.micro_batch_size must be positive, got {t.micro_batch_size}"),
+        (t.grad_accum > 0, f"train.grad_accum must be positive, got {t.grad_accum}"),
+        (_finite(t.lr) and t.lr > 0, f"train.lr must be a finite positive number, got {t.lr}"),
+        (_finite(t.weight_decay) and t.weight_decay >= 0, f"train.weight_decay must be finite and >= 0, got {t.weight_decay}"),
+        (len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas),
+         f"train.betas must be two numbers in [0, 1), got {list(betas)}"),
+        (t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}"),
         (t.warmup_steps < t.max_steps or t.warmup_steps == 0, "train.warmup_steps must be below train.max_steps"),
-        (d.block_size >= 2, "data.block_size must be at least 2"),
-        (0.0 <= d.validation_fraction < 1.0, "data.validation_fraction must lie in [0, 1)"),
-        (d.max_train_tokens >= 0 and d.max_train_documents >= 0, "data volume knobs must be >= 0"),
-        (r.num_workers >= 1, "ray.num_workers must be at least 1"),
-        (t.precision != "bf16" or r.use_gpu, "train.precision=bf16 needs ray.use_gpu=true (CPU runs fp32)"),
-        (t.loss_chunk_size > 0, "train.loss_chunk_size must be positive"),
+        (0.0 <= t.min_lr_ratio <= 1.0, f"train.min_lr_ratio must lie in [0, 1], got {t.min_lr_ratio}"),
+        (_finite(t.clip_grad_norm) and t.clip_grad_norm >= 0, f"train.clip_grad_norm must be finite and >= 0 (0 disables), got {t.clip_grad_norm}"),
+        (t.seed >= 0, f"train.seed must be >= 0, got {t.seed}"),
+        (t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0: only at the end), got {t.checkpoint_every}"),
+        (t.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1, got {t.keep_checkpoints}"),
+        (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}"),
+        (t.debug_fail_at_step >= 0, f"train.debug_fail_at_step must be >= 0, got {t.debug_fail_at_step}"),
+        (t.loss_chunk_size > 0, f"train.loss_chunk_size must be positive, got {t.loss_chunk_size}"),
+        (t.precision != "fp16" or r.use_gpu, "train.precision=fp16 needs ray.use_gpu=true (CPUs: bf16 or fp32)"),
+        (d.block_size >= 2, f"data.block_size must be at least 2, got {d.block_size}"),
+        (0.0 <= d.validation_fraction < 1.0, f"data.validation_fraction must lie in [0, 1), got {d.validation_fraction}"),
+        (d.max_train_tokens >= 0, f"data.max_train_tokens must be >= 0 (0 = all), got {d.max_train_tokens}"),
+        (d.max_train_documents >= 0, f"data.max_train_documents must be >= 0 (0 = all), got {d.max_train_documents}"),
+        (d.max_validation_blocks >= 0, f"data.max_validation_blocks must be >= 0 (0 = all), got {d.max_validation_blocks}"),
+        (d.seed >= 0, f"data.seed must be >= 0, got {d.seed}"),
+        (r.num_workers >= 1, f"ray.num_workers must be at least 1, got {r.num_workers}"),
+        (r.cpus_per_worker > 0, f"ray.cpus_per_worker must be positive, got {r.cpus_per_worker}"),
+        (r.max_failures >= -1, f"ray.max_failures must be >= 0 (or -1: unlimited), got {r.max_failures}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -161,6 +241,8 @@ def to_flat(cfg: Config) -> dict[str, Any]:
 
 
 def from_flat(flat: dict[str, Any]) -> Config:
+    """The worker side of ``to_flat``: plugins first, so that their objectives are registered."""
+    import_plugins(flat.get("plugins") or ())
     return typed_config.from_flat(Config, flat)
 
 

@@ -26,10 +26,13 @@ def _fs(path: str):
     return pyarrow.fs.FileSystem.from_uri(path) if is_uri(path) else (pyarrow.fs.LocalFileSystem(), path)
 
 
-def exists(path: str) -> bool:
+def exists(path: str, filesystem=None) -> bool:
+    """Whether ``path`` exists. With ``filesystem`` (a ``pyarrow.fs.FileSystem``, e.g. a Ray
+    ``Checkpoint``'s ``.filesystem`` with its ``.path``) the path is looked up there as given;
+    otherwise on the filesystem its URI names, or the local one. Never ``os.path``."""
     import pyarrow.fs
 
-    fs, p = _fs(path)
+    fs, p = (filesystem, path) if filesystem is not None else _fs(path)
     return fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound
 
 

@@ -6,6 +6,7 @@ Shared by the training config (``emo_ray.config``) and the evaluation config
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -76,24 +77,52 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is tuple or origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[int, ...]: every element typed
+            return tuple(coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(value)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     raise ConfigError(f"{where}: unsupported type {tp}")
 
 
-def build(cls, data: Any, where: str = "config"):
+def build(cls, data: Any, where: str = "config", base=None):
+    """``data`` (a mapping) -> ``cls``; keys absent from ``data`` keep ``base``'s values (or the
+    class defaults). A nested section given in part keeps the rest of its parent's default for
+    it: ``tracking: {run_name: x}`` in an evaluation config keeps that section's own experiment."""
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = fields_of(cls)
     unknown = set(data) - set(fields)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
-    kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    base = base if base is not None else _defaults(cls)
+    kwargs = {}
+    for k, v in data.items():
+        default = getattr(base, k, None) if base is not None else None
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            kwargs[k] = build(hints[k], v, f"{where}.{k}", base=default)
+        else:
+            kwargs[k] = coerce(v, hints[k], f"{where}.{k}")
+    if base is not None:
+        return dataclasses.replace(base, **kwargs)
     return cls(**kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _defaults(cls):
+    """An instance with every default, or None when some field has none."""
+    try:
+        return cls()
+    except TypeError:
+        return None
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -113,12 +142,17 @@ def parse_overrides(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
-        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key.strip()}: {raw!r} is not a YAML value ({getattr(e, 'problem', e)}); "
+                              "quote it for the shell, e.g. key='{gamma: 0.8}'") from None
+        set_dotted(tree, key.strip(), value)
     return tree
 
 
 # Fields whose value is itself a mapping (not a config section): an override replaces them whole.
-MAPPING_FIELDS = frozenset({"loss_kwargs"})
+MAPPING_FIELDS = frozenset({"loss_kwargs", "objectives"})
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -157,11 +191,37 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config file {path} does not exist")
 
 
-def load_tree(path: str | Path | None, overrides: list[str] | None) -> dict:
-    """YAML file (optional) merged with ``key=value`` overrides, as a plain nested dict."""
-    tree: dict = {}
-    if path:
-        tree = yaml.safe_load(resolve_config_path(path).read_text()) or {}
+def read_yaml(path: str | Path) -> dict:
+    """A config file as a mapping; a YAML syntax error names the file and line, in one line.
+    (Parsed once per file version: a sweep builds hundreds of trial configs from one base.)"""
+    import copy
+
+    resolved = resolve_config_path(path)
+    st = resolved.stat()
+    return copy.deepcopy(_read_yaml(str(resolved), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _read_yaml(path: str, mtime_ns: int, size: int) -> dict:
+    resolved = Path(path)
+    try:
+        tree = yaml.safe_load(resolved.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{resolved}{at}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{resolved}: expected a mapping of config sections, got {type(tree).__name__}")
+    return tree
+
+
+def load_tree(path: str | Path | None, overrides: list[str] | None, tree_overrides: dict | None = None) -> dict:
+    """YAML file (optional), then a nested mapping of overrides (typed callers such as a sweep
+    trial), then ``key=value`` overrides (the command line), as one plain nested dict."""
+    tree: dict = read_yaml(path) if path else {}
+    tree = merge(tree, tree_overrides or {})
     return merge(tree, parse_overrides(overrides or []))
 
 
@@ -193,3 +253,52 @@ def to_yaml(obj) -> str:
         return v
 
     return yaml.safe_dump(plain(dataclasses.asdict(obj)), sort_keys=False)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The attribute docstrings of a config dataclass (the string literal under each field): the
+    one place an option is documented, read here for ``--help``."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
+    return docs
+
+
+def describe_fields(obj, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, default as YAML, doc)`` for every leaf field of a config instance."""
+    rows = []
+    docs = field_docs(type(obj))
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v):
+            rows.extend(describe_fields(v, f"{key}."))
+        else:
+            plain = list(v) if isinstance(v, tuple) else v
+            shown = yaml.safe_dump(plain, default_flow_style=True, width=10_000).strip()
+            shown = shown.removesuffix("\n...").removesuffix("...").strip()
+            rows.append((key, shown, docs.get(f.name, "")))
+    return rows
+
+
+def help_text(obj, title: str) -> str:
+    """Every field of a config with its default and its doc, for ``--help``."""
+    import textwrap
+
+    lines = [f"{title} (defaults shown; set any with key=value, values are YAML):"]
+    for key, default, doc in describe_fields(obj):
+        lines.append(f"  {key} = {default}")
+        if doc:
+            lines.extend(textwrap.wrap(doc, width=96, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)

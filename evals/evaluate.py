@@ -3,11 +3,11 @@
     python evals/evaluate.py configs/eval/quick.yaml model=smollm2-135m
     python evals/evaluate.py configs/eval/acceptance.yaml
 
-Same as the console command ``emo-ray-eval`` (``emo_ray.evaluation.cli:main``).
+Same as ``emo-ray eval``.
 """
 import sys
 
-from emo_ray.evaluation.cli import main
+from emo_ray.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["eval", *sys.argv[1:]]))

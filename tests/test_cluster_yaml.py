@@ -250,3 +250,122 @@ def test_docs_cover_the_workflow():
                    "RAY_AUTH_MODE=token ray job submit", "--runtime-env-json", "ray get-auth-token",
                    "ray.storage_path=/mnt/efs/emo_ray/runs", "ray down cluster.yaml"):
         assert needle in docs, needle
+
+
+# --- shared storage: every path the cluster docs and configs name is on the EFS mount -------------
+
+SHARED_DOCS = ("configs/paper_cluster.yaml", "configs/eval/paper.yaml", "configs/sweeps/paper.yaml",
+               "docs/cluster.md", "docs/memory_model.md", "README.md")
+
+
+def _efs(config: dict) -> tuple[str, set[str]]:
+    """The host path docker bind-mounts at the same place in every container, and the folders
+    under it that cluster.yaml's commands create."""
+    mounts = [o.split()[1] for o in config["docker"]["run_options"] if o.startswith("-v ")]
+    (mount,) = [m.split(":")[0] for m in mounts if m.split(":")[0] == m.split(":")[1]]
+    made = set()
+    for cmd in all_commands(config):
+        for m in re.finditer(r"mkdir -p ((?:\s*/mnt/\S+)+)", cmd):
+            made.update(p.rstrip("/") for p in m.group(1).split())
+    return mount, made
+
+
+def test_every_shared_path_named_is_on_the_efs_mount(config):
+    mount, made = _efs(config)
+    assert mount == "/mnt/efs"
+    for rel in SHARED_DOCS:
+        text = (ROOT / rel).read_text()
+        for path in re.findall(r"(?<![\w.])/mnt/[\w./-]*\w", text):
+            assert path == mount or path.startswith(mount + "/"), f"{rel} names {path}, not under the mount {mount}"
+            if path.startswith(mount + "/emo_ray/"):
+                top = "/".join(path.split("/")[:5])  # /mnt/efs/emo_ray/<folder>
+                assert any(m == top or m.startswith(top + "/") for m in made), (
+                    f"{rel} names {path}; cluster.yaml never creates {top}")
+
+
+def test_paper_runs_and_sweep_keep_their_storage_on_efs(config):
+    """Workers write checkpoints: storage on the head's local disk (./runs, runs/sweeps) is
+    unreachable for them."""
+    from emo_ray.config import load_config
+    from emo_ray.sweep.spec import load_sweep_config
+
+    mount, made = _efs(config)
+    cfg = load_config(ROOT / "configs" / "paper_cluster.yaml")
+    assert cfg.ray.storage_path.startswith(mount + "/"), cfg.ray.storage_path
+    assert "/".join(cfg.ray.storage_path.split("/")[:5]) in made
+    sweep = load_sweep_config("paper")
+    assert str(sweep.storage_path).startswith(mount + "/"), (
+        f"configs/sweeps/paper.yaml stores on {sweep.storage_path!r}, the head's local disk")
+    assert "/".join(str(sweep.storage_path).split("/")[:5]) in made
+
+
+def _cluster_data_root(config: dict) -> str:
+    env = " ".join(config["setup_commands"])
+    m = re.search(r"export EMO_RAY_DATA=(\S+?)'", env)
+    assert m, "cluster.yaml exports no EMO_RAY_DATA"
+    return m.group(1)
+
+
+def _data_roots_named(rel: str) -> list[str]:
+    text = (ROOT / rel).read_text()
+    return [v.rstrip("/") for v in re.findall(r"""EMO_RAY_DATA["']?\s*[:=]\s*["']?(/[\w./-]+)""", text)]
+
+
+def test_data_root_is_the_same_in_cluster_yaml_and_docs(config):
+    root = _cluster_data_root(config)
+    assert root == "/mnt/efs/emo_ray/data"
+    assert all(v == root for v in _data_roots_named("docs/cluster.md"))
+    uploads = re.findall(r"ray rsync-up cluster\.yaml \S+ (\S+)", DOCS.read_text())
+    assert uploads and all(u.rstrip("/") == root for u in uploads), uploads
+
+
+def test_readme_data_root_is_cluster_yamls(config):
+    root = _cluster_data_root(config)
+    for value in _data_roots_named("README.md"):
+        assert value == root, f"README.md sets EMO_RAY_DATA={value}, cluster.yaml {root}"
+
+
+# --- the walkthrough matches the files it names -------------------------------------------------
+
+
+def _doc_commands(text: str) -> list[list[str]]:
+    """``emo-ray`` / ``python sweeps/...`` commands inside the fenced code blocks, joined across
+    backslash continuations, from the command word on."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split("  #")[0]
+            m = re.search(r"(emo-ray (?:train|eval|sweep) .*|python sweeps/scaling_law\.py .*)", line)
+            if m:
+                out.append(shlex.split(m.group(1)))
+    return out
+
+
+def test_docs_walkthrough_names_files_that_exist():
+    docs = DOCS.read_text()
+    named = set(re.findall(r"`((?:configs|scripts|docs|emo_ray|tests|sweeps|evals)/[\w./-]+\.\w+)`", docs))
+    named |= set(re.findall(r"(?<![\w/])((?:configs|scripts)/[\w./-]+\.(?:yaml|sh|py))", docs))
+    assert {"configs/paper_cluster.yaml", "scripts/gpu_check.sh", "docs/memory_model.md"} <= named
+    for rel in sorted(named):
+        assert (ROOT / rel).exists(), f"docs/cluster.md names {rel}, which does not exist"
+
+
+def test_docs_commands_load():
+    """Every training / sweep command of the walkthrough resolves to a valid config as written."""
+    from emo_ray.config import load_config
+    from emo_ray.sweep.spec import load_sweep_config
+
+    commands = _doc_commands(DOCS.read_text())
+    kinds = {c[1] if c[0] == "emo-ray" else "sweep" for c in commands}
+    assert {"train", "sweep"} <= kinds, commands
+    for c in commands:
+        kind = c[1] if c[0] == "emo-ray" else "sweep"  # python sweeps/scaling_law.py NAME ...
+        args = [a for a in c[2:] if not a.startswith("--")]
+        if kind == "train":
+            cfg = load_config(ROOT / args[0], args[1:])
+            if cfg.ray.use_gpu:
+                assert cfg.ray.storage_path.startswith("/mnt/efs/"), c
+        elif kind == "sweep":
+            sweep = load_sweep_config(args[0], args[1:])
+            assert str(sweep.storage_path).startswith("/mnt/efs/"), f"{c}: trials on the workers cannot reach {sweep.storage_path}"

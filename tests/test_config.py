@@ -31,9 +31,18 @@ def test_overrides_are_typed_yaml():
         (["train.loss=emd"], "not a supported loss"),
         (["train.loss=tailr", "train.loss_kwargs={gama: 1}"], "takes no hyperparameter 'gama'"),
         (["train.zero_stage=4"], "zero_stage must be 0-3"),
-        (["train.precision=bf16"], "needs ray.use_gpu"),
+        (["train.precision=fp16"], "needs ray.use_gpu"),
         (["train.max_steps=0"], "max_steps must be positive"),
         (["train"], "not key=value"),
+        (["train.loss=tailr", "train.loss_kwargs={gamma: 1.5}"], r"gamma must lie in \[0, 1\], got 1.5"),
+        (["train.log_every=0"], "log_every must be at least 1"),
+        (["train.keep_checkpoints=0"], "keep_checkpoints must be at least 1"),
+        (["train.seed=-1"], "train.seed must be >= 0"),
+        (["train.betas=[0.9]"], "betas must be two numbers"),
+        (["train.betas=[0.9, x]"], r"train.betas\[1\]: expected a number"),
+        (["train.lr=.inf"], "train.lr must be a finite positive number"),
+        (["train.loss_kwargs={gamma: 0.5"], "is not a YAML value"),
+        (["plugins=[no_such_module_x]"], "cannot import 'no_such_module_x'"),
     ],
 )
 def test_bad_configs_fail_early_and_say_why(overrides, message):
@@ -51,3 +60,37 @@ def test_data_dir_expansion(monkeypatch):
     assert expand_path("${EMO_RAY_DATA}/wikitext-2") == "/somewhere/wikitext-2"
     with pytest.raises(ConfigError, match="unset environment variable"):
         expand_path("${NOT_SET_ANYWHERE_X}/a")
+
+
+def test_a_partly_given_section_keeps_the_rest_of_its_parents_default():
+    """The evaluation config's tracking section defaults to its own experiment; naming only the run
+    keeps it (the section is one class shared by training, evaluation and sweeps)."""
+    from emo_ray.evaluation.config import load_eval_config
+
+    assert load_eval_config(None, ["tracking.run_name=x"]).tracking.experiment == "emo-ray-eval"
+    assert load_config(None, ["tracking.run_name=x"]).tracking.experiment == "emo-ray"
+
+
+@pytest.fixture
+def restore_registry():
+    """A plugin registers into the process-wide registry: take its entries out again."""
+    from emo_ray.losses import LOSSES
+
+    before = dict(LOSSES)
+    yield
+    LOSSES.clear()
+    LOSSES.update(before)
+
+
+def test_a_plugin_file_registers_an_objective_usable_by_name(tmp_path, restore_registry):
+    plugin = tmp_path / "my_loss.py"
+    plugin.write_text(
+        "from emo_ray.losses import LOSSES, LossSpec\n"
+        "from emo_ray.losses.mle import mle_loss\n"
+        "def my_loss(logits, labels, *, alpha: float = 1.0, ignore_index: int = -100):\n"
+        "    return mle_loss(logits, labels, ignore_index=ignore_index)\n"
+        "LOSSES.setdefault('my_plugin_loss', LossSpec(my_loss))\n")
+    cfg = load_config(None, [f"plugins=[{plugin}]", "train.loss=my_plugin_loss", "train.loss_kwargs={alpha: 2.0}"])
+    assert cfg.train.loss_kwargs == {"alpha": 2.0} and from_flat(to_flat(cfg)) == cfg
+    with pytest.raises(ConfigError, match="takes no hyperparameter 'beta'"):
+        load_config(None, [f"plugins=[{plugin}]", "train.loss=my_plugin_loss", "train.loss_kwargs={beta: 2.0}"])

@@ -2,10 +2,21 @@
 
 Packing follows the official scripts (run_clm ``group_texts``): documents are tokenised,
 joined with EOS, and cut into ``block_size`` blocks; the remainder is dropped.
+
+The packed result is cached on disk (``$EMO_RAY_CACHE/packed``, default ``~/.cache/emo_ray``),
+keyed by the tokenizer's identity (its full serialisation, not its name), the digest of the
+documents read (so an edited file misses) and every packing parameter: a sweep tokenises its
+corpus once, not in every trial. Entries are written to a unique temporary file and moved in
+place with ``os.replace``, so trials packing the same corpus at once never see a partial file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +29,7 @@ class PackedData:
     train: np.ndarray  # (n_train_blocks, block_size) int64
     validation: np.ndarray  # (n_val_blocks, block_size) int64
     stats: dict
+    cache: str = ""  # 'hit' | 'miss' with the on-disk cache, '' without (kept out of stats: run params)
 
 
 def _pack(token_lists, block_size: int, max_blocks: int = 0) -> tuple[np.ndarray, int]:
@@ -49,17 +61,87 @@ def _tokenize_stream(docs: list[str], tokenizer, batch: int = 256):
             yield list(ids) + [eos]
 
 
-def prepare_blocks(cfg: DataConfig, tokenizer) -> PackedData:
+CACHE_VERSION = 1  # bump when packing changes what it produces
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """Identity of a tokenizer by content: a fast tokenizer's full JSON serialisation (vocab,
+    merges, normaliser, pre-tokeniser), else its vocabulary, plus the EOS id packing appends."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(json.dumps([tokenizer.eos_token_id]).encode())
+    return h.hexdigest()
+
+
+def documents_digest(docs: list[str]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(hashlib.sha256(d.encode()).digest())
+    return h.hexdigest()
+
+
+def packed_cache_dir() -> Path:
+    from emo_ray.models.loading import cache_dir
+
+    return cache_dir().parent / "packed"
+
+
+def _cache_key(cfg: DataConfig, tokenizer, train_docs: list[str], val_docs: list[str] | None) -> str:
+    params = {k: v for k, v in asdict(cfg).items() if k not in ("train", "validation")}  # paths: by content
+    blob = json.dumps([CACHE_VERSION, tokenizer_digest(tokenizer), documents_digest(train_docs),
+                       None if val_docs is None else documents_digest(val_docs), params], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:40]
+
+
+def atomic_save_npz(path: Path, **arrays) -> None:
+    """Write ``path`` so that readers see either nothing or the whole file: a unique temporary
+    file in the same folder, then ``os.replace`` (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_blocks(cfg: DataConfig, tokenizer, *, cache: bool = True) -> PackedData:
     """Documents -> seeded order -> validation hold-out -> volume subset -> packed blocks.
 
     The order depends only on ``cfg.seed`` and the corpus, so the training subset for a smaller
     ``max_train_tokens`` / ``max_train_documents`` is a prefix of the one for a larger value.
+    With ``cache`` a repeated call on the same documents, tokenizer and parameters loads the
+    blocks from disk instead of tokenising (``PackedData.cache`` says 'hit' or 'miss').
     """
     docs = read_documents(cfg.train, cfg.text_field)
+    path = None
+    if cache:
+        val_src = read_documents(cfg.validation, cfg.text_field) if cfg.validation else None
+        path = packed_cache_dir() / f"{_cache_key(cfg, tokenizer, docs, val_src)}.npz"
+        if path.exists():
+            try:
+                with np.load(path) as z:
+                    return PackedData(z["train"], z["validation"], json.loads(str(z["stats"])), "hit")
+            except Exception:  # noqa: BLE001 - a damaged entry is recomputed and replaced
+                pass
+    packed = _prepare(cfg, tokenizer, docs, val_src if cache else None)
+    if path is not None:
+        atomic_save_npz(path, train=packed.train, validation=packed.validation, stats=np.array(json.dumps(packed.stats)))
+        packed.cache = "miss"
+    return packed
+
+
+def _prepare(cfg: DataConfig, tokenizer, docs: list[str], val_docs_read: list[str] | None = None) -> PackedData:
     order = np.random.default_rng(cfg.seed).permutation(len(docs))
     docs = [docs[i] for i in order]
     if cfg.validation:
-        val_docs = read_documents(cfg.validation, cfg.text_field)
+        val_docs = val_docs_read if val_docs_read is not None else read_documents(cfg.validation, cfg.text_field)
     elif cfg.validation_fraction > 0:
         n_val = max(1, int(round(cfg.validation_fraction * len(docs))))
         if n_val >= len(docs):

@@ -5,6 +5,7 @@ Every malformed input fails here, before any process starts, naming the file and
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from emo_ray.config import expand_path
@@ -20,17 +21,16 @@ TEXT_SUFFIXES = (".txt", ".raw", ".tokens")
 def iter_jsonl(path: Path):
     """``(line number, object)`` for every non-blank line; a line that is not a JSON object
     fails naming the file and line (shared by training data and evaluation rows)."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
 
 
 def read_jsonl(path: Path, text_field: str) -> list[str]:
@@ -48,19 +48,62 @@ def read_jsonl(path: Path, text_field: str) -> list[str]:
 
 def read_text(path: Path) -> list[str]:
     """One document per non-blank line (the layout of wiki.*.raw / *.txt dumps)."""
-    with path.open(encoding="utf-8") as fh:
-        return [line.rstrip("\n") for line in fh if line.strip()]
+    return [line.rstrip("\r\n") for _, line in iter_lines(path) if line.strip()]
 
 
-def read_hf(spec: str, text_field: str) -> list[str]:
-    """``hf:NAME[:CONFIG]:SPLIT``, e.g. ``hf:wikitext:wikitext-103-raw-v1:train``."""
-    parts = spec[3:].split(":")
-    if len(parts) not in (2, 3):
+def iter_lines(path: Path):
+    """``(line number, text)`` of a UTF-8 file; bytes that are not UTF-8 fail naming file:line."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                f"{e.start + 1}); re-encode the file as UTF-8") from None
+
+
+HF_PREFIX = "hf:"
+
+
+@dataclass(frozen=True)
+class HFSource:
+    """A Hugging Face dataset split, written ``hf:NAME[:CONFIG]:SPLIT`` in every config (training
+    data, generation corpora, ICL tasks), e.g. ``hf:wikitext:wikitext-103-raw-v1:train``."""
+
+    name: str
+    config: str | None
+    split: str
+
+    def __str__(self) -> str:
+        return HF_PREFIX + ":".join(p for p in (self.name, self.config, self.split) if p is not None)
+
+    @property
+    def url(self) -> str:
+        """The dataset's page on the hub (an MLflow dataset source)."""
+        return f"https://huggingface.co/datasets/{self.name}"
+
+    def load(self):
+        """The split as a ``datasets.Dataset`` (from the hub or the local ``datasets`` cache)."""
+        import datasets
+
+        return datasets.load_dataset(self.name, self.config, split=self.split)
+
+
+def parse_hf(spec: str) -> HFSource | None:
+    """The one parser of ``hf:NAME[:CONFIG]:SPLIT``: an :class:`HFSource`, or ``None`` when ``spec``
+    names no hub dataset (a local path). A malformed ``hf:`` spec raises :class:`DataError`."""
+    if not spec.startswith(HF_PREFIX):
+        return None
+    parts = spec[len(HF_PREFIX) :].split(":")
+    if len(parts) not in (2, 3) or not all(p.strip() for p in parts):
         raise DataError(f"{spec!r}: expected hf:NAME[:CONFIG]:SPLIT")
-    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
-    import datasets
+    return HFSource(parts[0], None, parts[1]) if len(parts) == 2 else HFSource(*parts)
 
-    ds = datasets.load_dataset(name, config, split=split)
+
+def read_hf(source: HFSource, text_field: str) -> list[str]:
+    """The non-blank string values of ``text_field`` in a hub dataset split."""
+    spec = str(source)
+    ds = source.load()
     if text_field not in ds.column_names:
         raise DataError(f"{spec}: no text field {text_field!r} (columns {ds.column_names})")
     return [t for t in ds[text_field] if isinstance(t, str) and t.strip()]
@@ -72,7 +115,7 @@ def check_sources(spec: str) -> None:
     if not spec.strip():
         raise DataError("no data source given")
     for part in (p.strip() for p in spec.split(",") if p.strip()):
-        if not part.startswith("hf:") and not Path(expand_path(part)).exists():
+        if parse_hf(part) is None and not Path(expand_path(part)).exists():
             raise DataError(f"data file {expand_path(part)} does not exist (from {part!r}; set EMO_RAY_DATA?)")
 
 
@@ -82,8 +125,9 @@ def read_documents(spec: str, text_field: str = "text") -> list[str]:
         raise DataError("no data source given")
     docs: list[str] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
-        if part.startswith("hf:"):
-            docs.extend(read_hf(part, text_field))
+        source = parse_hf(part)
+        if source is not None:
+            docs.extend(read_hf(source, text_field))
             continue
         path = Path(expand_path(part))
         if path.is_dir():

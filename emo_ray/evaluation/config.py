@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emo_ray import typed_config
+from emo_ray.config import TrackingConfig  # noqa: F401  (one tracking section for every config)
 
 EvalConfigError = typed_config.ConfigError
 data_dir = typed_config.default_data_dir
@@ -34,6 +35,10 @@ class ExecutionConfig:
     """CPUs reserved per actor; also its torch thread count."""
     gpus_per_actor: float = 0.0
     """GPUs per actor on a cluster (the model then runs on ``cuda``)."""
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Weights of every evaluation model (sampling, MAUVE features, oracle perplexity, ICL
+    scoring). ``auto``: bf16 where the hardware has it (CUDA with bf16, a CPU with avx512_bf16 /
+    AMX), fp32 otherwise. NLL and log-softmax sums stay fp32. ``fp16``: GPU only."""
     progress_bar: bool = True
 
 
@@ -120,17 +125,6 @@ class ICLConfig:
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
-    tracking_uri: str = ""
-    """MLflow store; empty: ``$MLFLOW_TRACKING_URI`` or SQLite ``./mlflow.db``."""
-    experiment: str = "emo-ray-eval"
-    run_name: str = ""
-    log_to_source_run: bool = False
-    """When the model is an MLflow run (``mlflow:<run_id>``): log on that run itself instead of a
-    new run tagged with it."""
-
-
-@dataclass(frozen=True)
 class EvalConfig:
     model: str = "tiny-llama"
     """Registry name, hub id, local folder, or ``mlflow:<run_id>`` (its ``hf_model_path`` tag)."""
@@ -142,13 +136,15 @@ class EvalConfig:
     rouge: RougeConfig = field(default_factory=RougeConfig)
     icl: ICLConfig = field(default_factory=ICLConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="emo-ray-eval"))
 
 
-def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EvalConfig:
-    """YAML file (optional; shipped ``configs/eval/...`` resolve from any working directory) plus
-    ``key=value`` overrides -> validated ``EvalConfig``."""
-    cfg = typed_config.build(EvalConfig, typed_config.load_tree(path, overrides))
+def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                     tree: dict | None = None) -> EvalConfig:
+    """YAML file (optional; shipped ``configs/eval/...`` resolve from any working directory), a
+    nested mapping of overrides (typed callers such as a sweep), then ``key=value`` overrides ->
+    validated ``EvalConfig``."""
+    cfg = typed_config.build(EvalConfig, typed_config.load_tree(path, overrides, tree))
     validate(cfg)
     return cfg
 
@@ -158,18 +154,32 @@ def validate(cfg: EvalConfig) -> None:
     from emo_ray.evaluation.corpora import get_corpus
     from emo_ray.evaluation.decoders import get_decoder
 
+    from emo_ray.evaluation.icl.tasks import load_task
+
     g, i, e = cfg.generation, cfg.icl, cfg.execution
-    if cfg.generation_enabled:
-        for name in g.corpora:
-            get_corpus(name)
-        for name in g.decoders:
-            get_decoder(name)
+    try:
+        if cfg.generation_enabled:
+            for name in g.corpora:
+                get_corpus(name)
+            for name in g.decoders:
+                get_decoder(name)
+        if cfg.icl_enabled:
+            for t in i.tasks:
+                load_task(t)  # a typo in a task name or file fails here, not after a model loaded
+    except ValueError as err:
+        raise EvalConfigError(str(err)) from None
     checks = [
-        (g.num_prompts >= 0, "generation.num_prompts must be >= 0"),
+        (g.num_prompts >= 0, f"generation.num_prompts must be >= 0 (0 = all), got {g.num_prompts}"),
         (len(g.seeds) >= 1 or not cfg.generation_enabled, "generation.seeds needs at least one seed"),
         (len(set(g.seeds)) == len(g.seeds), "generation.seeds has duplicates"),
         (g.batch_size > 0 and cfg.mauve.batch_size > 0 and cfg.oracle.batch_size > 0, "batch sizes must be positive"),
-        (i.num_items >= 0, "icl.num_items must be >= 0"),
+        (i.num_items >= 0, f"icl.num_items must be >= 0 (0 = all), got {i.num_items}"),
+        (e.gpus_per_actor >= 0, f"execution.gpus_per_actor must be >= 0, got {e.gpus_per_actor}"),
+        (e.dtype != "fp16" or e.gpus_per_actor > 0, "execution.dtype=fp16 needs gpus_per_actor > 0 (CPUs: bf16 or fp32)"),
+        (cfg.mauve.max_tokens > 0, f"mauve.max_tokens must be positive, got {cfg.mauve.max_tokens}"),
+        (cfg.mauve.scaling_factor > 0, f"mauve.scaling_factor must be positive, got {cfg.mauve.scaling_factor}"),
+        (0 < cfg.mauve.kmeans_explained_var <= 1, f"mauve.kmeans_explained_var must lie in (0, 1], got {cfg.mauve.kmeans_explained_var}"),
+        (i.retriever_batch_size > 0, f"icl.retriever_batch_size must be positive, got {i.retriever_batch_size}"),
         (i.batch_items > 0, "icl.batch_items must be positive"),
         (i.demonstrations >= -1, "icl.demonstrations must be >= 0 (or -1 for the task's own)"),
         (e.num_actors >= 1 and e.cpus_per_actor > 0, "execution.num_actors and cpus_per_actor must be positive"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from emo_ray.data.sources import parse_hf
+
 
 @dataclass(frozen=True)
 class Corpus:
@@ -24,6 +26,9 @@ class Corpus:
     """MixCE / EMO preprocessing of WebText: newlines become spaces."""
     windows_per_unit: int = 1
     """Consecutive non-overlapping windows taken from one unit (more prompts from few documents)."""
+
+    def __post_init__(self) -> None:
+        parse_hf(self.source)  # a malformed hf: spec fails where the corpus is defined
 
 
 CORPORA: dict[str, Corpus] = {

@@ -42,35 +42,25 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def actor_kwargs(execution: ExecutionConfig) -> dict:
-    return {"threads": int(execution.cpus_per_actor), "device": "cuda" if execution.gpus_per_actor > 0 else "cpu"}
+    return {"threads": int(execution.cpus_per_actor), "device": "cuda" if execution.gpus_per_actor > 0 else "cpu",
+            "dtype": execution.dtype}  # every stage actor resolves it (auto: bf16 where the hardware has it)
 
 
 @contextlib.contextmanager
 def ray_session(execution: ExecutionConfig) -> Iterator[None]:
-    """Join the running Ray (inside a trial, or ``address``) or start a local one for the duration."""
+    """Join the running Ray (inside a trial, or ``address``) or start a local one for the duration
+    (``emo_ray.ray_runtime``, the same start-up as training)."""
     if execution.executor != "ray":
         yield
         return
-    import ray
+    from emo_ray import ray_runtime
 
-    started = False
-    if not ray.is_initialized():
-        os.environ.update({k: os.environ.get(k, v) for k, v in ENV.items()})
-        kwargs: dict = {"include_dashboard": False, "runtime_env": {"env_vars": dict(ENV)}}
-        if execution.address:
-            kwargs["address"] = execution.address
-        elif not os.environ.get("RAY_ADDRESS"):
-            # Logical CPUs for the whole pool plus one for Ray Data's own tasks, even on 2 cores
-            # (actors set their own thread counts).
-            need = math.ceil(execution.num_actors * execution.cpus_per_actor) + 1
-            kwargs["num_cpus"] = max(os.cpu_count() or 1, need)
-        ray.init(**kwargs)
-        started = True
-    try:
+    # Logical CPUs for the whole pool plus one for Ray Data's own tasks, even on 2 cores (actors
+    # set their own thread counts).
+    need = math.ceil(execution.num_actors * execution.cpus_per_actor) + 1
+    env = {k: os.environ.get(k, v) for k, v in ENV.items()}
+    with ray_runtime.ray_session(address=execution.address, num_cpus=need, env=env, dashboard=False):
         yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def map_rows(rows: list[dict], actor_cls, ctor_kwargs: dict, *, execution: ExecutionConfig, batch_size: int) -> list[dict]:
@@ -90,25 +80,53 @@ def map_rows(rows: list[dict], actor_cls, ctor_kwargs: dict, *, execution: Execu
     return out
 
 
+class _StageBar:
+    """The bar of one stage over its rows, named after the running section and the actor class
+    (``icl sst2 / ICLScorer``); nothing when ``execution.progress_bar`` is off."""
+
+    def __init__(self, total: int, actor_cls, enabled: bool):
+        from emo_ray import console
+
+        desc = " / ".join(x for x in (console.current_stage(), actor_cls.__name__) if x)
+        self.bar = console.Bar(total, desc, unit="rows", every=0.25) if enabled else None
+        self.n = 0
+
+    def add(self, n: int) -> None:
+        self.n += n
+        if self.bar:
+            self.bar.update(self.n)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
 def _map_local(rows, actor_cls, kwargs, batch_size, progress) -> list[dict]:
     import pandas as pd
-    from tqdm import tqdm
 
     actor = actor_cls(**kwargs)
     out: list[dict] = []
-    with tqdm(total=len(rows), desc=actor_cls.__name__, disable=not progress, leave=False) as bar:
+    bar = _StageBar(len(rows), actor_cls, progress)
+    try:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             out.extend(actor(pd.DataFrame(chunk)).to_dict("records"))
-            bar.update(len(chunk))
+            bar.add(len(chunk))
+    finally:
+        bar.close()
     return out
 
 
 def _map_ray(rows, actor_cls, kwargs, batch_size, execution: ExecutionConfig) -> list[dict]:
     import ray.data
 
+    from emo_ray import console
+
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = execution.progress_bar
+    # Ray Data's own progress block (7 lines every few seconds, not naming the task) only when
+    # verbose; our stage bar below says which section and stage is running.
+    ctx.enable_progress_bars = execution.progress_bar and console.verbose()
+    ctx.print_on_execution_start = console.verbose()
     # One block per batch: the pool pulls batches as actors free up (a slow actor does not hold
     # a large block hostage).
     n_blocks = max(1, math.ceil(len(rows) / batch_size))
@@ -118,8 +136,18 @@ def _map_ray(rows, actor_cls, kwargs, batch_size, execution: ExecutionConfig) ->
         fn_constructor_kwargs=kwargs,
         batch_size=batch_size,
         batch_format="pandas",
-        concurrency=execution.num_actors,
+        # A fixed pool, never larger than the number of batches (an idle actor still loads its
+        # model; and Ray warns when a pool's minimum exceeds its inputs).
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(int(execution.num_actors), n_blocks))),
         num_cpus=execution.cpus_per_actor,
         num_gpus=execution.gpus_per_actor or None,
     )
-    return [dict(r) for r in ds.take_all()]
+    out: list[dict] = []
+    bar = _StageBar(len(rows), actor_cls, execution.progress_bar)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            out.extend(batch.to_dict("records"))
+            bar.add(len(batch))
+    finally:
+        bar.close()
+    return out

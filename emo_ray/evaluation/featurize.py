@@ -43,12 +43,12 @@ class Featurizer(ModelActor):
     """Ray Data stage: rows ``text`` -> ``features`` (float32 vector)."""
 
     def __init__(self, model_path: str, pooling: str, max_tokens: int, layer: int = -1, threads: int = 1,
-                 device: str = "cpu"):
+                 device: str = "cpu", dtype: str = "fp32"):
         super().__init__(threads, device)
-        from emo_ray.models import load_model
+        from emo_ray.models.loading import load_for_eval
 
-        self.model, self.tokenizer = load_model(model_path, device=device)
-        self.model.eval()
+        # dtype: execution.dtype (the body in bf16; pooling in fp32 below)
+        self.model, self.tokenizer = load_for_eval(model_path, device, dtype=dtype, fp32_head=False)
         self.pool = get_pooling(pooling)
         self.max_tokens = max_tokens
         n_states = self.model.config.get_text_config().num_hidden_layers + 1
@@ -61,28 +61,25 @@ class Featurizer(ModelActor):
         enc = [self.tokenizer(t, truncation=True, max_length=self.max_tokens)["input_ids"] for t in batch["text"]]
         if any(len(e) == 0 for e in enc):
             raise ValueError("an empty text reached the featurizer (empty generations must be filtered before)")
-        width = max(len(e) for e in enc)
-        ids = torch.zeros((len(enc), width), dtype=torch.long)
-        mask = torch.zeros((len(enc), width), dtype=torch.long)
-        for r, e in enumerate(enc):
-            ids[r, : len(e)] = torch.tensor(e)
-            mask[r, : len(e)] = 1
+        from emo_ray.models.loading import input_device, pad_batch
+
+        ids, mask = pad_batch(enc, side="right", device=input_device(self.model))  # pool_last reads right padding
         # The base model gives the hidden states (hidden_states[-1] is the final, normed one)
         # without paying for the vocabulary projection.
-        out = self.model.base_model(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=self.layer != -1
-        )
+        out = self.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1)
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-        feats = self.pool(hidden.float(), mask.to(self.device)).cpu().numpy().astype(np.float32)
+        feats = self.pool(hidden.float(), mask).cpu().numpy().astype(np.float32)
         return batch.assign(features=list(feats))
 
 
-def featurizer_identity(model_path: str, pooling: str, max_tokens: int, layer: int = -1) -> str:
-    """Name, pooling, truncation and (for a folder) the weights' size and mtime: a retrained
-    featurizer in the same folder does not reuse stale features."""
+def featurizer_identity(model_path: str, pooling: str, max_tokens: int, layer: int = -1, dtype: str = "fp32") -> str:
+    """Name, pooling, truncation, compute dtype (fp32 keys are unchanged) and (for a folder) the
+    weights' size and mtime: a retrained featurizer in the same folder does not reuse stale
+    features, and bf16 features never mix with fp32 ones."""
     weights = [p for p in Path(model_path).glob("*.safetensors")] if Path(model_path).is_dir() else []
     stamp = [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(weights)]
-    return json.dumps([str(model_path), pooling, max_tokens, stamp] + ([layer] if layer != -1 else []))
+    return json.dumps([str(model_path), pooling, max_tokens, stamp] + ([layer] if layer != -1 else [])
+                      + ([dtype] if dtype != "fp32" else []))
 
 
 def feature_cache_path(identity: str, texts: list[str]) -> Path:
@@ -94,12 +91,21 @@ def feature_cache_path(identity: str, texts: list[str]) -> Path:
     return cache_dir().parent / "features" / f"{h.hexdigest()[:32]}.npy"
 
 
+def _resolved_dtype(execution) -> str:
+    """``execution.dtype`` resolved for the featurizer's device (``auto`` -> bf16/fp32)."""
+    from emo_ray.precision import resolve
+
+    device = "cuda" if getattr(execution, "gpus_per_actor", 0) > 0 else "cpu"
+    return resolve(getattr(execution, "dtype", "fp32"), device, what="evaluation")
+
+
 def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: int, batch_size: int,
               execution, cache: bool = False, layer: int = -1) -> np.ndarray:
     """(n, d) features of ``texts``; with ``cache`` they are read from / written to disk."""
     from emo_ray.evaluation.executor import map_rows
 
-    path = feature_cache_path(featurizer_identity(model_path, pooling, max_tokens, layer), texts) if cache else None
+    dtype = _resolved_dtype(execution)
+    path = feature_cache_path(featurizer_identity(model_path, pooling, max_tokens, layer, dtype), texts) if cache else None
     if path is not None and path.exists():
         return np.load(path)
     rows = map_rows(
@@ -109,8 +115,18 @@ def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: in
     )
     feats = np.stack([np.asarray(r["features"], dtype=np.float32) for r in rows])
     if path is not None:
+        import os
+        import tempfile
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial.npy")
-        np.save(tmp, feats)
-        tmp.rename(path)
+        # A temporary file of our own in the same folder, then an atomic rename: concurrent
+        # trials writing the same features never read or clobber a half-written file.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.npy", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, feats)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return feats

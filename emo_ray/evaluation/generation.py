@@ -85,12 +85,12 @@ def row_seed(seed: int, prompt_id: int) -> int:
 class Sampler(ModelActor):
     """Ray Data stage: rows ``prompt_id, seed, decoder, prefix_ids`` -> ``gen_ids, generation, ended``."""
 
-    def __init__(self, model_path: str, gen_tokens: int, threads: int = 1, device: str = "cpu"):
+    def __init__(self, model_path: str, gen_tokens: int, threads: int = 1, device: str = "cpu", dtype: str = "fp32"):
         super().__init__(threads, device)
-        from emo_ray.models import load_model
+        from emo_ray.models.loading import load_for_eval
 
-        self.model, self.tokenizer = load_model(model_path, device=device)
-        self.model.eval()
+        # dtype: execution.dtype; in bf16 the head stays fp32, so sampling probabilities are fp32
+        self.model, self.tokenizer = load_for_eval(model_path, device, dtype=dtype)
         self.gen_tokens = gen_tokens
         self.eos = self.model.generation_config.eos_token_id
         self.eos = set(self.eos if isinstance(self.eos, list) else [self.eos] if self.eos is not None else [])
@@ -100,18 +100,22 @@ class Sampler(ModelActor):
         for decoder, group in batch.groupby("decoder", sort=False):
             prefixes = [list(p) for p in group["prefix_ids"]]
             gens = [torch.Generator().manual_seed(row_seed(int(s), int(p))) for s, p in zip(group["seed"], group["prompt_id"])]
-            ids, ended = sample(self.model, prefixes, get_decoder(decoder), gens, self.gen_tokens, self.eos, self.device)
+            ids, ended = sample(self.model, prefixes, get_decoder(decoder), gens, self.gen_tokens, self.eos)
             texts = [self.tokenizer.decode(g, skip_special_tokens=True) for g in ids]
             out.append(group.assign(gen_ids=[np.array(g, dtype=np.int64) for g in ids], generation=texts, ended=ended))
         return pd.concat(out).loc[batch.index]
 
 
 @torch.no_grad()
-def sample(model, prefixes: list[list[int]], decoder, generators, max_new: int, eos: set[int], device: str = "cpu"):
+def sample(model, prefixes: list[list[int]], decoder, generators, max_new: int, eos: set[int]):
     """Sample up to ``max_new`` tokens after equal-length ``prefixes``; a row stops at EOS (which
-    is not kept). Returns (token lists, ended-by-EOS flags)."""
+    is not kept). Returns (token lists, ended-by-EOS flags). Inputs go to the model's device; the
+    draws happen on CPU with the rows' own generators."""
     if len({len(p) for p in prefixes}) != 1:
         raise ValueError("prefixes of one batch must have the same length")
+    from emo_ray.models.loading import input_device
+
+    device = input_device(model)
     ids = torch.tensor(prefixes, device=device)
     out = model(input_ids=ids, use_cache=True)
     cache = out.past_key_values

@@ -16,12 +16,12 @@ from emo_ray.evaluation.executor import ModelActor
 class ContinuationNLL(ModelActor):
     """Ray Data stage: rows ``prefix, continuation`` -> ``nll_sum, n_tokens`` of the continuation."""
 
-    def __init__(self, model_path: str, threads: int = 1, device: str = "cpu"):
+    def __init__(self, model_path: str, threads: int = 1, device: str = "cpu", dtype: str = "fp32"):
         super().__init__(threads, device)
-        from emo_ray.models import load_model
+        from emo_ray.models.loading import load_for_eval
 
-        self.model, self.tokenizer = load_model(model_path, device=device)
-        self.model.eval()
+        # dtype: execution.dtype; the head stays fp32 and log-softmax / NLL sums run in fp32
+        self.model, self.tokenizer = load_for_eval(model_path, device, dtype=dtype)
 
     @torch.no_grad()
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -33,17 +33,28 @@ class ContinuationNLL(ModelActor):
                 p, c = c[:1], c[1:]
             seqs.append(p + c)
             starts.append(len(p))
-        width = max(len(s) for s in seqs)
-        ids = torch.zeros((len(seqs), width), dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        target = torch.zeros((len(seqs), width - 1), dtype=torch.bool)
+        from emo_ray.models.loading import input_device, pad_batch
+
+        device = input_device(self.model)
+        ids, mask = pad_batch(seqs, side="right", device=device)
+        target = torch.zeros((len(seqs), ids.shape[1] - 1), dtype=torch.bool)
         for r, (s, st) in enumerate(zip(seqs, starts)):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
             target[r, st - 1 : len(s) - 1] = True  # logits at t predict token t + 1
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float().cpu()
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).double()
-        nll = (-logp * target).sum(-1).numpy()
+        head = self.model.get_output_embeddings()
+        softcap = getattr(self.model.config.get_text_config(), "final_logit_softcapping", None)
+        if head is not None and not softcap:
+            # The head only where a continuation token is predicted: the prefix positions' logits
+            # are never used, and the (fp32) head is the part bf16 does not speed up.
+            hidden = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+            sel = target.to(hidden.device)
+            logits = head(hidden[sel]).float()  # (K, V) fp32, K = continuation tokens
+            tok = ids[:, 1:][sel]
+            nll_tok = -torch.log_softmax(logits, -1).gather(-1, tok.unsqueeze(-1)).squeeze(-1).double().cpu()
+            nll = torch.zeros(target.shape, dtype=torch.float64).masked_scatter_(target, nll_tok).sum(-1).numpy()
+        else:
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).double().cpu()
+            nll = (-logp * target).sum(-1).numpy()
         return batch.assign(nll_sum=nll, n_tokens=target.sum(-1).numpy().astype(np.int64))
 
 

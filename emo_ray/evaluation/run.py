@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from emo_ray import console
 from emo_ray.evaluation.config import EvalConfig, to_flat
 from emo_ray.evaluation.executor import ray_session
 from emo_ray.evaluation.rows import DataUnavailable
@@ -63,6 +64,7 @@ def run_evaluation(model_path: str, cfg: EvalConfig) -> EvalResult:
     from emo_ray.evaluation.icl.tasks import TaskError, load_task
     from emo_ray.evaluation.open_ended import evaluate_corpus
 
+    console.prepare_process_env()
     t0 = time.perf_counter()
     result = EvalResult(params={f"eval.{k}": str(v) for k, v in to_flat(cfg).items()})
     # Check every task config before the first model loads: a typo fails in seconds.
@@ -72,12 +74,14 @@ def run_evaluation(model_path: str, cfg: EvalConfig) -> EvalResult:
     with ray_session(cfg.execution):
         if cfg.generation_enabled:
             for corpus in cfg.generation.corpora:
-                _add(result, evaluate_corpus(model_path, corpus, cfg))
+                with console.stage(f"gen {corpus}"):
+                    _add(result, evaluate_corpus(model_path, corpus, cfg))
         if cfg.icl_enabled:
             accs = {}
             for t in cfg.icl.tasks:
                 try:
-                    section = evaluate_task(model_path, t, cfg)
+                    with console.stage(f"icl {load_task(t).name}"):
+                        section = evaluate_task(model_path, t, cfg)
                 except (DataUnavailable, TaskError) as e:
                     if not (cfg.icl.skip_unavailable and isinstance(e, DataUnavailable)):
                         raise
@@ -110,16 +114,54 @@ def evaluate(model_path: str, cfg: EvalConfig) -> dict[str, float]:
     return run_evaluation(path, cfg).metrics
 
 
+METRIC_PREFIX = "eval/"
+
+
 def log_result(result: EvalResult) -> None:
-    """Params (settings next to their metrics), metrics and tables into the active MLflow run."""
+    """Params (settings next to their metrics), metrics and tables into the active MLflow run.
+    MLflow metric names get the ``eval/`` prefix (``eval/icl/avg_accuracy``), so evaluation
+    scores sort apart from the ``train/`` and ``val/`` curves on the same run; ``EvalResult``
+    keeps the plain names."""
     import mlflow
 
     from emo_ray import tracking
 
     tracking.log_params_flat(result.params)
-    tracking.log_metrics(result.metrics)
+    tracking.log_metrics(tracking.prefixed(result.metrics, METRIC_PREFIX))
     for name, table in result.tables.items():
         mlflow.log_table(data=_jsonable(table), artifact_file=name)
+
+
+def log_result_to_run(result: EvalResult, run_id: str, client=None) -> None:
+    """``log_result`` onto an existing run (the evaluated training run) without activating it:
+    the client API logs by run id and leaves the run's status alone."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    from emo_ray import tracking
+
+    client = client or mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    metrics = tracking.prefixed(result.metrics, METRIC_PREFIX)
+    clean = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and _finite(v)]
+    dropped = len(metrics) - len(clean)
+    if dropped:
+        clean.append(Metric("eval/nonfinite_metrics", float(dropped), now, 0))
+    params = [Param(k, str(v)[:6000]) for k, v in result.params.items()]
+    for i in range(0, max(len(params), len(clean), 1), 100):
+        client.log_batch(run_id, metrics=clean[i : i + 100], params=params[i : i + 100],
+                         tags=[RunTag("emo_ray.evaluated", "true")] if i == 0 else [])
+    for name, table in result.tables.items():
+        client.log_table(run_id, data=_jsonable(table), artifact_file=name)
+
+
+def _finite(v) -> bool:
+    import math
+
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def _jsonable(table: pd.DataFrame) -> pd.DataFrame:
@@ -132,21 +174,18 @@ def _jsonable(table: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate_and_log(model: str, cfg: EvalConfig) -> tuple[str, EvalResult]:
     """Evaluate ``model`` and record it in MLflow; returns ``(mlflow run id, result)``."""
-    import mlflow
-
     from emo_ray import tracking
 
     path, source_run = resolve_model(model, cfg.tracking.tracking_uri)
     tracking.setup(cfg.tracking.tracking_uri or None, cfg.tracking.experiment)
     result = run_evaluation(path, cfg)
-    tags = {"emo_ray.kind": "evaluation", "emo_ray.model": model, "emo_ray.model_path": path}
+    tags = {"emo_ray.kind": "evaluation", "emo_ray.model": model, "emo_ray.model_path": path,
+            **tracking.provenance_tags()}
     if source_run and cfg.tracking.log_to_source_run:
-        # The training run may live in another experiment: select it, or MLflow refuses.
-        mlflow.set_experiment(experiment_id=mlflow.get_run(source_run).info.experiment_id)
-        with tracking.run(run_id=source_run) as active:
-            mlflow.set_tags({"emo_ray.evaluated": "true"})
-            log_result(result)
-            return active.info.run_id, result
+        # Onto the training run through the client API, by run id: never start_run / end_run, so
+        # a failure here cannot change the training run's status (FINISHED stays FINISHED).
+        log_result_to_run(result, source_run)
+        return source_run, result
     if source_run:
         tags["emo_ray.source_run_id"] = source_run
     name = cfg.tracking.run_name or f"eval-{model.rstrip('/').split('/')[-1]}"

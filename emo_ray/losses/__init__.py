@@ -3,44 +3,58 @@
     from emo_ray.losses import get_loss
     loss_fn = get_loss("emo", cost_embedding=head_weight)
     out = loss_fn(logits, labels)         # LossOutput(loss, n_tokens, metrics)
+
+Each objective is written once, as a mix of per-token terms (``LossSpec.mix``, see
+:data:`emo_ray.losses.common.Mix`); the materialised loss (``LossSpec.fn``) and the chunked one
+(``emo_ray.losses.chunked``) differ only in how they compute those terms. Hyperparameters, their
+defaults and their valid ranges are read from ``fn``'s signature (``gamma: Unit = 0.8``).
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from emo_ray.losses.common import IGNORE_INDEX, LossOutput
-from emo_ray.losses.emo import emo_loss
-from emo_ray.losses.mixce import mixce_loss
-from emo_ray.losses.mle import mle_loss
-from emo_ray.losses.tailr import tailr_loss, tvd_loss
+from emo_ray.losses.common import IGNORE_INDEX, LossOutput, Mix
+from emo_ray.losses.emo import emo_loss, emo_mix
+from emo_ray.losses.mixce import mixce_loss, mixce_mix
+from emo_ray.losses.mle import mle_loss, mle_mix
+from emo_ray.losses.tailr import tailr_loss, tailr_mix, tvd_loss, tvd_mix
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registry entry: the function, the keyword arguments that pin this named variant, and
-    whether the caller must bind a cost embedding."""
+    """A registry entry: the materialised loss ``fn(logits, labels, *, hparams)``, the keyword
+    arguments that pin this named variant, whether the caller must bind a cost embedding, and its
+    per-token formula ``mix`` (which ``fn`` computes through, and the chunked path too). An entry
+    without a ``mix`` (e.g. a plugin's ``LossSpec(my_loss)``) has no chunked form."""
 
     fn: Callable[..., LossOutput]
     pinned: dict[str, Any] = field(default_factory=dict)
     needs_cost_embedding: bool = False
+    mix: Mix | None = None
 
+
+_EMO = {"mode": 1, "level": "token", "ratio_cap": None, "exclude_target": False}
 
 LOSSES: dict[str, LossSpec] = {
-    "mle": LossSpec(mle_loss),
-    "tailr": LossSpec(tailr_loss),
-    "tvd": LossSpec(tvd_loss),
-    "mixce": LossSpec(mixce_loss),
-    "emo": LossSpec(emo_loss, {"mode": 1, "level": "token", "ratio_cap": None, "exclude_target": False}, True),
-    "emo_capped": LossSpec(emo_loss, {"mode": 1, "level": "token", "ratio_cap": 3.0, "exclude_target": False}, True),
-    "emo_mode2": LossSpec(emo_loss, {"mode": 2, "level": "token", "ratio_cap": None, "exclude_target": False}, True),
-    "emo_exclude_target": LossSpec(
-        emo_loss, {"mode": 1, "level": "token", "ratio_cap": None, "exclude_target": True}, True
-    ),
-    "emo_batch": LossSpec(emo_loss, {"mode": 1, "level": "batch", "ratio_cap": None, "exclude_target": False}, True),
+    "mle": LossSpec(mle_loss, mix=mle_mix),
+    "tailr": LossSpec(tailr_loss, mix=tailr_mix),
+    "tvd": LossSpec(tvd_loss, mix=tvd_mix),
+    "mixce": LossSpec(mixce_loss, mix=mixce_mix),
+    "emo": LossSpec(emo_loss, _EMO, True, emo_mix),
+    "emo_capped": LossSpec(emo_loss, {**_EMO, "ratio_cap": 3.0}, True, emo_mix),
+    "emo_mode2": LossSpec(emo_loss, {**_EMO, "mode": 2}, True, emo_mix),
+    "emo_exclude_target": LossSpec(emo_loss, {**_EMO, "exclude_target": True}, True, emo_mix),
+    "emo_batch": LossSpec(emo_loss, {**_EMO, "level": "batch"}, True, emo_mix),
 }
+
+
+def has_chunked_form(name: str) -> bool:
+    """Whether ``emo_ray.losses.chunked`` can compute ``name``: it has a per-token ``mix``."""
+    return get_spec(name).mix is not None
 
 
 def get_spec(name: str) -> LossSpec:
@@ -62,15 +76,33 @@ def hyperparameters(name: str) -> dict[str, Any]:
     }
 
 
+def hparam_ranges(name: str) -> dict[str, Any]:
+    """Valid values of every keyword argument of ``name``'s loss that declares them, read from the
+    ``Annotated`` metadata of its signature (``gamma: Unit``): ``{key: Interval | OneOf}``."""
+    hints = typing.get_type_hints(get_spec(name).fn, include_extras=True)
+    return {
+        key: meta
+        for key, hint in hints.items()
+        if typing.get_origin(hint) is typing.Annotated
+        for meta in hint.__metadata__
+        if hasattr(meta, "contains")
+    }
+
+
 def check_hparams(name: str, hparams: dict[str, Any]) -> None:
-    """Raise early, naming the valid choices, on a hyperparameter the loss does not take."""
+    """Raise early on a hyperparameter the loss does not take (naming the valid ones) or a value
+    outside its declared range (naming the loss, key, value and range): a config fails when it is
+    loaded, not inside a worker."""
     spec = get_spec(name)
     allowed = hyperparameters(name)
-    for key in hparams:
+    ranges = hparam_ranges(name)
+    for key, value in hparams.items():
         if key in spec.pinned:
             raise ValueError(f"{key!r} is pinned to {spec.pinned[key]!r} by the named variant {name!r}")
         if key not in allowed:
             raise ValueError(f"loss {name!r} takes no hyperparameter {key!r}; valid: {sorted(allowed)}")
+        if key in ranges and not ranges[key].contains(value):
+            raise ValueError(f"loss {name!r}: {key} must lie in {ranges[key]}, got {value!r}")
 
 
 def get_loss(name: str, *, cost_embedding=None, ignore_index: int = IGNORE_INDEX, **hparams) -> Callable[..., LossOutput]:
@@ -85,4 +117,7 @@ def get_loss(name: str, *, cost_embedding=None, ignore_index: int = IGNORE_INDEX
     return functools.partial(spec.fn, **kwargs)
 
 
-__all__ = ["LOSSES", "LossOutput", "LossSpec", "IGNORE_INDEX", "get_loss", "get_spec", "check_hparams", "hyperparameters"]
+__all__ = [
+    "LOSSES", "LossOutput", "LossSpec", "IGNORE_INDEX", "Mix", "check_hparams", "get_loss", "get_spec", "hparam_ranges",
+    "has_chunked_form", "hyperparameters",
+]

@@ -11,10 +11,11 @@ For a chunk of ``n`` target tokens with hidden states ``h`` (n, d), logits ``z =
     \frac{\partial \mathcal L}{\partial z_k} = g^{mle}_t (p_k - 1[k = y])
         - g^{emo}_t\, p_k (c_k - s_t)
 
-where ``g`` are the per-token weights of the objective (``_chunked_combine``). Everything of size
-``n x V`` lives in a :class:`Workspace` that is allocated once per call and reused by every chunk:
-peak memory is ``O(chunk * V)`` whatever the number of tokens, and the (on CPU, page-faulting)
-allocation is paid once.
+where ``g`` are the per-token weights of the objective's mix (``_chunked_combine``); what the
+objective does with the terms (``exclude_target`` included) is the mix's business, not this
+file's. Everything of size ``n x V`` lives in a :class:`Workspace` that is allocated once per call
+and reused by every chunk: peak memory is ``O(chunk * V)`` whatever the number of tokens, and the
+(on CPU, page-faulting) allocation is paid once.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class ChunkTerms:
     """Per-token terms of a chunk; ``p``/``c``/``s`` stay live for :func:`logit_grad`."""
 
     mle: torch.Tensor  # (n,)
-    emo: torch.Tensor | None  # (n,)
+    emo: torch.Tensor | None  # (n,) the raw DEMD bound 1 - s
     p: torch.Tensor  # (n, V) probabilities, view into the workspace
     c: torch.Tensor | None  # (n, V) p * c (not c: the product is what the gradient needs)
     s: torch.Tensor | None  # (n,)
@@ -57,11 +58,10 @@ def chunk_terms(
     bias: torch.Tensor | None,
     cost: tuple[torch.Tensor, torch.Tensor] | None,
     ws: Workspace,
-    exclude_target: bool,
 ) -> ChunkTerms:
     """Forward of one chunk.
 
-    ``cost = (E, 1/||E_v||)``: the raw cost embedding and its inverse row norms, so that
+    ``cost = (E, 1/||E_v||)`` or ``(E, 1/||E_v||, E in the matmul dtype)``: the raw cost embedding and its inverse row norms, so that
     ``Ê = diag(r) E`` is never materialised (a ``V x d`` copy, as large as the head itself).
 
     Shape: h ``(n, d)``, y ``(n,)``, weight ``(V, d)``, E ``(V, d_e)``, inverse norms ``(V,)``.
@@ -81,17 +81,19 @@ def chunk_terms(
     mle = -logp_y
     if cost is None:
         return ChunkTerms(mle, None, p, None, None)
-    e, inv_norm = cost
+    e, inv_norm = cost[:2]
     pc = ws.c[:n]
     e_y = e.index_select(0, y).mul_(inv_norm.index_select(0, y).unsqueeze(1))  # Ê_y, (n, d_e)
-    torch.mm(e_y, e.t(), out=pc)  # <Ê_y, E_v>
-    # p_v c_v with c_v = <Ê_y, E_v> / ||E_v||: s is its row sum and the gradient needs only it
-    pc.mul_(p).mul_(inv_norm)
+    if len(cost) > 2:  # low-precision matmul (autocast): c = <Ê_y, Ê_v> in bf16 (Ê pre-normalised)
+        e_hat = cost[2]
+        torch.mm(e_y.to(e_hat.dtype), e_hat.t(), out=ws.z[:n])  # z (the logits) is dead by now
+        torch.mul(ws.z[:n], p, out=pc)  # p_v c_v, up-cast to fp32 in the same pass
+    else:
+        torch.mm(e_y, e.t(), out=pc)  # <Ê_y, E_v>
+        # p_v c_v with c_v = <Ê_y, E_v> / ||E_v||: s is its row sum and the gradient needs only it
+        pc.mul_(p).mul_(inv_norm)
     s = pc.sum(1)
-    emo = 1.0 - s
-    if exclude_target:
-        emo = emo + logp_y.exp()  # q - sg(q_y 1_y) removes q_y <Ê_y, Ê_y> = q_y from s
-    return ChunkTerms(mle, emo, p, pc, s)
+    return ChunkTerms(mle, 1.0 - s, p, pc, s)
 
 
 def logit_grad(t: ChunkTerms, y: torch.Tensor, g_mle: torch.Tensor, g_emo: torch.Tensor | None) -> torch.Tensor:

@@ -9,11 +9,12 @@ r"""Every registered objective without ever materialising the ``(tokens x V)`` l
 equals ``get_loss(name, cost_embedding=...)(hidden @ W.T + b, labels)`` in value, gradients (hidden
 states, head weight, bias) and metrics, while holding only ``chunk_size x V`` buffers.
 
-How. Each objective is two per-token terms mixed by a weighting (``_chunked_combine``):
-``mle_t = -log p_t(y_t)`` and, for EMO, the DEMD bound ``emo_t = 1 - sum_v p_v <Ê_y, Ê_v>``
-(Eq. 14). Their logit gradients are closed-form, ``p - 1_y`` and ``-p (c - s)``, so each chunk's
-gradient w.r.t. hidden states and head weight is computed right after its forward, from the
-per-token weights ``g = dL/d(term)`` (``_chunked_kernel``). Nothing chunk-sized survives the chunk;
+How. Each objective is its registry entry's mix (``LOSSES[name].mix``, the same function the
+materialised loss calls) of two per-token terms: ``mle_t = -log p_t(y_t)`` and, for EMO, the DEMD
+bound ``emo_t = 1 - sum_v p_v <Ê_y, Ê_v>`` (Eq. 14); only how the terms are computed differs.
+Their logit gradients are closed-form, ``p - 1_y`` and ``-p (c - s)``, so each chunk's gradient
+w.r.t. hidden states and head weight is computed right after its forward, from the per-token
+weights ``g = dL/d(term)`` (``_chunked_combine``, ``_chunked_kernel``). Nothing chunk-sized survives the chunk;
 autograd only keeps the finished ``(N, d)``/``(V, d)`` gradients and backward scales them.
 
 * Per-token weightings (mle, Eq. 16 tailr, tvd, Eq. 17 mixce, Eq. 18 emo per token): ``g`` of a
@@ -26,7 +27,11 @@ autograd only keeps the finished ``(N, d)``/``(V, d)`` gradients and backward sc
 
 Numerics follow the reference: logits in the input dtype, softmax and EMO in fp32 (fp64 stays
 fp64), gradients returned in the input dtype, head-weight gradient accumulated across chunks in
-the accumulation dtype. The cost embedding is always detached.
+the accumulation dtype. The cost embedding is always detached. Under ``torch.autocast`` (bf16
+training with fp32 weights) the logits-sized matmuls (logits, cost rows ``Ê_y E^T``, both
+gradient matmuls) run in the autocast dtype as the materialised loss's would, while softmax, the
+EMO transport sums ``sum_v p_v c_v``, the mix and the accumulated head gradient stay fp32; the
+gradients come back in the dtype of the fp32 inputs (``common.matmul_dtype``).
 """
 from __future__ import annotations
 
@@ -34,20 +39,23 @@ from typing import Any
 
 import torch
 
-from emo_ray.losses import LOSSES, check_hparams, get_spec, hyperparameters
-from emo_ray.losses._chunked_combine import COMBINE, token_weights
+from emo_ray.losses import LOSSES, check_hparams, get_spec, has_chunked_form, hyperparameters
+from emo_ray.losses._chunked_combine import token_weights
 from emo_ray.losses._chunked_kernel import Workspace, chunk_terms, logit_grad
-from emo_ray.losses.common import IGNORE_INDEX, LossOutput, masked_mean
+from emo_ray.losses.common import IGNORE_INDEX, LossOutput, matmul_dtype
 
-CHUNKED_SUPPORTED: frozenset[str] = frozenset(COMBINE) & frozenset(LOSSES)
+# The objectives registered at import with a per-token mix (all built-in ones); read from the
+# registry, never listed here. For entries registered later (plugins) ask has_chunked_form(name).
+CHUNKED_SUPPORTED: frozenset[str] = frozenset(name for name in LOSSES if has_chunked_form(name))
 
 
 class _Plan:
     """Everything about the call except the differentiable tensors (passed to ``apply`` as one
     opaque object, so autograd does not look into it)."""
 
-    def __init__(self, name, targets, positions, cost, chunk_size, kwargs, metrics):
-        self.name = name
+    def __init__(self, mix, targets, positions, cost, chunk_size, kwargs, metrics, mm_dtype=None):
+        self.mix = mix  # LOSSES[name].mix
+        self.mm_dtype = mm_dtype  # dtype of the logits-sized matmuls (bf16 under autocast)
         self.targets = targets  # (M,) label of each real target token
         self.positions = positions  # (M,) its row in the flattened hidden states
         self.cost = cost  # (E (V, d_e) detached, 1/||E_v|| (V,)) or None
@@ -63,14 +71,26 @@ def _sweep(h_flat, weight, bias, plan: _Plan, acc, weights=None, grads=None):
     M = plan.targets.numel()
     V = weight.shape[0]
     need_c = plan.cost is not None
-    ws = Workspace(min(plan.chunk_size, M), V, h_flat.dtype, acc, h_flat.device, need_c)
-    exclude = bool(plan.kwargs.get("exclude_target", False))
+    mm = plan.mm_dtype or h_flat.dtype
+    # Under autocast the matmuls run in its low dtype: the head (and bias, cost embedding) is cast
+    # once per pass, as autocast's linear would; softmax, EMO transport sums, loss stay in ``acc``.
+    w_mm = weight if weight.dtype == mm else weight.to(mm)
+    b_mm = bias if bias is None or bias.dtype == mm else bias.to(mm)
+    cost = plan.cost
+    if cost is not None and cost[0].dtype != mm:
+        # Ê = diag(r) E in the matmul dtype: as large as the bf16 head copy, and it saves a pass
+        # over the (chunk x V) cost rows (no per-column 1/||E_v|| scaling after the matmul).
+        e, inv_norm = cost
+        cost = (e, inv_norm, (e * inv_norm.unsqueeze(1)).to(mm))
+    ws = Workspace(min(plan.chunk_size, M), V, mm, acc, h_flat.device, need_c)
     mles, emos = [], []
     for start in range(0, M, plan.chunk_size):
         sl = slice(start, min(start + plan.chunk_size, M))
         y, pos = plan.targets[sl], plan.positions[sl]
         h = h_flat.index_select(0, pos)
-        t = chunk_terms(h, y, weight, bias, plan.cost, ws, exclude)
+        if h.dtype != mm:
+            h = h.to(mm)
+        t = chunk_terms(h, y, w_mm, b_mm, cost, ws)
         mles.append(t.mle)
         if t.emo is not None:
             emos.append(t.emo)
@@ -84,7 +104,7 @@ def _sweep(h_flat, weight, bias, plan: _Plan, acc, weights=None, grads=None):
             dz_in = dz
         grad_h, grad_w, grad_b = grads
         if grad_h is not None:
-            grad_h.index_copy_(0, pos, (dz_in @ weight).to(grad_h.dtype))
+            grad_h.index_copy_(0, pos, (dz_in @ w_mm).to(grad_h.dtype))
         if grad_w is not None:
             if grad_w.dtype == dz_in.dtype:
                 grad_w.addmm_(dz_in.t(), h)
@@ -102,8 +122,14 @@ class _ChunkedObjective(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h_flat, weight, bias, plan: _Plan):
+        # Every dtype in here is explicit (plan.mm_dtype); autocast must not re-cast the fp32 math.
+        with torch.autocast(h_flat.device.type, enabled=False):
+            return _ChunkedObjective._forward(ctx, h_flat, weight, bias, plan)
+
+    @staticmethod
+    def _forward(ctx, h_flat, weight, bias, plan: _Plan):
         acc = torch.promote_types(h_flat.dtype, torch.float32)
-        combine, kwargs = COMBINE[plan.name], plan.kwargs
+        mix, kwargs = plan.mix, plan.kwargs
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grads = [
             torch.zeros_like(h_flat) if need_h else None,
@@ -115,19 +141,16 @@ class _ChunkedObjective(torch.autograd.Function):
             mle, emo = _sweep(h_flat, weight, bias, plan, acc)
         elif kwargs.get("level", "token") == "token":
             def weights(sl, mle_c, emo_c):
-                return token_weights(combine, kwargs, mle_c, emo_c, (sl.stop - sl.start) / M)
+                return token_weights(mix, kwargs, mle_c, emo_c, (sl.stop - sl.start) / M)
 
             mle, emo = _sweep(h_flat, weight, bias, plan, acc, weights, grads)
         else:  # batch-level weighting: terms first, weights from the whole batch, then gradients
             mle, emo = _sweep(h_flat, weight, bias, plan, acc)
-            g_mle, g_emo = token_weights(combine, kwargs, mle, emo, 1.0)
+            g_mle, g_emo = token_weights(mix, kwargs, mle, emo, 1.0)
             _sweep(h_flat, weight, bias, plan, acc, lambda sl, *_: (g_mle[sl], g_emo[sl]), grads)
         mask = torch.ones_like(mle, dtype=torch.bool)
-        loss, extra = combine(mle, emo, mask, **kwargs)
-        metrics = {"mle": masked_mean(mle, mask)}
-        if emo is not None:
-            metrics["emo"] = masked_mean(emo, mask)
-        plan.metrics.update({k: float(v) for k, v in {**metrics, **extra}.items()})
+        loss, metrics = mix(mle, emo, mask, **kwargs)
+        plan.metrics.update({k: float(v) for k, v in metrics.items()})
         ctx.save_for_backward(*(g if g is not None else torch.empty(0) for g in grads))
         ctx.has = (need_h, need_w, need_b)
         ctx.dtypes = (h_flat.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -168,8 +191,9 @@ def chunked_loss(
     .. math:: \mathcal L = \frac{1}{N}\sum_t f\big(-\log p_t(y_t),\ 1 - \textstyle\sum_v p_t(v)
               \langle \hat E_{y_t}, \hat E_v\rangle\big), \quad p_t = \mathrm{softmax}(W h_t + b)
 
-    with ``f`` the named objective's mixing (Eq. 16, 17, 18). Labels follow the HF convention
-    (position t predicts label t+1); ignored targets are skipped entirely, not computed and masked.
+    with ``f = LOSSES[name].mix`` (Eq. 16, 17, 18), the materialised loss's own formula. Labels
+    follow the HF convention (position t predicts label t+1); ignored targets are skipped
+    entirely, not computed and masked.
 
     Shape:
         hidden_states ``(B, T, d)``, head_weight ``(V, d)``, head_bias ``(V,)``, labels ``(B, T)``,
@@ -177,8 +201,8 @@ def chunked_loss(
         Peak extra memory ``O(chunk_size * V)`` plus the ``(B*T, d)``/``(V, d)`` gradients.
     """
     spec = get_spec(name)
-    if name not in CHUNKED_SUPPORTED:
-        raise ValueError(f"{name!r} has no chunked implementation; supported: {sorted(CHUNKED_SUPPORTED)}")
+    if spec.mix is None:
+        raise ValueError(f"loss {name!r} has no chunked form (its LossSpec gives no mix); use the materialised loss")
     check_hparams(name, hparams)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -214,16 +238,17 @@ def chunked_loss(
     positions = (shifted != ignore_index).nonzero().squeeze(1)
     metrics: dict[str, float] = {}
     plan = _Plan(
-        name,
+        spec.mix,
         shifted.index_select(0, positions),
         positions,
         cost,
         chunk_size,
         {**hyperparameters(name), **spec.pinned, **hparams},
         metrics,
+        matmul_dtype(hidden_states),
     )
     loss = _ChunkedObjective.apply(hidden_states.reshape(B * T, d), head_weight, head_bias, plan)
     return LossOutput(loss, int(positions.numel()), metrics)
 
 
-__all__ = ["CHUNKED_SUPPORTED", "chunked_loss"]
+__all__ = ["CHUNKED_SUPPORTED", "chunked_loss", "has_chunked_form"]

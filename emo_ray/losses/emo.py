@@ -29,10 +29,23 @@ which tensor the caller passes as ``cost_embedding``; the loss always detaches i
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 
-from emo_ray.losses.common import IGNORE_INDEX, compute_dtype, LossOutput, masked_mean, shift_and_flatten, token_logprobs
+from emo_ray.losses.common import (
+    IGNORE_INDEX,
+    Flag,
+    LossOutput,
+    OneOf,
+    OptionalPositive,
+    compute_dtype,
+    masked_mean,
+    mixed_output,
+    shift_and_flatten,
+    token_logprobs,
+)
 
 # The official code adds 1e-10 to the denominator of the dynamic weight.
 RATIO_EPS = 1e-10
@@ -77,18 +90,54 @@ def dynamic_weighting(
     return combined if level == "batch" else masked_mean(combined, mask)
 
 
+def emo_mix(
+    mle: torch.Tensor,
+    demd: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    mode: int,
+    level: str,
+    ratio_cap: float | None,
+    exclude_target: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""Every EMO variant from its per-token terms: the DEMD bound (Eq. 14) mixed with MLE (Eq. 18).
+
+    .. math:: \mathrm{emo}_t = \mathrm{DEMD}_t + [\text{exclude\_target}]\ \mathrm{sg}(p_t),
+              \quad \mathcal L = \text{Eq. 18}(\mathrm{mle}, \mathrm{emo})
+              \ \ (\text{see } \mathrm{dynamic\_weighting})
+
+    ``exclude_target``: transporting ``q - sg(q_y 1_y)`` instead of ``q`` removes the target's own
+    similarity ``q_y <Ê_y, Ê_y> = q_y`` from the inner product, so the term rises by ``sg(q_y)``
+    (``q_y = p_t = exp(-mle_t)``) and its gradient is unchanged.
+
+    Shape: mle, demd, mask ``(N,)`` (see :data:`emo_ray.losses.common.Mix`).
+    """
+    emo = demd + (-mle.detach()).exp() if exclude_target else demd
+    loss = dynamic_weighting(mle, emo, mask, mode=mode, level=level, ratio_cap=ratio_cap)
+    return loss, {"mle": masked_mean(mle.detach(), mask), "emo": masked_mean(emo.detach(), mask)}
+
+
+def demd_terms(logp: torch.Tensor, safe_labels: torch.Tensor, cost_embedding: torch.Tensor) -> torch.Tensor:
+    r"""Materialised Eq. 14 per token, ``(N,)``, from ``(N, V)`` log-probs:
+    ``DEMD_t = 1 - <Ê_{y_t}, q_t^T Ê>`` (one inner product per token, no ``V x V`` cost matrix)."""
+    e = normalize_cost_embedding(cost_embedding).to(device=logp.device, dtype=logp.dtype)
+    e_y = F.embedding(safe_labels, e)  # (N, d)
+    expected = logp.exp() @ e  # (N, d): q^T E
+    return 1.0 - (e_y * expected).sum(-1)  # 1 - sum_v q_v cos(e_y, e_v)
+
+
 def emo_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
     *,
     cost_embedding: torch.Tensor,
-    mode: int = 1,
-    level: str = "token",
-    ratio_cap: float | None = None,
-    exclude_target: bool = False,
+    mode: Annotated[int, OneOf((1, 2))] = 1,
+    level: Annotated[str, OneOf(("token", "batch"))] = "token",
+    ratio_cap: OptionalPositive = None,
+    exclude_target: Flag = False,
     ignore_index: int = IGNORE_INDEX,
 ) -> LossOutput:
-    r"""EMO objective: DEMD upper bound (Eq. 14) mixed with MLE (Eq. 18).
+    r"""EMO objective: DEMD upper bound (Eq. 14) mixed with MLE (Eq. 18); formula in :func:`emo_mix`.
 
     .. math:: \mathrm{DEMD}_t = 1 - \langle \hat E_{y_t}, \textstyle\sum_v q_v \hat E_v \rangle,
               \quad \hat E = E / \lVert E \rVert_{\text{row}}
@@ -109,19 +158,6 @@ def emo_loss(
         )
     flat_logits, safe_labels, mask = shift_and_flatten(logits, labels, ignore_index)
     logp, logp_y = token_logprobs(flat_logits, safe_labels)
-    mle = -logp_y
-    e = normalize_cost_embedding(cost_embedding).to(device=logp.device, dtype=logp.dtype)
-    q = logp.exp()
-    e_y = F.embedding(safe_labels, e)  # (N, d)
-    expected = q @ e  # (N, d): q^T E
-    similarity = (e_y * expected).sum(-1)  # sum_v q_v cos(e_y, e_v)
-    if exclude_target:
-        # q - sg(q * onehot): the target's own mass no longer counts; <e_y, e_y> = 1.
-        similarity = similarity - logp_y.exp().detach()
-    emo = 1.0 - similarity
-    loss = dynamic_weighting(mle, emo, mask, mode=mode, level=level, ratio_cap=ratio_cap)
-    return LossOutput(
-        loss,
-        int(mask.sum()),
-        {"mle": float(masked_mean(mle.detach(), mask)), "emo": float(masked_mean(emo.detach(), mask))},
-    )
+    demd = demd_terms(logp, safe_labels, cost_embedding)
+    mixed = emo_mix(-logp_y, demd, mask, mode=mode, level=level, ratio_cap=ratio_cap, exclude_target=exclude_target)
+    return mixed_output(mixed, mask)

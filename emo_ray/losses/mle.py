@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from emo_ray.losses.common import IGNORE_INDEX, LossOutput, masked_mean, shift_and_flatten, token_logprobs
+from emo_ray.losses.common import IGNORE_INDEX, LossOutput, masked_mean, mixed_output, target_nll
+
+
+def mle_mix(mle: torch.Tensor, demd: torch.Tensor | None, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    r""".. math:: \mathcal{L}_{MLE} = \frac{1}{N}\sum_t \mathrm{mle}_t, \quad \mathrm{mle}_t = -\log p_t
+
+    Shape: mle, mask ``(N,)`` (see :data:`emo_ray.losses.common.Mix`)."""
+    loss = masked_mean(mle, mask)
+    return loss, {"mle": loss.detach()}
 
 
 def mle_loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX) -> LossOutput:
@@ -14,8 +22,5 @@ def mle_loss(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = 
     Shape:
         logits ``(B, T, V)``, labels ``(B, T)`` (shifted inside).
     """
-    flat_logits, safe_labels, mask = shift_and_flatten(logits, labels, ignore_index)
-    _, logp_y = token_logprobs(flat_logits, safe_labels)
-    nll = -logp_y
-    loss = masked_mean(nll, mask)
-    return LossOutput(loss, int(mask.sum()), {"mle": float(loss.detach())})
+    mle, mask = target_nll(logits, labels, ignore_index)
+    return mixed_output(mle_mix(mle, None, mask), mask)

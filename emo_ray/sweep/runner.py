@@ -5,27 +5,29 @@ import dataclasses
 import json
 import os
 
-from emo_ray import storage, tracking
-from emo_ray.sweep.spec import SweepSpec, Trial, compute_flops, tokens_per_step, trial_config, trials
+from emo_ray import console, storage, tracking, typed_config
+from emo_ray.sweep.spec import SweepConfig, Trial, compute_flops, eval_config, tokens_per_step, trial_config, trials
 
 STATE_FILE = "emo_ray_sweep.json"
 
 
-def describe(spec: SweepSpec) -> str:
+def describe(sweep: SweepConfig) -> str:
     """The trial grid, the resources each trial takes and the compute estimate (``--dry-run``)."""
     rows, total = [], 0.0
-    for i, t in enumerate(trials(spec)):
-        cfg = trial_config(spec, t)
-        flops = compute_flops(spec, t)
+    grid = trials(sweep)
+    width = max(len(t.hparams or "-") for t in grid)
+    for i, t in enumerate(grid):
+        cfg = trial_config(sweep, t)
+        flops = compute_flops(sweep, t, cfg)
         total += flops or 0.0
-        rows.append(f"{i:>3}  {t.model:14s} {t.objective:20s} {'' if t.gamma is None else t.gamma:>5}  "
+        rows.append(f"{i:>3}  {t.model:14s} {t.loss:12s} {t.hparams or '-':{width}s}  "
                     f"{t.tokens:>11,}  {t.seed:>4}  {cfg.train.max_steps:>6}  "
                     f"{cfg.ray.num_workers}x{'GPU' if cfg.ray.use_gpu else 'CPU'}  "
-                    f"{'' if flops is None else f'{flops:.2e}':>9}")
-    cfg0 = trial_config(spec, trials(spec)[0])
-    head = (f"sweep {spec.name!r}: {len(rows)} trials; {tokens_per_step(cfg0):,} tokens per optimizer step; "
-            f"evaluation: {spec.eval_config or 'validation perplexity only'}\n"
-            f"  #  model          objective            gamma       tokens  seed   steps  workers    6·N·D")
+                    f"{'?' if flops is None else f'{flops:.2e}':>9}")
+    cfg0 = trial_config(sweep, grid[0])
+    head = (f"sweep {sweep.name!r}: {len(rows)} trials; {tokens_per_step(cfg0):,} tokens per optimizer step; "
+            f"evaluation: {sweep.eval_config or 'validation perplexity only'}\n"
+            f"  #  model          objective    {'hparams':{width}s}       tokens  seed   steps  workers    6·N·D")
     return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)"])
 
 
@@ -53,17 +55,63 @@ def trial_memory(cfg, node_memory: float | None = None) -> int:
 
 
 def _concurrency(cfg, res: dict) -> int:
-    """Trials that fit at once: GPUs per trial on a cluster, CPUs per trial on a laptop."""
+    """Trials that fit at once in ``res`` (a resources view): GPUs per trial on a cluster, CPUs
+    per trial on a laptop."""
     if cfg.ray.use_gpu:
         return max(1, int(res.get("GPU", 0) // cfg.ray.num_workers))
     # Two training workers saturate two cores; on a laptop run one trial at a time.
     return max(1, int((os.cpu_count() or 1) // (cfg.ray.num_workers * cfg.ray.cpus_per_worker)))
 
 
-def _preflight(spec: SweepSpec, configs: list) -> None:
+AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
+"""Where ``ray up`` leaves the cluster config on the head node (what Ray's autoscaler reads)."""
+
+
+def reachable_resources(current: dict, autoscaler_config: str | None = AUTOSCALER_CONFIG) -> dict:
+    """What the cluster can scale to, not what runs now: an autoscaling cluster starts with no
+    GPU node, so the GPUs present when the sweep starts (0) would run its trials one at a time.
+    Sums ``resources x max_workers`` over the autoscaler's node types (capped by the cluster's
+    own ``max_workers``), plus the head; each resource is at least what is present now."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(autoscaler_config).expanduser() if autoscaler_config else None
+    if path is None or not path.exists():
+        return dict(current)
+    conf = yaml.safe_load(path.read_text()) or {}
+    types = conf.get("available_node_types", {}) or {}
+    head = conf.get("head_node_type")
+    budget = conf.get("max_workers")
+    out: dict = {}
+    left = float("inf") if budget is None else int(budget)
+    # The cluster-wide worker budget goes to the node types with the most GPUs first: the upper
+    # bound of what the sweep's trials (GPU-bound) can get at once.
+    order = sorted(types.items(), key=lambda kv: (kv[0] != head, -(kv[1].get("resources") or {}).get("GPU", 0)))
+    for name, t in order:
+        res = t.get("resources", {}) or {}
+        if name == head:
+            n = 1
+        else:
+            n = int(min(int(t.get("max_workers", 0) or 0), left))
+            left -= n
+        for k, v in res.items():
+            out[k] = out.get(k, 0) + v * n
+    return {k: max(out.get(k, 0), current.get(k, 0)) for k in set(out) | set(current)}
+
+
+def sweep_concurrency(sweep: SweepConfig, cfg, current: dict, autoscaler_config: str | None = AUTOSCALER_CONFIG) -> int:
+    """``sweep.max_concurrent_trials`` when set, else what the reachable cluster holds at once."""
+    if sweep.max_concurrent_trials:
+        return sweep.max_concurrent_trials
+    return _concurrency(cfg, reachable_resources(current, autoscaler_config))
+
+
+def _preflight(sweep: SweepConfig, configs: list) -> None:
     """Everything a trial would fail on in its first seconds, checked once before any trial is
-    scheduled or any MLflow run opened: every trial's config, its data files, the models'
-    weights (offline packages installed?), the evaluation config and the models it names."""
+    scheduled or any MLflow run opened: its data files, the models' weights (offline packages
+    installed?), and the models the evaluation names. (The configs themselves were validated
+    when the sweep config loaded.)"""
     from emo_ray.data.sources import check_sources
     from emo_ray.models import check_available
 
@@ -71,20 +119,17 @@ def _preflight(spec: SweepSpec, configs: list) -> None:
         check_sources(data.train)
         if data.validation:
             check_sources(data.validation)
-    models = set(spec.models)
-    if spec.eval_config:
-        from emo_ray.evaluation import load_eval_config
-
-        ecfg = load_eval_config(spec.eval_config)
+    models = set(sweep.grid.models)
+    if sweep.eval_config:
+        ecfg = eval_config(sweep)
         if ecfg.generation_enabled:
             models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
     for name in sorted(models):
         check_available(name)
 
 
-def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_uri: str | None = None,
-              experiment: str = "emo-ray-sweeps", resume: bool = False, aggregate_at_end: bool = True) -> dict:
-    """Run every trial of ``spec`` (or only the unfinished ones with ``resume``) and aggregate."""
+def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: bool = True) -> dict:
+    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``) and aggregate."""
     import mlflow
     import ray
     from ray import tune
@@ -93,13 +138,14 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
     from emo_ray.sweep.trial import run_trial
     from emo_ray.train.launch import init_ray
 
-    grid = trials(spec)
-    configs = [trial_config(spec, t) for t in grid]  # every trial's config validates up front
+    grid = trials(sweep)
+    configs = [trial_config(sweep, t) for t in grid]
     cfg0 = configs[0]
-    _preflight(spec, configs)
-    sweep_dir = storage.join(storage.resolve(storage_path), spec.name)  # local folder or s3:// etc.
+    _preflight(sweep, configs)
+    sweep_dir = storage.join(storage.resolve(sweep.storage_path), sweep.name)  # local folder or s3:// etc.
     state_path = storage.join(sweep_dir, STATE_FILE)
-    uri = tracking.setup(tracking_uri, experiment)
+    uri = tracking.setup(sweep.tracking.tracking_uri or None, sweep.tracking.experiment)
+    sweep_tree = dataclasses.asdict(sweep)
 
     if resume:
         if not storage.exists(state_path):
@@ -108,36 +154,36 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
         parent_id = state["parent_run_id"]
     else:
         if storage.exists(state_path):
-            raise FileExistsError(f"sweep {spec.name!r} already exists in {sweep_dir}: pass --resume, or another --name")
-        with tracking.run(spec.name, tags={"emo_ray.kind": "sweep"}) as parent:
+            raise FileExistsError(f"sweep {sweep.name!r} already exists in {sweep_dir}: pass --resume, or another name=")
+        with tracking.run(sweep.name, tags={"emo_ray.kind": "sweep", "emo_ray.preset": sweep.name}) as parent:
             parent_id = parent.info.run_id
-            tracking.log_params_flat({f"sweep.{k}": v for k, v in dataclasses.asdict(spec).items()})
+            tracking.log_params_flat({f"sweep.{k}": v for k, v in typed_config.to_flat(sweep).items()})
             mlflow.log_param("sweep.n_trials", len(grid))
-        storage.write_text(state_path, json.dumps({"parent_run_id": parent_id, "spec": dataclasses.asdict(spec)}, indent=2))
+            mlflow.log_text(typed_config.to_yaml(sweep), "sweep.yaml")
+        storage.write_text(state_path, json.dumps({"parent_run_id": parent_id, "sweep": sweep_tree}, indent=2))
 
     # On a local Ray the trial concurrency is a resource, not only Tune's max_concurrent_trials:
     # Tuner.restore re-queues errored and interrupted trials as PENDING, and the limiter (which
     # only gates new trials) would let them all start at once on 2 cores.
     import torch
 
-    local_slots = _concurrency(cfg0, {"GPU": torch.cuda.device_count()})
+    local_slots = sweep.max_concurrent_trials or _concurrency(cfg0, {"GPU": torch.cuda.device_count()})
     local = init_ray(cfg0, local_resources={TRIAL_SLOT: local_slots}, concurrent_runs=local_slots)
-    slots = local_slots if local else _concurrency(cfg0, ray.cluster_resources())
+    slots = local_slots if local else sweep_concurrency(sweep, cfg0, ray.cluster_resources())
     # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
     # On a local Ray each trial also reserves the memory its workers will take (trial_memory).
     node_memory = ray.cluster_resources().get("memory") if local else None
     memory = {t.key: trial_memory(c, node_memory) if local else MIN_TRIAL_BYTES for t, c in zip(grid, configs)}
 
     def resources(config: dict) -> tune.PlacementGroupFactory:
-        bundle = {"CPU": 0.01, "memory": memory[Trial(**config["trial"]).key], **({TRIAL_SLOT: 1} if local else {})}
+        bundle = {"CPU": 0.01, "memory": memory[Trial.from_dict(config["trial"]).key], **({TRIAL_SLOT: 1} if local else {})}
         return tune.PlacementGroupFactory([bundle])
 
     trainable = tune.with_resources(run_trial, resources)
     param_space = {
-        "spec": dataclasses.asdict(spec),
-        "trial": tune.grid_search([dataclasses.asdict(t) for t in grid]),
+        "sweep": sweep_tree,
+        "trial": tune.grid_search([t.to_dict() for t in grid]),
         "tracking_uri": uri,
-        "experiment": experiment,
         "parent_run_id": parent_id,
         "storage_path": storage.join(sweep_dir, "train"),
     }
@@ -150,7 +196,9 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
                 trainable,
                 param_space=param_space,
                 tune_config=tune.TuneConfig(max_concurrent_trials=slots),
-                run_config=tune.RunConfig(name="tune", storage_path=sweep_dir,
+                # Tune's own trial tables (config and result boxes per trial, ~80 lines a
+                # trial) only with -v; the sweep's progress bar says done / running / failed.
+                run_config=tune.RunConfig(name="tune", storage_path=sweep_dir, verbose=2 if console.verbose() else 0,
                                           callbacks=[TrialProgress(len(grid))]),
             )
         results = tuner.fit()
@@ -161,7 +209,7 @@ def run_sweep(spec: SweepSpec, *, storage_path: str = "runs/sweeps", tracking_ur
         if aggregate_at_end:
             from emo_ray.sweep.aggregate import aggregate_and_log
 
-            summary["aggregate"] = aggregate_and_log(parent_id, uri, spec.primary_metric)
+            summary["aggregate"] = aggregate_and_log(parent_id, uri, sweep.primary_metric)
         if errors:
             raise RuntimeError(f"{len(errors)} of {len(grid)} trials failed; first: {errors[0]!r}")
     return summary

@@ -1,137 +1,229 @@
-"""What a scaling-law sweep runs: objectives x model scales x data volumes x seeds.
+"""What a scaling-law sweep runs: objectives (each with its hyperparameter sets) x model scales x
+data volumes x seeds, as one typed config (``configs/sweeps/*.yaml``).
+
+    sweep = load_sweep_config("cpu-small", ["grid.seeds=[0, 1]"])
+    for trial in trials(sweep):
+        cfg = trial_config(sweep, trial)        # a validated training Config, no text round trip
 
 A trial is one fine-tuning run (``emo_ray.train.fit``) followed by one evaluation
 (``emo_ray.evaluation``); the paper's Figure 1 plots the average downstream accuracy of the
-best hyperparameter per objective against model size and against fine-tuning data volume.
+best hyperparameters per objective against model size and against fine-tuning data volume.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from emo_ray.config import Config, load_config
-from emo_ray.losses import hyperparameters
-from emo_ray.models import n_params
+from emo_ray import typed_config
+from emo_ray.config import Config, ConfigError, TrackingConfig, import_plugins, load_config
+from emo_ray.typed_config import REPO_ROOT, merge
 
-# Paper 4.2.2: "we tune gamma over {0.9, 0.8, 0.1} for TaiLr and MixCE and keep the best".
-PAPER_GAMMAS = (0.9, 0.8, 0.1)
+SWEEP_CONFIG_DIR = REPO_ROOT / "configs" / "sweeps"
 
 
 @dataclass(frozen=True)
-class SweepSpec:
-    name: str
-    base_config: str
-    """Training config every trial starts from (YAML under configs/)."""
-    models: tuple = ("tiny-llama",)
-    objectives: tuple = ("mle", "tailr", "mixce", "emo")
-    gammas: tuple = PAPER_GAMMAS
-    """Grid for objectives that take ``gamma``; the aggregation keeps the best per cell."""
-    data_tokens: tuple = (8192,)
-    seeds: tuple = (0,)
+class GridConfig:
+    models: tuple[str, ...] = ("tiny-llama",)
+    """The model-size axis: registry names, hub ids or local folders (each trial counts and logs
+    its model's parameters, so any model sits on the curve)."""
+    objectives: dict = field(default_factory=lambda: {"mle": [{}], "emo": [{}]})
+    """Objective -> the hyperparameter sets to try, each a mapping of keywords the registered loss
+    takes (``emo-ray ls losses``), e.g. ``{mle: [{}], tailr: [{gamma: 0.9}, {gamma: 0.8}]}``.
+    The aggregation keeps the best set per cell, as the paper does for gamma (4.2.2)."""
+    data_tokens: tuple[int, ...] = (8192,)
+    """The data-volume axis: training tokens per trial (nested subsets of one corpus)."""
+    seeds: tuple[int, ...] = (0,)
+    """Training seeds (data order and initialisation of the run); curves show the seed mean."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "sweep"
+    """The sweep's folder under ``storage_path`` and its MLflow parent run."""
+    train_config: str = "configs/tiny_smoke.yaml"
+    """Training config every trial starts from (``emo-ray ls configs``)."""
+    train_overrides: dict = field(default_factory=dict)
+    """Nested mapping merged into every trial's training config, e.g.
+    ``{data: {block_size: 128}, ray: {num_workers: 1}}``."""
     epochs: float = 1.0
     """Passes over each data volume (sets ``train.max_steps``); 0 keeps the config's steps."""
-    train_overrides: tuple = ()
     eval_config: str = ""
-    """Evaluation config (configs/eval/*.yaml); empty: validation perplexity only."""
-    eval_overrides: tuple = ()
-    primary_metric: str = "icl/avg_accuracy"
-    """What the scaling-law curves plot (falls back to ``val_ppl`` when absent)."""
+    """Evaluation after each trial (``configs/eval/*.yaml``); empty: validation perplexity only."""
+    eval_overrides: dict = field(default_factory=dict)
+    """Nested mapping merged into the evaluation config."""
+    grid: GridConfig = field(default_factory=GridConfig)
+    primary_metric: str = "eval/icl/avg_accuracy"
+    """MLflow metric the scaling-law curves plot (``val/ppl`` when the trials have none)."""
+    storage_path: str = "runs/sweeps"
+    """Checkpoints and Tune state (shared storage or ``s3://`` on a cluster)."""
+    max_concurrent_trials: int = 0
+    """Trials at once; 0 derives it: on a cluster from the capacity the autoscaler can reach
+    (node types x max workers, not only the GPUs up when the sweep starts), locally from the cores."""
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="emo-ray-sweeps"))
+    plugins: tuple[str, ...] = ()
+    """Modules or ``.py`` files imported first (own objectives), in the driver and every trial."""
 
 
 @dataclass(frozen=True)
 class Trial:
+    """One cell of the grid: everything that distinguishes a trial's training config."""
+
     model: str
-    objective: str
-    gamma: float | None
+    loss: str
+    loss_kwargs: dict
     tokens: int
     seed: int
 
     @property
+    def hparams(self) -> str:
+        """``gamma=0.8`` (empty for none): the hyperparameter set as a label."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.loss_kwargs.items()))
+
+    @property
     def key(self) -> str:
-        g = "" if self.gamma is None else f"-g{self.gamma}"
-        return f"{self.model}-{self.objective}{g}-{self.tokens}tok-s{self.seed}"
+        """Descriptive and unique within a sweep: ``tailr-gamma=0.8-smollm2-135m-4096tok-s0``."""
+        hp = f"-{self.hparams}" if self.hparams else ""
+        return f"{self.loss}{hp}-{self.model.rstrip('/').split('/')[-1]}-{self.tokens}tok-s{self.seed}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Trial:
+        return typed_config.build(cls, d, "trial")
 
 
-PRESETS: dict[str, SweepSpec] = {
-    # Seconds per trial: what CI and `ray job submit` tests run.
-    "cpu-small": SweepSpec(
-        name="cpu-small", base_config="configs/tiny_smoke.yaml", models=("tiny-llama",),
-        objectives=("mle", "emo"), data_tokens=(4096, 8192), epochs=1.0,
-        train_overrides=("train.checkpoint_every=0", "data.block_size=64", "train.micro_batch_size=4"),
-    ),
-    # Runs end to end on a 2-core laptop (~2 h 10 min measured): two real model scales, real data, four objectives.
-    # It shows the machinery, not the objectives' differences: a few thousand tokens move ICL
-    # accuracy by less than the noise of 32 items; a laptop user with time widens the axes.
-    "cpu": SweepSpec(
-        name="cpu", base_config="configs/smollm2_wikitext2.yaml", models=("smollm2-135m", "gemma3-270m"),
-        objectives=("mle", "tailr", "mixce", "emo"), gammas=(0.8,), data_tokens=(2048, 4096), epochs=1.0,
-        # One single-threaded worker per trial, so two trials share the two cores: evaluation and
-        # start-up are single-threaded, and with 2-worker trials one at a time a core sat idle
-        # through them. Multi-worker DeepSpeed on CPU is what tests/train covers.
-        train_overrides=("data.block_size=128", "train.micro_batch_size=8", "train.warmup_steps=1",
-                         "train.checkpoint_every=0", "ray.num_workers=1"),
-        eval_config="configs/eval/sweep_cpu.yaml",
-    ),
-    # The paper's Figure 1 on a GPU cluster (cluster.yaml): OPT and LLaMA, WikiText-103, 8-task ICL.
-    "paper": SweepSpec(
-        name="paper", base_config="configs/paper_cluster.yaml",
-        models=("opt-1.3b", "opt-2.7b", "llama-7b", "llama-13b"),
-        objectives=("mle", "tailr", "mixce", "emo"), gammas=PAPER_GAMMAS,
-        data_tokens=(2_500_000, 10_000_000, 40_000_000), seeds=(0, 1, 2), epochs=1.0,
-        eval_config="configs/eval/paper.yaml",
-    ),
-}
+def sweep_config_path(name_or_path: str | Path) -> Path:
+    """A sweep config by path, or by name in ``configs/sweeps/`` (``cpu-small``)."""
+    p = Path(name_or_path).expanduser()
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return typed_config.resolve_config_path(p)
+    shipped = SWEEP_CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return shipped
+    raise ConfigError(f"{name_or_path!r} is neither a sweep config file nor one of {list_sweeps()}")
 
 
-def get_preset(name: str) -> SweepSpec:
-    if name not in PRESETS:
-        raise ValueError(f"{name!r} is not a sweep preset; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]
+def list_sweeps() -> list[str]:
+    return sorted(p.stem for p in SWEEP_CONFIG_DIR.glob("*.yaml"))
 
 
-def trials(spec: SweepSpec) -> list[Trial]:
+def load_sweep_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                      tree: dict | None = None) -> SweepConfig:
+    """YAML (a path or a name in ``configs/sweeps/``) + ``key=value`` overrides -> a validated
+    ``SweepConfig``: the grid, every trial's training config and the evaluation config are all
+    checked here, before Ray, MLflow or any trial starts."""
+    raw = typed_config.load_tree(sweep_config_path(path) if path else None, overrides, tree)
+    import_plugins(raw.get("plugins") or ())
+    sweep = typed_config.build(SweepConfig, raw, "sweep")
+    validate(sweep)
+    return sweep
+
+
+def validate(sweep: SweepConfig) -> None:
+    from emo_ray.losses import check_hparams, get_spec
+
+    g = sweep.grid
+    checks = [
+        (bool(sweep.name) and "/" not in sweep.name, f"name must be a non-empty folder name, got {sweep.name!r}"),
+        (len(g.models) >= 1, "grid.models needs at least one model"),
+        (len(g.objectives) >= 1, "grid.objectives needs at least one objective"),
+        (len(g.data_tokens) >= 1 and all(t > 0 for t in g.data_tokens),
+         f"grid.data_tokens must be positive token counts, got {list(g.data_tokens)}"),
+        (len(g.seeds) >= 1 and all(s >= 0 for s in g.seeds), f"grid.seeds must be seeds >= 0, got {list(g.seeds)}"),
+        (len(set(g.seeds)) == len(g.seeds), f"grid.seeds has duplicates: {list(g.seeds)}"),
+        (len(set(g.models)) == len(g.models), f"grid.models has duplicates: {list(g.models)}"),
+        (sweep.epochs >= 0 and math.isfinite(sweep.epochs), f"epochs must be >= 0 (0 keeps the config's steps), got {sweep.epochs}"),
+        (sweep.max_concurrent_trials >= 0, f"max_concurrent_trials must be >= 0 (0 = derive), got {sweep.max_concurrent_trials}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    for name, sets in g.objectives.items():
+        where = f"grid.objectives.{name}"
+        try:
+            get_spec(name)
+        except ValueError as e:
+            raise ConfigError(f"grid.objectives: {e}") from None
+        if not isinstance(sets, list) or not sets or not all(isinstance(s, dict) for s in sets):
+            raise ConfigError(f"{where}: expected a non-empty list of hyperparameter mappings "
+                              f"(e.g. [{{}}] or [{{gamma: 0.9}}, {{gamma: 0.8}}]), got {sets!r}")
+        for i, hp in enumerate(sets):
+            try:
+                check_hparams(name, hp)
+            except ValueError as e:
+                raise ConfigError(f"{where}[{i}]: {e}") from None
+        if len({json.dumps(s, sort_keys=True) for s in sets}) != len(sets):
+            raise ConfigError(f"{where}: the same hyperparameter set is listed twice: {sets}")
+    for t in trials(sweep):
+        try:
+            trial_config(sweep, t)
+        except ConfigError as e:
+            raise ConfigError(f"trial {t.key}: {e}") from None
+    if sweep.eval_config:
+        eval_config(sweep)
+
+
+def trials(sweep: SweepConfig) -> list[Trial]:
+    g = sweep.grid
     out = []
-    for model, objective, tokens, seed in itertools.product(spec.models, spec.objectives, spec.data_tokens, spec.seeds):
-        grid = spec.gammas if "gamma" in hyperparameters(objective) else (None,)
-        out.extend(Trial(model, objective, g, tokens, seed) for g in grid)
+    for model, (loss, sets), tokens, seed in itertools.product(g.models, g.objectives.items(), g.data_tokens, g.seeds):
+        out.extend(Trial(model, loss, dict(hp), int(tokens), int(seed)) for hp in sets)
     return out
 
 
 # A trial keeps its fine-tuned weights, not its optimizer state: a sweep of 16 Gemma-3-270M /
 # SmolLM2 trials kept 68 GB of DeepSpeed checkpoints and filled this disk; one LLaMA-13B trial
-# would keep ~180 GB. A spec's train_overrides can set it back to "full".
-TRIAL_DEFAULTS = ("train.final_checkpoint=weights",)
+# would keep ~180 GB. A sweep's train_overrides can set it back to "full".
+TRIAL_DEFAULTS = {"train": {"final_checkpoint": "weights"}}
 
 
-def trial_config(spec: SweepSpec, trial: Trial, extra: list[str] | None = None) -> Config:
-    """The full training config of one trial (validated: a bad grid fails before Tune starts)."""
-    base = load_config(spec.base_config, list(spec.train_overrides))
-    over = [
-        f"model.name={trial.model}",
-        f"train.loss={trial.objective}",
-        f"train.loss_kwargs={{gamma: {trial.gamma}}}" if trial.gamma is not None else "train.loss_kwargs={}",
-        f"data.max_train_tokens={trial.tokens}",
-        f"data.seed={trial.seed}",
-        f"train.seed={trial.seed}",
-    ]
-    if spec.epochs:
-        per_step = tokens_per_step(base)
-        over.append(f"train.max_steps={max(1, math.ceil(spec.epochs * trial.tokens / per_step))}")
-    return load_config(spec.base_config, [*TRIAL_DEFAULTS, *spec.train_overrides, *over, *(extra or [])])
+def _trial_tree(sweep: SweepConfig, trial: Trial) -> dict:
+    return {
+        "model": {"name": trial.model},
+        "train": {"loss": trial.loss, "loss_kwargs": dict(trial.loss_kwargs), "seed": trial.seed},
+        "data": {"max_train_tokens": trial.tokens, "seed": trial.seed},
+    }
+
+
+def trial_config(sweep: SweepConfig, trial: Trial, extra: dict | None = None) -> Config:
+    """The full training config of one trial: the base config, the sweep's overrides, the trial's
+    own fields, then ``extra`` (tracking, storage), all as typed mappings."""
+    tree = merge(TRIAL_DEFAULTS, sweep.train_overrides)
+    base = load_config(sweep.train_config, tree={**tree, **_plugins(sweep)})
+    tree = merge(tree, _trial_tree(sweep, trial))
+    if sweep.epochs:
+        steps = max(1, math.ceil(sweep.epochs * trial.tokens / tokens_per_step(base)))
+        tree = merge(tree, {"train": {"max_steps": steps}})
+    tree = merge(tree, extra or {})
+    return load_config(sweep.train_config, tree={**tree, **_plugins(sweep, base)})
+
+
+def _plugins(sweep: SweepConfig, base: Config | None = None) -> dict:
+    names = (*(base.plugins if base else ()), *sweep.plugins)
+    return {"plugins": list(dict.fromkeys(names))} if names else {}
+
+
+def eval_config(sweep: SweepConfig, extra: dict | None = None):
+    """The evaluation config each trial runs (``sweep.eval_config`` + overrides + ``extra``)."""
+    from emo_ray.evaluation import load_eval_config
+
+    return load_eval_config(sweep.eval_config, tree=merge(sweep.eval_overrides, extra or {}))
 
 
 def tokens_per_step(cfg: Config) -> int:
     return cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.ray.num_workers * cfg.data.block_size
 
 
-def compute_flops(spec: SweepSpec, trial: Trial) -> float | None:
-    """Training compute 6·N·D (Kaplan et al.): N parameters, D tokens processed."""
-    cfg = trial_config(spec, trial)
+def compute_flops(sweep: SweepConfig, trial: Trial, cfg: Config | None = None) -> float | None:
+    """Training compute 6·N·D (Kaplan et al.): N parameters (the registry's figure: a dry run
+    loads no model), D tokens processed. None for a model the registry does not know."""
+    from emo_ray.models import n_params
+
+    cfg = cfg or trial_config(sweep, trial)
     n = n_params(trial.model)
     return None if n is None else 6.0 * n * cfg.train.max_steps * tokens_per_step(cfg)
-
-
-def with_overrides(spec: SweepSpec, **changes) -> SweepSpec:
-    return dataclasses.replace(spec, **{k: v for k, v in changes.items() if v is not None})

@@ -8,9 +8,15 @@ MLflow child run (and does not duplicate it).
 """
 from __future__ import annotations
 
-from emo_ray.sweep.spec import SweepSpec, Trial, trial_config
+import json
+
+from emo_ray import typed_config
+from emo_ray.sweep.spec import SweepConfig, Trial, eval_config, trial_config
 
 TRIAL_TAG = "emo_ray.trial_id"
+TRIAL_RECORD_TAG = "emo_ray.trial"
+"""The trial's typed record (``Trial.to_dict`` as JSON) on its MLflow child run: what the
+aggregation reads back, instead of re-parsing params."""
 
 
 def find_child_run(tracking_uri: str, parent_run_id: str, trial_id: str) -> str | None:
@@ -25,43 +31,40 @@ def find_child_run(tracking_uri: str, parent_run_id: str, trial_id: str) -> str 
     return found[0].info.run_id if found else None
 
 
+def trial_tags(sweep: SweepConfig, trial: Trial, trial_id: str) -> dict[str, str]:
+    return {TRIAL_TAG: trial_id, TRIAL_RECORD_TAG: json.dumps(trial.to_dict(), sort_keys=True),
+            "emo_ray.trial_key": trial.key, "emo_ray.objective": trial.loss, "emo_ray.model": trial.model,
+            "emo_ray.hparams": trial.hparams or "-", "emo_ray.preset": sweep.name}
+
+
 def run_trial(config: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from emo_ray.train import fit
 
-    spec = SweepSpec(**config["spec"])
-    trial = Trial(**config["trial"])
+    sweep = typed_config.build(SweepConfig, config["sweep"], "sweep")
+    trial = Trial.from_dict(config["trial"])
     trial_id = ray.tune.get_context().get_trial_id()
     uri, parent = config["tracking_uri"], config["parent_run_id"]
-    cfg = trial_config(spec, trial, [
-        f"tracking.tracking_uri={uri}",
-        f"tracking.experiment={config['experiment']}",
-        f"tracking.parent_run_id={parent}",
-        f"tracking.run_name={trial.key}",
-        f"ray.run_name=train-{trial_id}",
-        f"ray.storage_path={config['storage_path']}",
-    ])
+    cfg = trial_config(sweep, trial, {
+        "tracking": {"tracking_uri": uri, "experiment": sweep.tracking.experiment, "parent_run_id": parent,
+                     "run_name": trial.key},
+        "ray": {"run_name": f"train-{trial_id}", "storage_path": config["storage_path"]},
+    })
     existing = find_child_run(uri, parent, trial_id)
-    tags = {TRIAL_TAG: trial_id, "emo_ray.trial_key": trial.key, "emo_ray.objective": trial.objective,
-            "emo_ray.model": trial.model}
-    result = fit(cfg, callbacks=[TuneReportCallback()], mlflow_run_id=existing, tags=tags)
+    result = fit(cfg, callbacks=[TuneReportCallback()], mlflow_run_id=existing, tags=trial_tags(sweep, trial, trial_id))
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
-    if spec.eval_config:
-        metrics.update(evaluate_trial(spec, result.mlflow_run_id, uri, config["experiment"]))
+    if sweep.eval_config:
+        metrics.update(evaluate_trial(sweep, result.mlflow_run_id, uri))
     ray.tune.report({**metrics, "mlflow_run_id": result.mlflow_run_id, "done_trial": 1})
 
 
-def evaluate_trial(spec: SweepSpec, run_id: str, tracking_uri: str, experiment: str) -> dict:
+def evaluate_trial(sweep: SweepConfig, run_id: str, tracking_uri: str) -> dict:
     """Evaluate the trial's exported model and log the scores on the trial's own MLflow run."""
-    from emo_ray.evaluation import evaluate_and_log, load_eval_config
+    from emo_ray.evaluation import evaluate_and_log
 
-    eval_cfg = load_eval_config(spec.eval_config, [
-        *spec.eval_overrides,
-        f"tracking.tracking_uri={tracking_uri}",
-        f"tracking.experiment={experiment}",
-        "tracking.log_to_source_run=true",
-    ])
-    _, result = evaluate_and_log(f"mlflow:{run_id}", eval_cfg)
+    cfg = eval_config(sweep, {"tracking": {"tracking_uri": tracking_uri, "experiment": sweep.tracking.experiment,
+                                           "log_to_source_run": True}})
+    _, result = evaluate_and_log(f"mlflow:{run_id}", cfg)
     return dict(result.metrics)

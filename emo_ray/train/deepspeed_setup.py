@@ -6,8 +6,36 @@ import os
 from emo_ray.config import Config
 
 
+def train_precision(cfg: Config) -> str:
+    """``train.precision`` resolved for the workers' device (``auto``: bf16 where the hardware
+    has it, see ``emo_ray.precision``)."""
+    from emo_ray.precision import resolve
+
+    return resolve(cfg.train.precision, "cuda" if cfg.ray.use_gpu else "cpu", what="train.precision")
+
+
+# How bf16 is run, per device (measured on this project's 2-core AMX/avx512_bf16 EPYC box):
+# * GPU: DeepSpeed's bf16 mode (bf16 module weights, fp32 master weights and Adam state in the
+#   ZeRO optimizer): the standard, and ZeRO-3 then partitions and gathers bf16 weights.
+# * CPU: torch.autocast("cpu", bfloat16) around forward + loss, fp32 weights/grads/AdamW, DeepSpeed
+#   bf16 off. DeepSpeed's bf16 mode does start on the CPU accelerator (ZeRO-2, gloo, torch_adam),
+#   but it runs the *whole* network in bf16 (residual stream, norms, attention softmax, the hidden
+#   states the loss sees) and reduces bf16 gradients; autocast puts only the matmuls in bf16 and
+#   keeps softmax, EMO transport and the loss fp32 (tests/losses/test_bf16.py), for the same speed.
 def use_bf16(cfg: Config) -> bool:
-    return cfg.ray.use_gpu and cfg.train.precision in ("auto", "bf16")
+    """DeepSpeed's bf16 mode (GPU only; CPUs use autocast, ``cpu_autocast_dtype``)."""
+    return cfg.ray.use_gpu and train_precision(cfg) == "bf16"
+
+
+def use_fp16(cfg: Config) -> bool:
+    return cfg.ray.use_gpu and train_precision(cfg) == "fp16"
+
+
+def cpu_autocast_dtype(cfg: Config):
+    """``torch.bfloat16`` when a CPU run trains in bf16 (under autocast), else None."""
+    import torch
+
+    return torch.bfloat16 if not cfg.ray.use_gpu and train_precision(cfg) == "bf16" else None
 
 
 def deepspeed_config(cfg: Config) -> dict:
@@ -23,6 +51,7 @@ def deepspeed_config(cfg: Config) -> dict:
         "gradient_accumulation_steps": t.grad_accum,
         "gradient_clipping": t.clip_grad_norm,
         "bf16": {"enabled": use_bf16(cfg)},
+        "fp16": {"enabled": use_fp16(cfg)},
         "zero_optimization": zero,
         "optimizer": {
             "type": "AdamW",

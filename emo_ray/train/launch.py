@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from emo_ray import console, ray_runtime, tracking
 from emo_ray import storage as storage_lib
-from emo_ray import tracking
-from emo_ray.config import Config, ConfigError, to_flat, to_yaml
+from emo_ray.config import Config, ConfigError, expand_path, to_flat, to_yaml
 
 # Ray Train V2's controller polls workers every 2 s by default, and each `ray.train.report`
 # waits for a poll: with a report per step that is 2 s per step. Poll faster.
@@ -27,9 +27,17 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_TRAIN_WORKER_GROUP_S
 class FitResult:
     mlflow_run_id: str
     metrics: dict
+    """Final metrics as Ray Train reported them (plain names: ``loss``, ``val_ppl``...)."""
     checkpoint_path: str | None
     hf_model_path: str | None
+    """The exported Hugging Face folder: a local path, or a URI (``s3://...``) on remote storage."""
     ray_run_name: str
+    n_params: int = 0
+    """Parameters of the model, counted from its config on the meta device."""
+    run_name: str = ""
+    """The MLflow run's name."""
+    tracking_uri: str = ""
+    experiment_id: str = ""
 
 
 def ray_env(cfg: Config) -> dict[str, str]:
@@ -38,59 +46,216 @@ def ray_env(cfg: Config) -> dict[str, str]:
     return env
 
 
-API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
-
-
-def _free_port() -> int:
-    """A free loopback port for the dashboard, below the kernel's ephemeral range and above Ray's
-    worker ports (10002-19999). A port from ``bind(0)`` is an ephemeral one, and the kernel can
-    hand it straight to one of Ray's own processes before the dashboard binds it (seen in CI:
-    "Failed to bind to 127.0.0.1:34587 because it's already occupied")."""
-    import random
-    import socket
-
-    for port in random.sample(range(20000, 32000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port in 20000-31999 for the Ray dashboard")
+API_SERVER_ENV = ray_runtime.API_SERVER_ENV
+_free_port = ray_runtime.free_port
 
 
 def init_ray(cfg: Config, *, local_resources: dict | None = None, concurrent_runs: int = 1) -> bool:
     """Join the configured / ``$RAY_ADDRESS`` cluster, or start a local Ray (with
     ``local_resources`` as custom resources, and CPUs for ``concurrent_runs`` runs of ``cfg``).
-    Returns True when it started a local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return False
+    Returns True when it started a local Ray. (``emo_ray.ray_runtime.start_ray`` does the work.)"""
+    # Local Ray: logical CPUs for every worker plus one for Ray Data, even on 2 cores (workers
+    # set their own thread counts).
+    need = concurrent_runs * (cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1)
     env = ray_env(cfg)
-    os.environ.update(env)  # a local Ray inherits the driver's environment
-    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
-    if cfg.ray.address:
-        kwargs["address"] = cfg.ray.address
-    elif not os.environ.get("RAY_ADDRESS"):
-        # Local Ray: logical CPUs for every worker plus one for Ray Data, even on 2 cores
-        # (workers set their own thread counts).
-        need = concurrent_runs * (cfg.ray.num_workers * cfg.ray.cpus_per_worker + 1)
-        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(-(-need // 1)))
-        # Ray Train V2's placement-group cleaner asks the State API (served by the dashboard)
-        # whether the Train controller lives, and reads "not found" as dead. Its client finds the
-        # cluster by machine-wide discovery, which picks *another* Ray when several run on one
-        # machine (tests, a second sweep, a `ray start` head): it then removed our placement group
-        # and killed a sweep trial's workers mid-step. So: our own dashboard, on loopback, on a
-        # port we pick, and every worker of this Ray pinned to it (not the driver's environment,
-        # which would redirect job-submission clients aimed at other clusters).
-        port = _free_port()
-        kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
-        kwargs["runtime_env"] = {"env_vars": {**env, API_SERVER_ENV: f"http://127.0.0.1:{port}"}}
-        if local_resources:
-            kwargs["resources"] = local_resources
-    ray.init(**kwargs)
-    return "num_cpus" in kwargs
+    if not cfg.ray.address and not os.environ.get("RAY_ADDRESS"):
+        # One machine, nothing to be preempted: Ray Train's preemption watcher (an actor per run,
+        # polling node drain state) only adds a core_worker error line at start-up here.
+        env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"))
+    return ray_runtime.start_ray(address=cfg.ray.address, num_cpus=int(-(-need // 1)), env=env,
+                                 resources=local_resources)
+
+
+def _short_model(name: str) -> str:
+    return name.rstrip("/").split("/")[-1]
+
+
+def default_run_name(cfg: Config, train_tokens: int) -> str:
+    """``{objective}-{model}-{tokens}tok-s{seed}``, e.g. ``emo-smollm2-135m-65536tok-s42``."""
+    return f"{cfg.train.loss}-{_short_model(cfg.model.name)}-{train_tokens}tok-s{cfg.train.seed}"
+
+
+def _expand_data_path(value: str) -> str:
+    parts = []
+    for p in str(value).split(","):
+        p = p.strip()
+        if not p or p.startswith("hf:") or storage_lib.is_uri(p):
+            parts.append(p)
+        else:
+            parts.append(os.path.abspath(expand_path(p)))
+    return ",".join(parts)
+
+
+def _dataset_name(path: str) -> str:
+    first = path.split(",")[0]
+    if first.startswith("hf:"):
+        return first[3:]
+    p = Path(first)
+    return f"{p.parent.name}/{p.stem}" if p.suffix else p.name
+
+
+def run_params(cfg: Config, model_path: str, n_params: int, stats: dict) -> dict:
+    """The run's params: the flattened config with data paths expanded, and what the driver
+    found out (model folder and size, data volume)."""
+    flat = to_flat(cfg)
+    for k in ("data.train", "data.validation"):
+        if flat.get(k):
+            flat[k] = _expand_data_path(flat[k])
+    return {**flat, "model.path": model_path, "model.n_params": n_params,
+            **{f"data.{k}": v for k, v in stats.items()}}
+
+
+def _checkpoint_uri(storage: str, ckpt_path: str) -> str:
+    """The checkpoint as a path or URI a reader elsewhere can open: Ray reports paths on a
+    remote filesystem without their scheme (``bucket/key``)."""
+    if storage_lib.is_uri(storage) and not storage_lib.is_uri(ckpt_path):
+        return f"{storage.split('://', 1)[0]}://{ckpt_path.lstrip('/')}"
+    return ckpt_path
+
+
+def _exported_model(checkpoint, ckpt_uri: str | None) -> str | None:
+    """The final checkpoint's exported Hugging Face folder (``hf/``) as a path or URI, or None
+    when the run exported none. Looked up on the checkpoint's own filesystem
+    (``checkpoint.filesystem``: the one Ray wrote it to, local, ``s3://`` or any other), never as
+    a local path."""
+    if checkpoint is None or not ckpt_uri:
+        return None
+    marker = f"{checkpoint.path.rstrip('/')}/hf/config.json"
+    return storage_lib.join(ckpt_uri, "hf") if storage_lib.exists(marker, filesystem=checkpoint.filesystem) else None
+
+
+def _record_model(run_id: str, run_name: str, ckpt_uri: str | None, hf: str | None, n_params: int, cfg: Config) -> None:
+    """Make the fine-tuned model visible from the run: tags (``hf_model_path`` is what
+    ``emo-ray-eval model=mlflow:<run>`` reads), a small ``model/reference.json`` artifact, and an
+    MLflow external LoggedModel whose source is this run (the weights stay in Ray's storage,
+    local or s3, and are not copied)."""
+    import mlflow
+
+    mlflow.set_tags({k: v for k, v in {"checkpoint_path": ckpt_uri, "hf_model_path": hf}.items() if v})
+    if not hf:
+        return
+    mlflow.log_dict({"hf_model_path": hf, "checkpoint_path": ckpt_uri, "format": "huggingface-causal-lm",
+                     "load": f"transformers.AutoModelForCausalLM.from_pretrained({hf!r})",
+                     "base_model": cfg.model.name, "n_params": n_params}, "model/reference.json")
+    try:
+        run = mlflow.get_run(run_id)
+        existing = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                               filter_string=f"source_run_id = '{run_id}'")
+        if any(m.source_run_id == run_id for m in existing):
+            return  # a resumed run: its model is recorded already
+        mlflow.create_external_model(
+            name=run_name or f"model-{run_id[:8]}", source_run_id=run_id, model_type="huggingface-causal-lm",
+            tags={"hf_model_path": hf, "emo_ray.objective": cfg.train.loss, "emo_ray.model": cfg.model.name},
+            params={"model.n_params": str(n_params), "base_model": cfg.model.name},
+        )
+    except Exception as e:  # noqa: BLE001 - an older server without logged models: the tags remain
+        mlflow.set_tag("emo_ray.logged_model_error", str(e)[:500])
+
+
+RUN_RECORD = "emo_ray_run.json"
+"""Next to Ray's checkpoints (``<storage>/<ray.run_name>/``): the config that was trained, the
+MLflow run that records it, and the driver that runs it."""
+# Keys that do not change what is trained: where and how often things are written, Ray and MLflow.
+_NEUTRAL = {"train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.debug_fail_at_step",
+            "train.final_checkpoint"}
+_NEUTRAL_PREFIXES = ("ray.", "tracking.")
+RESUME_CHANGED_ENV = "EMO_RAY_RESUME_CHANGED_CONFIG"
+
+
+def trained_config(cfg: Config) -> dict:
+    """The flattened config minus the keys that do not change the trained weights (JSON values)."""
+    import json
+
+    flat = json.loads(json.dumps(to_flat(cfg), default=str))
+    return {k: v for k, v in flat.items() if k not in _NEUTRAL and not k.startswith(_NEUTRAL_PREFIXES)}
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def read_run_record(storage: str, name: str) -> dict | None:
+    import json
+
+    path = storage_lib.join(storage, name, RUN_RECORD)
+    if not storage_lib.exists(path):
+        return None
+    return json.loads(storage_lib.read_text(path))
+
+
+def write_run_record(storage: str, name: str, record: dict) -> None:
+    import json
+
+    storage_lib.write_text(storage_lib.join(storage, name, RUN_RECORD), json.dumps(record, indent=1, sort_keys=True))
+
+
+def check_resume(cfg: Config, record: dict | None, *, allow_changed: bool) -> list[str]:
+    """Resuming ``ray.run_name`` with a config that changes what was trained is refused (a
+    ``ConfigError`` naming the keys) unless ``allow_changed``; returns the changed keys."""
+    if not record or "config" not in record:
+        return []
+    changed = changed_keys(record["config"], trained_config(cfg))
+    if changed and not allow_changed:
+        shown = ", ".join(f"{k} ({record['config'].get(k)!r} -> {trained_config(cfg).get(k)!r})" for k in changed[:8])
+        raise ConfigError(
+            f"ray.run_name={cfg.ray.run_name!r} was trained with another config; it differs in {shown}"
+            f"{' ...' if len(changed) > 8 else ''}. Use another ray.run_name, or set {RESUME_CHANGED_ENV}=1 "
+            "to continue its checkpoint anyway"
+        )
+    return changed
+
+
+def check_storage_writable(storage: str) -> None:
+    """A local storage folder must be creatable and writable before the MLflow run opens."""
+    if storage_lib.is_uri(storage):
+        return
+    path = Path(storage)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".emo_ray_write_probe.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"ray.storage_path {storage} is not writable: {e.strerror or e}") from None
+
+
+def _driver_alive(record: dict) -> bool:
+    """Whether another process of this host still drives the run a record names."""
+    pid = record.get("driver_pid")
+    return bool(tracking.driver_alive(pid, record.get("driver_host"))) and str(pid) != str(os.getpid())
+
+
+def _continue_run(record: dict, uri: str) -> str | None:
+    """The MLflow run a stored Ray run belongs to, if it still exists. One left RUNNING by a
+    driver that is gone (SIGKILL) is continued and tagged so; one whose driver still runs is a
+    concurrent start of the same run: refused."""
+    from mlflow import MlflowClient
+
+    try:
+        run = MlflowClient(uri).get_run(record["mlflow_run_id"])
+    except Exception:  # noqa: BLE001 - deleted or another store: a new MLflow run
+        return None
+    if run.info.lifecycle_stage != "active":
+        return None
+    if run.info.status == "RUNNING":
+        if _driver_alive(record):
+            raise ConfigError(f"ray.run_name is being trained right now by process {record.get('driver_pid')} "
+                              f"(MLflow run {run.info.run_id})")
+        MlflowClient(uri).set_tag(run.info.run_id, "emo_ray.stale_run_recovered",
+                                  f"driver {record.get('driver_pid')}@{record.get('driver_host')} gone; resumed")
+    return run.info.run_id
+
+
+def check_vocab(packed, model_path: str) -> None:
+    """Every token id the tokenizer produced must index the model's embedding (a tokenizer of
+    another model fails here, not with an IndexError in a worker minutes later)."""
+    from transformers import AutoConfig
+
+    vocab = getattr(AutoConfig.from_pretrained(model_path), "vocab_size", None)
+    top = max((int(b.max()) for b in (packed.train, packed.validation) if getattr(b, "size", 0)), default=-1)
+    if vocab and top >= vocab:
+        raise ConfigError(f"the tokenizer produced token id {top}, but the model at {model_path} has "
+                          f"vocab_size={vocab}: tokenizer and model do not match")
 
 
 def _check_model_fits(cfg: Config, model_path: str) -> None:
@@ -103,12 +268,20 @@ def _check_model_fits(cfg: Config, model_path: str) -> None:
 
 
 def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None = None,
-        tags: dict | None = None) -> FitResult:
+        tags: dict | None = None, progress: bool | None = None,
+        allow_changed_config: bool | None = None) -> FitResult:
     """Run one fine-tuning job end to end; raises on failure (the MLflow run ends FAILED).
 
     ``callbacks``: extra Ray Train callbacks (a sweep passes ``TuneReportCallback``).
     ``mlflow_run_id``: continue this MLflow run instead of opening a new one (a resumed trial).
+    ``tags``: extra MLflow run tags (a sweep passes ``emo_ray.trial_id``, ``emo_ray.preset``...).
+    ``progress``: draw the training bar on this console; default: yes, unless this runs inside a
+    Ray task or actor (a Tune trial), whose console is the sweep's.
+    A local Ray started here is stopped at the end, so nothing Ray forwards lands after the caller's
+    summary.
     """
+    console.prepare_process_env()
+    os.environ.setdefault("DS_ACCELERATOR", ray_env(cfg)["DS_ACCELERATOR"])  # before deepspeed is imported
     import ray
     import ray.data
     import ray.train
@@ -116,12 +289,15 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
 
     from emo_ray.data import prepare_blocks
     from emo_ray.models import load_tokenizer, materialize
+    from emo_ray.models.size import count_parameters
     from emo_ray.train.worker import train_loop_per_worker
 
     # Everything that can be wrong with the inputs fails here, before any process starts.
     model_path = materialize(cfg.model.name)
     _check_model_fits(cfg, model_path)
+    n_params = count_parameters(model_path)
     packed = prepare_blocks(cfg.data, load_tokenizer(model_path))
+    check_vocab(packed, model_path)
     world = cfg.ray.num_workers
     per_worker = len(packed.train) // world
     if per_worker < cfg.train.micro_batch_size:
@@ -130,54 +306,121 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
             f"train.micro_batch_size={cfg.train.micro_batch_size} per worker"
         )
 
+    storage = storage_lib.resolve(cfg.ray.storage_path or "runs")  # local folder or s3:// etc.
+    check_storage_writable(storage)
     uri = tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment)
-    tags = dict(tags or {})
-    if cfg.tracking.parent_run_id:
-        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
-    run_name = None if mlflow_run_id else (cfg.tracking.run_name or None)
-    with tracking.run(run_name, run_id=mlflow_run_id, tags=tags or None) as run:
+    resume_tags: dict = {}
+    record = read_run_record(storage, cfg.ray.run_name) if cfg.ray.run_name else None
+    if allow_changed_config is None:
+        allow_changed_config = cfg.ray.resume_changed_config or \
+            os.environ.get(RESUME_CHANGED_ENV, "") not in ("", "0", "false")
+    changed = check_resume(cfg, record, allow_changed=allow_changed_config)
+    if changed:  # explicitly allowed: a new MLflow run (its params are the new config) that says so
+        resume_tags = {"emo_ray.resumed_with_changed_config": ",".join(changed)[:5000],
+                       "emo_ray.resumed_from_run": record.get("mlflow_run_id", "")}
+    elif record and not mlflow_run_id and record.get("mlflow_run_id") and record.get("tracking_uri") == uri:
+        mlflow_run_id = _continue_run(record, uri)  # the same Ray run continues its MLflow run
+    try:  # runs left RUNNING by a driver of this host that is gone end KILLED, with the reason
         import mlflow
 
-        run_id = run.info.run_id
-        tracking.log_params_flat({**to_flat(cfg), "model.path": model_path, **{f"data.{k}": v for k, v in packed.stats.items()}})
-        mlflow.log_text(to_yaml(cfg), "config.yaml")
-        name = cfg.ray.run_name or f"emo-ray-{run_id}"
-        storage = storage_lib.resolve(cfg.ray.storage_path or "runs")  # local folder or s3:// etc.
-        init_ray(cfg)
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # same blocks per rank on every attempt
-        train_ds = ray.data.from_numpy(packed.train)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={
-                "config": to_flat(cfg),
-                "model_path": model_path,
-                "tracking_uri": uri,
-                "mlflow_run_id": run_id,
-                "validation_blocks": packed.validation,
-                "train_blocks_per_worker": per_worker,
-                "save_hf_model": True,
-            },
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=world,
-                use_gpu=cfg.ray.use_gpu,
-                resources_per_worker={"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})},
-            ),
-            run_config=ray.train.RunConfig(
-                name=name,
-                storage_path=storage,
-                failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
-                callbacks=list(callbacks or []),
-            ),
-            datasets={"train": train_ds},
-        )
-        mlflow.set_tags({"ray.run_name": name, "ray.storage_path": storage})
-        result = trainer.fit()
-        if result.error:
-            raise result.error
-        ckpt = result.checkpoint.path if result.checkpoint else None
-        hf = str(Path(ckpt) / "hf") if ckpt and (Path(ckpt) / "hf" / "config.json").exists() else None
-        mlflow.set_tags({k: v for k, v in {"checkpoint_path": ckpt, "hf_model_path": hf}.items() if v})
-        final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
-        return FitResult(run_id, final, ckpt, hf, name)
+        tracking.close_stale_runs(mlflow.get_experiment_by_name(cfg.tracking.experiment).experiment_id, uri,
+                                  keep=mlflow_run_id)
+    except Exception:  # noqa: BLE001 - housekeeping must never stop a run
+        pass
+    all_tags = {"emo_ray.kind": "training", "emo_ray.objective": cfg.train.loss, "emo_ray.model": cfg.model.name,
+                **tracking.provenance_tags(), **tracking.driver_tags(), **resume_tags, **(tags or {})}
+    if cfg.tracking.parent_run_id:
+        all_tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+    run_name = None if mlflow_run_id else (cfg.tracking.run_name or default_run_name(cfg, packed.stats["train_tokens"]))
+    started_ray = False
+    try:
+        with tracking.run(run_name, run_id=mlflow_run_id, tags=all_tags) as run:
+            import mlflow
+
+            run_id = run.info.run_id
+            run_name = run.info.run_name
+            params = run_params(cfg, model_path, n_params, packed.stats)
+            if mlflow_run_id:  # a continued run: params cannot change; differing neutral keys become a tag
+                old = mlflow.get_run(run_id).data.params
+                differ = sorted(k for k, v in params.items() if k in old and old[k] != str(v)[:6000])
+                if differ:
+                    mlflow.set_tag("emo_ray.resumed_with_changed_params",
+                                   ", ".join(f"{k}={params[k]}" for k in differ)[:5000])
+                params = {k: v for k, v in params.items() if k not in differ}
+            tracking.log_params_flat(params)
+            mlflow.log_text(to_yaml(cfg), "config.yaml")
+            try:
+                tracking.log_dataset(packed.train, name=_dataset_name(params["data.train"]),
+                                     source=params["data.train"].split(",")[0], context="training",
+                                     tags={"block_size": cfg.data.block_size})
+                if len(packed.validation):
+                    val_src = params.get("data.validation") or params["data.train"]
+                    tracking.log_dataset(packed.validation, name=_dataset_name(val_src) + "/validation",
+                                         source=val_src.split(",")[0], context="validation",
+                                         tags={"block_size": cfg.data.block_size})
+            except Exception as e:  # noqa: BLE001 - a dataset record must never stop a run
+                mlflow.set_tag("emo_ray.dataset_log_error", str(e)[:500])
+            name = cfg.ray.run_name or f"emo-ray-{run_id}"
+            import socket
+
+            write_run_record(storage, name, {"config": trained_config(cfg), "mlflow_run_id": run_id,
+                                             "tracking_uri": uri, "driver_pid": os.getpid(),
+                                             "driver_host": socket.gethostname()})
+            show = progress if progress is not None else not console.in_ray_worker()
+            if show:
+                print(f"emo-ray: {cfg.train.loss} on {cfg.model.name} ({n_params:,} parameters), "
+                      f"{packed.stats['train_tokens']:,} training tokens, {cfg.train.max_steps} steps on "
+                      f"{world} worker(s); MLflow run {run_name}", flush=True)
+            started_ray = init_ray(cfg)
+            ctx = ray.data.DataContext.get_current()
+            ctx.execution_options.preserve_order = True  # same blocks per rank on every attempt
+            if not console.verbose():
+                ctx.enable_progress_bars = False  # Ray Data's split progress, per run and attempt
+                ctx.print_on_execution_start = False
+            train_ds = ray.data.from_numpy(packed.train)
+            from emo_ray.train.progress import TrainProgress
+
+            bar = TrainProgress(cfg.train.max_steps, desc=f"train {cfg.train.loss}") if show else None
+            trainer = TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config={
+                    "config": to_flat(cfg),
+                    "model_path": model_path,
+                    "tracking_uri": uri,
+                    "mlflow_run_id": run_id,
+                    "validation_blocks": packed.validation,
+                    "train_blocks_per_worker": per_worker,
+                    "save_hf_model": True,
+                },
+                scaling_config=ray.train.ScalingConfig(
+                    num_workers=world,
+                    use_gpu=cfg.ray.use_gpu,
+                    resources_per_worker={"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})},
+                ),
+                run_config=ray.train.RunConfig(
+                    name=name,
+                    storage_path=storage,
+                    failure_config=ray.train.FailureConfig(max_failures=cfg.ray.max_failures),
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+                    callbacks=[*(callbacks or []), *([bar.callback] if bar else [])],
+                    logging_config=console.train_logging_config(),
+                ),
+                datasets={"train": train_ds},
+            )
+            mlflow.set_tags({"ray.run_name": name, "ray.storage_path": storage})
+            if bar:
+                with bar:
+                    result = trainer.fit()
+            else:
+                result = trainer.fit()
+            if result.error:
+                raise result.error
+            ckpt = _checkpoint_uri(storage, result.checkpoint.path) if result.checkpoint else None
+            hf = _exported_model(result.checkpoint, ckpt)
+            _record_model(run_id, run_name, ckpt, hf, n_params, cfg)
+            final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+            return FitResult(run_id, final, ckpt, hf, name, n_params=n_params, run_name=run_name, tracking_uri=uri,
+                             experiment_id=run.info.experiment_id)
+    finally:
+        if started_ray:
+            ray.shutdown()

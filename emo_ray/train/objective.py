@@ -1,34 +1,46 @@
 """Bind the configured objective to a model: which loss, which cost embedding, which path."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from emo_ray.config import Config
-from emo_ray.losses import LossOutput, get_loss, get_spec
+from emo_ray.losses import LossOutput, get_loss, get_spec, has_chunked_form
 from emo_ray.models.cost_embedding import fixed_cost_embedding, gathered, head_weight
-
-
-def _chunked_available(name: str) -> bool:
-    try:
-        from emo_ray.losses.chunked import CHUNKED_SUPPORTED
-    except ImportError:
-        return False
-    return name in CHUNKED_SUPPORTED
 
 
 def chunked_is_exact(cfg: Config, model) -> bool:
     """The chunked path multiplies hidden states by the head weight itself, so it is exact only
-    when logits are exactly ``h @ W.T (+ b)`` and the weight is not partitioned (ZeRO-3)."""
+    when logits are exactly ``h @ W.T (+ b)``: a plain linear head, no logit soft-capping, and a
+    loss with a chunked form. Any ZeRO stage: under ZeRO-3 the loop runs as the head's forward
+    (``_as_forward``), so DeepSpeed gathers the partitioned head for it and takes its gradient."""
     head = model.get_output_embeddings()
     return (
         isinstance(head, torch.nn.Linear)
         and getattr(model.config, "final_logit_softcapping", None) is None
-        and cfg.train.zero_stage < 3
-        and _chunked_available(cfg.train.loss)
+        and has_chunked_form(cfg.train.loss)
     )
+
+
+@contextlib.contextmanager
+def _as_forward(module: torch.nn.Module, fn: Callable):
+    """Make ``module(...)`` run ``fn`` instead of ``module.forward`` (an instance attribute
+    shadows the class's method; removed on exit). Calling the module, not ``fn``, is the point:
+    ``nn.Module.__call__`` runs the hooks DeepSpeed's ZeRO-3 installs on every submodule, which
+    gather the module's partitioned parameters before the call and release them after, gather
+    them again before the call's backward, and hand their gradients to ZeRO's reduce-scatter
+    (DeepSpeed 0.19 ``parameter_offload.py``). Without ZeRO-3 there are no such hooks and the call
+    is ``fn(...)``."""
+    if "forward" in vars(module):
+        raise RuntimeError(f"{type(module).__name__}.forward is already replaced")
+    module.forward = fn
+    try:
+        yield module
+    finally:
+        del module.forward
 
 
 @dataclass
@@ -51,8 +63,9 @@ def build_objective(cfg: Config, model) -> Objective:
     exact = chunked_is_exact(cfg, model)
     if impl == "chunked" and not exact:
         raise ValueError(
-            f"train.loss_impl=chunked is not exact for this setup (loss {t.loss!r}, ZeRO stage "
-            f"{t.zero_stage}, head {type(model.get_output_embeddings()).__name__}); use 'reference' or 'auto'"
+            f"train.loss_impl=chunked is not exact for this setup (loss {t.loss!r}, head "
+            f"{type(model.get_output_embeddings()).__name__}, logit soft-capping "
+            f"{getattr(model.config, 'final_logit_softcapping', None)}); use 'reference' or 'auto'"
         )
     chunked = impl == "chunked" or (impl == "auto" and exact)
     fixed = None
@@ -72,13 +85,38 @@ def build_objective(cfg: Config, model) -> Objective:
         from emo_ray.losses.chunked import chunked_loss
 
         def compute(engine, input_ids):
+            """``engine(input_ids)`` with the model's forward replaced by body + chunked loss, and
+            the chunk loop run as the output head's forward: the same module calls, hooks and
+            engine bookkeeping as the materialised path (``engine(...).logits``). Under ZeRO-3
+            the head's hooks gather its weight for the loop (and release it after), and its
+            gradient, computed inside the loop, reaches the partitioned parameter through
+            autograd like any module's; the model's hooks close the step's parameter trace."""
             module = getattr(engine, "module", engine)
-            hidden = module.base_model(input_ids=input_ids).last_hidden_state
             head = module.get_output_embeddings()
-            return chunked_loss(
-                t.loss, hidden, head.weight, input_ids, head_bias=head.bias,
-                cost_embedding=cost_embedding(module), chunk_size=t.loss_chunk_size, **t.loss_kwargs,
-            )
+            out: dict = {}
+
+            def head_forward(hidden):
+                # Inside the head's call its weight is whole even under ZeRO-3, so the adaptive
+                # cost embedding is that weight, detached: no copy, no second gather.
+                cost = None
+                if spec.needs_cost_embedding:
+                    cost = fixed if fixed is not None else head.weight.detach()
+                res = chunked_loss(
+                    t.loss, hidden, head.weight, input_ids, head_bias=head.bias,
+                    cost_embedding=cost, chunk_size=t.loss_chunk_size, **t.loss_kwargs,
+                )
+                out["res"] = res
+                return res.loss
+
+            def model_forward(input_ids):
+                hidden = module.base_model(input_ids=input_ids).last_hidden_state
+                return head(hidden)
+
+            with _as_forward(module, model_forward), _as_forward(head, head_forward):
+                # ZeRO-3's hooks wrap the loss in autograd functions: keep what the call returns.
+                loss = engine(input_ids=input_ids)
+            res = out["res"]
+            return LossOutput(loss, res.n_tokens, res.metrics)
     else:
 
         def compute(engine, input_ids):

@@ -2,6 +2,7 @@
 checkpoints every N steps, resume from the last one, metrics to MLflow from rank 0."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -13,7 +14,8 @@ import numpy as np
 import torch
 
 from emo_ray.config import Config, from_flat
-from emo_ray.train.deepspeed_setup import deepspeed_config, prepare_deepspeed_env, use_bf16
+from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
+                                           train_precision, use_bf16, use_fp16)
 from emo_ray.train.schedule import lr_multiplier
 
 CLIENT_STATE = "emo_ray_state"
@@ -31,15 +33,57 @@ class MlflowSink:
 
             self.client, self.run_id = MlflowClient(uri), run_id
 
-    def log(self, metrics: dict, step: int) -> None:
-        if not self.enabled:
+    logged_through = 0
+    """Training steps an earlier attempt already logged: replayed after a restore, never logged
+    twice (MLflow's metric history keeps duplicates)."""
+
+    def resume(self, key: str = "train/loss") -> None:
+        """Read how far an earlier attempt of this run logged ``key``."""
+        if self.enabled:
+            self.logged_through = max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=0)
+
+    def log(self, metrics: dict, step: int, prefix: str = "") -> None:
+        if not self.enabled or (prefix == "train/" and step <= self.logged_through):
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        batch = [Metric(f"{prefix}{k}", float(v), now, step) for k, v in metrics.items()
+                 if v is not None and math.isfinite(float(v))]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
+
+    def describe(self, params: dict, tags: dict) -> None:
+        """Facts about the run that are not curves: params (same value on a resumed attempt is
+        fine) and tags (the last attempt's value wins)."""
+        if not self.enabled:
+            return
+        from mlflow.entities import Param, RunTag
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient norm: the run stops, its weights are never exported."""
+
+
+SKIP_PATIENCE = int(os.environ.get("EMO_RAY_SKIP_PATIENCE", "10"))
+"""Consecutive steps fp16 dynamic loss scaling may skip (overflow) before the run is stopped."""
+
+
+def divergence(step: int, loss: float, grad_norm: float | None, consecutive_skips: int = 0) -> str | None:
+    """Why the step diverged (``TrainingDiverged: non-finite loss at step N``), or None. A
+    non-finite loss always stops the run; a non-finite gradient norm too, unless the step was one
+    that fp16 dynamic loss scaling skipped on purpose (``consecutive_skips`` > 0, up to
+    ``SKIP_PATIENCE`` in a row). fp32 and bf16 never skip steps."""
+    if not math.isfinite(float(loss)):
+        return f"TrainingDiverged: non-finite loss ({loss}) at step {step}"
+    if consecutive_skips > SKIP_PATIENCE:
+        return f"TrainingDiverged: {consecutive_skips} consecutive overflow-skipped steps at step {step}"
+    if grad_norm is not None and not math.isfinite(float(grad_norm)) and not consecutive_skips:
+        return f"TrainingDiverged: non-finite gradient norm ({grad_norm}) at step {step}"
+    return None
 
 
 def _batches(shard, micro_batch: int, skip: int):
@@ -62,14 +106,18 @@ def _batches(shard, micro_batch: int, skip: int):
 def _load_model(cfg: Config, model_path: str, ds_cfg: dict):
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
+    dtype = torch.bfloat16 if use_bf16(cfg) else torch.float16 if use_fp16(cfg) else torch.float32
+    # bf16 on CPU (autocast): eager attention. PyTorch's CPU flash-attention *backward* in bf16 ran
+    # 7x slower than in fp32 here (118 vs 16 ms per layer, SmolLM2 8x128), eating the whole gain;
+    # eager attention is bf16 bmm + an fp32 softmax, and equal to SDPA for unpadded causal blocks.
+    attn = {"attn_implementation": "eager"} if cpu_autocast_dtype(cfg) is not None else {}
     keep_alive = None
     if cfg.train.zero_stage == 3:
         # Partition parameters while loading instead of materialising the full model per rank.
         from transformers.integrations import HfDeepSpeedConfig
 
         keep_alive = HfDeepSpeedConfig(ds_cfg)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **attn)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
@@ -103,9 +151,10 @@ def _validate(engine, val_blocks: np.ndarray, rank: int, world: int, micro_batch
             _, logp_y = token_logprobs(flat, labels)
             nll_sum += (-logp_y[mask]).double().sum().cpu()
             tok_sum += mask.sum().double().cpu()
-    stats = torch.stack([nll_sum, tok_sum])
+    stats = torch.stack([nll_sum, tok_sum]).to(engine.device)  # NCCL on GPU reduces device tensors only
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(stats)
+    stats = stats.cpu()
     engine.train()
     nll = (stats[0] / stats[1].clamp_min(1)).item()
     return {"val_loss": nll, "val_ppl": math.exp(min(nll, 50.0)), "val_tokens": stats[1].item()}
@@ -115,6 +164,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
 
     cfg = from_flat(loop_config["config"])  # first line: back to the typed config
+    from emo_ray import console
+
+    console.quiet_libraries()  # per-rank report dumps and known warnings off unless EMO_RAY_VERBOSE
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     prepare_deepspeed_env(cfg.ray.use_gpu)
@@ -145,6 +197,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         config=ds_cfg, lr_scheduler=schedule,
     )
 
+    # Precision (said once, recorded on the run) and the MFU denominator: the measured matmul peak
+    # of one worker in the compute dtype (emo_ray.perf, cached per machine) times the workers.
+    precision = train_precision(cfg)
+    amp = cpu_autocast_dtype(cfg)  # CPU bf16: autocast around forward + loss, fp32 weights
+    n_params = sum(getattr(p, "ds_numel", p.numel()) for p in engine.module.parameters())
+    peak = _peak_flops(cfg, precision) if rank == 0 else None
+    if rank == 0:
+        how = "autocast, fp32 master weights" if amp is not None else "DeepSpeed bf16/fp16 mode" if precision != "fp32" else ""
+        print(f"emo-ray: train.precision={cfg.train.precision} -> {precision}" + (f" ({how})" if how else ""), flush=True)
+
     step, consumed = 0, 0
     if restored is not None:
         with restored.as_directory() as ckpt_dir:
@@ -154,7 +216,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     sink = MlflowSink(loop_config["tracking_uri"], loop_config["mlflow_run_id"], rank == 0)
     if rank == 0:
-        sink.log({"chunked_loss": float(objective.chunked), "resumed_from_step": float(step)}, step)
+        sink.describe({"train.precision_resolved": precision},
+                      {"emo_ray.peak_flops_per_worker": f"{peak:.4g}" if peak else "unmeasured"})
+    if rank == 0:
+        sink.describe({"train.chunked_loss": bool(objective.chunked)},
+                      {"emo_ray.resumed_from_step": step})
+        sink.resume()  # an earlier attempt (worker restart, restarted driver) may have logged steps
 
     shard = ray.train.get_dataset_shard("train")
     blocks_per_epoch = loop_config["train_blocks_per_worker"] // t.micro_batch_size
@@ -176,6 +243,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     engine.train()
     metrics: dict = {}
+    skips, skipped_before = 0, int(getattr(engine, "skipped_steps", 0) or 0)  # fp16 overflow skips in a row
     while step < t.max_steps:
         t0 = time.perf_counter()
         parts: dict[str, float] = {}
@@ -184,8 +252,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for _ in range(t.grad_accum):
             epoch, ids = next(batches)
             ids = ids.to(engine.device)
-            out = objective.compute(engine, ids)
-            engine.backward(out.loss)
+            with torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext():
+                out = objective.compute(engine, ids)  # forward + loss (matmuls bf16 under autocast)
+            engine.backward(out.loss)  # outside autocast, as torch recommends
             engine.step()
             consumed += 1
             loss_sum += out.loss.item()
@@ -196,30 +265,72 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if t.debug_fail_at_step and step == t.debug_fail_at_step and restored is None and rank == 0:
             os._exit(1)  # simulated worker death (fault-injection knob, tests only)
         dt = time.perf_counter() - t0
+        # Loss and its parts averaged over the ranks, tokens summed: what rank 0 logs and every
+        # rank reports is the step's, not one shard's.
+        mean = _mean_over_ranks({"loss": loss_sum / t.grad_accum, **parts}, world, engine.device, tokens)
         metrics = {
             "step": step,
             "epoch": epoch,
-            "loss": loss_sum / t.grad_accum,
-            **parts,
+            **{k: v for k, v in mean.items() if k != "tokens"},
             "lr": lr,
-            "tokens_per_s": tokens * world / dt,
+            "tokens_per_s": mean["tokens"] / dt,
             "step_time_s": dt,
         }
+        if peak:  # 6 N FLOPs per trained token over the workers' measured peak
+            metrics["mfu"] = 6.0 * n_params * metrics["tokens_per_s"] / (world * peak)
         gn = engine.get_global_grad_norm()
         if gn is not None:
             metrics["grad_norm"] = float(gn)
         if rank == 0 and (step % t.log_every == 0 or step == t.max_steps):
-            sink.log({k: v for k, v in metrics.items() if k != "step"}, step)
+            sink.log({k: v for k, v in metrics.items() if k not in ("step", "epoch")}, step, prefix="train/")
+        # Loss is averaged over ranks and the grad norm is global: every rank decides alike.
+        skipped_now = int(getattr(engine, "skipped_steps", 0) or 0)
+        skips = skips + 1 if skipped_now > skipped_before else 0
+        skipped_before = skipped_now
+        diverged = divergence(step, metrics["loss"], metrics.get("grad_norm"), skips)
+        if diverged:
+            if rank == 0:
+                sink.describe({}, {"emo_ray.failure": diverged})
+            raise TrainingDiverged(diverged)  # no checkpoint, no validation, no export
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
             save(step, metrics)
         elif step % t.log_every == 0 and step < t.max_steps:
             ray.train.report(metrics)
 
     val = _validate(engine, loop_config["validation_blocks"], rank, world, t.micro_batch_size)
-    metrics.update(val)
-    if rank == 0:
-        sink.log(val, step)
+    if val["val_tokens"] > 0:  # no validation tokens: no val metrics at all (never a perfect 0 loss)
+        metrics.update(val)
+        if rank == 0:
+            sink.log({k.removeprefix("val_"): v for k, v in val.items()}, step, prefix="val/")
+    else:
+        metrics["val_tokens"] = 0.0
     save(step, metrics, final=True)
+
+
+def _mean_over_ranks(values: dict[str, float], world: int, device, tokens: int) -> dict[str, float]:
+    """``values`` averaged over the ranks and ``tokens`` summed, in one all-reduce (every rank
+    calls it at every step, with the same keys: the objective is the same everywhere)."""
+    import torch.distributed as dist
+
+    if world == 1 or not (dist.is_available() and dist.is_initialized()):
+        return {**values, "tokens": float(tokens)}
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys] + [float(tokens)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    out = t.tolist()
+    return {**{k: v / world for k, v in zip(keys, out)}, "tokens": out[-1]}
+
+
+def _peak_flops(cfg: Config, precision: str) -> float | None:
+    """One worker's measured matmul peak (FLOP/s) in its compute dtype with its thread count,
+    measured once per machine and cached (``emo_ray.perf.peak_flops``); None if it cannot be."""
+    from emo_ray.perf import peak_flops
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    try:
+        return peak_flops(dtype, "cuda" if cfg.ray.use_gpu else "cpu", threads=torch.get_num_threads())
+    except Exception:  # noqa: BLE001 - a missing denominator must never stop training
+        return None
 
 
 def _report_finished(restored, rank: int) -> bool:
@@ -248,17 +359,29 @@ def _report_finished(restored, rank: int) -> bool:
 
 
 def _save_hf(engine, cfg: Config, out: Path, model_path: str, rank: int) -> None:
-    """A plain Hugging Face folder of the fine-tuned weights, for evaluation and sharing."""
+    """A plain Hugging Face folder of the fine-tuned weights, for evaluation and sharing, written
+    by rank 0 alone. Call on every rank.
+
+    ZeRO-3: DeepSpeed's 16-bit consolidation (what ``engine.save_16bit_model`` saves, switched on
+    by ``stage3_gather_16bit_weights_on_model_save`` in ``deepspeed_setup.py``; the same call
+    accelerate's ``get_state_dict`` makes) walks the modules and gathers one module's own
+    parameters at a time onto rank 0, which copies them to host memory before the next: no rank
+    ever holds more than one module's parameters gathered, and only rank 0 keeps the copy (for
+    LLaMA-13B in bf16, 26 GB of host RAM on rank 0; the GPUs of every rank never see the whole
+    model). ZeRO 0-2 keep the whole model on every rank anyway; rank 0 saves its own.
+
+    Dtype: the weights as the module trained them (DeepSpeed's model weights, not the fp32
+    master copy): bf16 on GPUs, fp32 on CPU, which is what the run validated and what
+    ``save_pretrained`` records as the config's dtype.
+    """
     from transformers import AutoTokenizer
 
     module = engine.module
+    state = None
     if cfg.train.zero_stage == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            if rank == 0:
-                module.save_pretrained(out)
-    elif rank == 0:
-        module.save_pretrained(out)
+        if not engine.zero_gather_16bit_weights_on_model_save():
+            raise RuntimeError("the ZeRO-3 export needs zero_optimization.stage3_gather_16bit_weights_on_model_save")
+        state = engine._zero3_consolidated_16bit_state_dict()  # collective; the dict on rank 0, None elsewhere
     if rank == 0:
+        module.save_pretrained(out, state_dict=state)
         AutoTokenizer.from_pretrained(model_path).save_pretrained(out)

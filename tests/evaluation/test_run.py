@@ -88,12 +88,18 @@ def test_cli_logs_to_mlflow_and_evaluates_a_run_checkpoint(tmp_path, tiny_path, 
         "tracking": {"tracking_uri": uri, "experiment": "cli"},
     }))
     assert main([str(cfg_path)]) == 0
-    run_id = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+    out = capsys.readouterr().out.strip().splitlines()
+    # The summary is the last block: headline metrics, the run, and the link to the runs table.
+    assert out[-1].strip().startswith("runs table") and "/runs?compareRunsMode=TABLE" in out[-1]
+    run_id = next(line.split()[-1] for line in out if line.strip().startswith("mlflow run"))
     mlflow.set_tracking_uri(uri)
     client = mlflow.tracking.MlflowClient()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert "gen/webtext/ancestral/mauve_mean" in run.data.metrics and "icl/toy/accuracy" in run.data.metrics
+    # MLflow names carry the eval/ prefix; nothing unprefixed.
+    assert "eval/gen/webtext/ancestral/mauve_mean" in run.data.metrics and "eval/icl/toy/accuracy" in run.data.metrics
+    assert all(k.startswith("eval/") for k in run.data.metrics), sorted(run.data.metrics)
+    assert run.data.tags["emo_ray.kind"] == "evaluation" and len(run.data.tags["emo_ray.git_commit"]) == 40
     assert "featurizer=tiny-llama pooling=mean" in run.data.params["gen/webtext/mauve"]
     arts = {a.path for a in client.list_artifacts(run_id, "generations")} | {a.path for a in client.list_artifacts(run_id, "icl")}
     assert arts == {"generations/webtext.json", "icl/toy.json"}
@@ -103,7 +109,7 @@ def test_cli_logs_to_mlflow_and_evaluates_a_run_checkpoint(tmp_path, tiny_path, 
     with mlflow.start_run() as train_run:
         mlflow.set_tag("hf_model_path", tiny_path)
     assert main([str(cfg_path), f"model=mlflow:{train_run.info.run_id}", "tracking.log_to_source_run=true", "generation_enabled=false"]) == 0
-    assert "icl/toy/accuracy" in client.get_run(train_run.info.run_id).data.metrics
+    assert "eval/icl/toy/accuracy" in client.get_run(train_run.info.run_id).data.metrics
     # Without the tag: a clear error.
     with mlflow.start_run() as bare:
         pass

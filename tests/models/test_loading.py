@@ -53,3 +53,26 @@ def test_smollm2_converts_from_gguf_and_trains():
     assert out.loss.item() < 6.0  # a real LM, not random init (ln V = 10.8)
     out.loss.backward()  # trainable: the GGUF-loaded model is not
     assert model.lm_head.weight.grad is not None
+
+
+def test_load_for_eval_sets_mode_dtype_pad_and_padding_side():
+    from emo_ray.models.loading import EVAL_DTYPE, input_device, load_for_eval
+
+    model, tok = load_for_eval("tiny-llama")
+    assert not model.training and tok.pad_token is not None and tok.padding_side == "right"
+    assert {p.dtype for p in model.parameters()} == {EVAL_DTYPE} == {torch.float32}
+    assert input_device(model) == torch.device("cpu")
+    model, tok = load_for_eval("tiny-llama", "cpu", dtype=torch.float64, padding_side="left")
+    assert {p.dtype for p in model.parameters()} == {torch.float64} and tok.padding_side == "left"
+
+
+def test_pad_batch_right_and_left():
+    from emo_ray.models.loading import pad_batch
+
+    ids, mask = pad_batch([[5, 6, 7], [8]], side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = pad_batch([[5, 6, 7], [8]], side="left", pad_id=9)
+    assert ids.tolist() == [[5, 6, 7], [9, 9, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert ids.dtype == mask.dtype == torch.long
+    with pytest.raises(ValueError, match="side must be"):
+        pad_batch([[1]], side="middle")

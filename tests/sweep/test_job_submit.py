@@ -106,8 +106,8 @@ def test_submitted_cpu_small_sweep_succeeds(ray_head):
     job_id = f"emo-ray-test-{secrets.token_hex(4)}"
     submit = [*RAY, "job", "submit", "--address", address, "--submission-id", job_id, "--no-wait",
               "--runtime-env-json", json.dumps(runtime_env), "--",
-              "python", "sweeps/scaling_law.py", "--preset", "cpu-small", "--name", "job-test",
-              "--storage-path", str(tmp / "runs"), "--tracking-uri", uri]
+              "python", "sweeps/scaling_law.py", "cpu-small", "name=job-test",
+              f"storage_path={tmp / 'runs'}", f"tracking.tracking_uri={uri}"]
     out = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
@@ -135,6 +135,6 @@ def test_submitted_cpu_small_sweep_succeeds(ray_head):
     assert len(kids) == 4 and all(r.info.status == "FINISHED" for r in kids)  # mle, emo x 2 volumes
     assert {(r.data.params["train.loss"], r.data.params["data.max_train_tokens"]) for r in kids} == {
         (o, t) for o in ("mle", "emo") for t in ("4096", "8192")}
-    assert all("val_ppl" in r.data.metrics for r in kids)
+    assert all("val/ppl" in r.data.metrics for r in kids)
     arts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "scaling_law")}
     assert "scaling_law/scaling_law.png" in arts

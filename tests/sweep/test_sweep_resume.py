@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--preset", "cpu-small", "--objectives", "mle,emo", "--tokens", "4096", "--name", "resume-test"]
+ARGS = ["cpu-small", "grid.objectives={mle: [{}], emo: [{}]}", "grid.data_tokens=[4096]", "name=resume-test"]
 
 
 def children(uri):
@@ -41,8 +41,11 @@ def stop_group(proc, sig, timeout):
 def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = [sys.executable, str(ROOT / "sweeps" / "scaling_law.py"), *ARGS,
-              "--tracking-uri", uri, "--storage-path", str(tmp_path / "runs")]
+              f"tracking.tracking_uri={uri}", f"storage_path={tmp_path / 'runs'}"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Create the store before the driver starts: the polling below would otherwise race the
+    # driver's own first-use schema migration of the same fresh SQLite file.
+    children(uri)
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(common, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -69,7 +72,7 @@ def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
     client = MlflowClient(uri)
     (tid, rid), = finished_first.items()
     assert client.get_run(rid).data.tags["emo_ray.trial_id"] == tid
-    steps = [m.step for m in client.get_metric_history(rid, "loss")]
+    steps = [m.step for m in client.get_metric_history(rid, "train/loss")]
     assert steps == sorted(set(steps)), "the finished trial was trained again"
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"

@@ -42,13 +42,13 @@ def test_fit_learns_and_logs_to_mlflow(ray_local, mlflow_uri, tmp_path, stage, l
     assert run.info.status == "FINISHED"
     assert run.data.params["train.loss"] == loss and run.data.params["train.zero_stage"] == str(stage)
     assert int(run.data.params["data.train_tokens"]) == 8192
-    assert [s for s, _ in history(client, result.mlflow_run_id, "loss")] == list(range(1, 11))
+    assert [s for s, _ in history(client, result.mlflow_run_id, "train/loss")] == list(range(1, 11))
     # It learns: the NLL part falls (TaiLr's weighted loss is not on the NLL scale).
-    mle = history(client, result.mlflow_run_id, "mle")
+    mle = history(client, result.mlflow_run_id, "train/mle")
     assert mle[-1][1] < mle[0][1] - 0.2, mle
     assert result.metrics["val_loss"] < mle[0][1]
     if loss == "emo":
-        emo = history(client, result.mlflow_run_id, "emo")
+        emo = history(client, result.mlflow_run_id, "train/emo")
         assert all(0.0 <= v <= 2.0 for _, v in emo)
     assert result.hf_model_path and (tmp_path / "runs").exists()
     # the exported folder is a loadable Hugging Face model
@@ -65,13 +65,13 @@ def test_worker_death_resumes_from_last_checkpoint(ray_local, mlflow_uri, tmp_pa
     result = fit(cfg)
     client = MlflowClient(mlflow_uri)
     assert client.get_run(result.mlflow_run_id).info.status == "FINISHED"
-    steps = [s for s, _ in history(client, result.mlflow_run_id, "loss")]
-    # attempt 1 logs 1-4 and dies at 5; attempt 2 restores the step-3 checkpoint and logs 4-8.
-    assert steps == [1, 2, 3, 4, 4, 5, 6, 7, 8], steps
-    assert [v for _, v in history(client, result.mlflow_run_id, "resumed_from_step")] == [0.0, 3.0]
-    # Same weights, optimizer state and data position: the repeated step 4 is the same step.
-    first, second = [v for s, v in history(client, result.mlflow_run_id, "loss") if s == 4]
-    assert first == pytest.approx(second, rel=1e-4)
+    steps = [s for s, _ in history(client, result.mlflow_run_id, "train/loss")]
+    # attempt 1 logs 1-4 and dies at 5; attempt 2 restores the step-3 checkpoint, replays step 4
+    # without logging it again, and logs 5-8: each step once.
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8], steps
+    # The attempt's starting step is a tag (the last attempt's), never a metric.
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.tags["emo_ray.resumed_from_step"] == "3" and "resumed_from_step" not in run.data.metrics
     assert result.metrics["step"] == 8
 
 
@@ -106,6 +106,12 @@ def test_weights_only_final_checkpoint_and_rerun_of_a_finished_run(ray_local, ml
     assert again.mlflow_run_id == first.mlflow_run_id
     assert again.metrics["val_loss"] == first.metrics["val_loss"] and again.metrics["step"] == 3
     client = MlflowClient(mlflow_uri)
-    assert [s for s, _ in history(client, first.mlflow_run_id, "loss")] == [1, 2, 3]  # not retrained
-    assert [v for _, v in history(client, first.mlflow_run_id, "resumed_from_step")] == [0.0]
+    assert [s for s, _ in history(client, first.mlflow_run_id, "train/loss")] == [1, 2, 3]  # not retrained
+    assert client.get_run(first.mlflow_run_id).data.tags["emo_ray.resumed_from_step"] == "0"
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    exp_id = client.get_run(first.mlflow_run_id).info.experiment_id
+    models = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
+    assert [m.source_run_id for m in models].count(first.mlflow_run_id) == 1  # not recorded twice
     AutoModelForCausalLM.from_pretrained(again.hf_model_path)

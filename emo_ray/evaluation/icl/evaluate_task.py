@@ -23,12 +23,13 @@ from emo_ray.evaluation.open_ended import SectionResult
 class ICLScorer(ModelActor):
     """Ray Data stage: rows ``prompts`` (one per label) -> ``nll_sum, n_tokens`` per candidate."""
 
-    def __init__(self, model_path: str, scorer: str, batch_items: int, threads: int = 1, device: str = "cpu"):
+    def __init__(self, model_path: str, scorer: str, batch_items: int, threads: int = 1, device: str = "cpu",
+                 dtype: str = "fp32"):
         super().__init__(threads, device)
-        from emo_ray.models import load_model
+        from emo_ray.models.loading import load_for_eval
 
-        self.model, self.tokenizer = load_model(model_path, device=device)
-        self.model.eval()
+        # dtype: execution.dtype; the head stays fp32, the scorer's log-softmax / NLL sums are fp32
+        self.model, self.tokenizer = load_for_eval(model_path, device, dtype=dtype)
         self.score = get_scorer(scorer)
         self.batch_items = batch_items
 

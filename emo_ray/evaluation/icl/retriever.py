@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,28 +37,66 @@ def resolve_retriever(name: str) -> str:
     return ref
 
 
-def embed(texts: list[str], retriever: str, *, batch_size: int = 64, cache: bool = True) -> np.ndarray:
-    """(n, d) L2-normalised float32 sentence embeddings, cached on disk by model and texts."""
+def retriever_identity(ref: str) -> str:
+    """The retriever by content where it is a folder (file names, sizes, mtimes of its weights and
+    config), else its hub id: a re-installed or updated model never reuses stale embeddings."""
+    path = Path(ref)
+    if not path.is_dir():
+        return ref
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt"))
+    return json.dumps([ref, [(str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime)) for p in files]])
+
+
+def embedding_cache_path(ref: str, texts: list[str]) -> Path:
     from emo_ray.models import cache_dir
 
-    ref = resolve_retriever(retriever)
-    h = hashlib.sha256(ref.encode())
+    h = hashlib.sha256(retriever_identity(ref).encode())
     for t in texts:
         h.update(hashlib.sha256(t.encode()).digest())
-    path = cache_dir().parent / "embeddings" / f"{h.hexdigest()[:32]}.npy"
+    return cache_dir().parent / "embeddings" / f"{h.hexdigest()[:32]}.npy"
+
+
+CACHE_STATS = {"hits": 0, "misses": 0}
+"""Embedding-cache hits and misses of this process (benchmarks, tests)."""
+
+
+def embed(texts: list[str], retriever: str, *, batch_size: int = 64, cache: bool = True) -> np.ndarray:
+    """(n, d) L2-normalised float32 sentence embeddings, cached on disk
+    (``$EMO_RAY_CACHE/embeddings``) keyed by the retriever's identity and the digest of the
+    texts: a repeated ICL evaluation of a task encodes neither its training split nor its items
+    again. Written to a unique temporary file then ``os.replace``d: concurrent evaluations of the
+    same task never read a partial file."""
+    ref = resolve_retriever(retriever)
+    path = embedding_cache_path(ref, texts)
     if cache and path.exists():
-        return np.load(path)
+        try:
+            emb = np.load(path)
+            CACHE_STATS["hits"] += 1
+            return emb
+        except (OSError, ValueError):  # a damaged entry is recomputed and replaced
+            pass
+    CACHE_STATS["misses"] += 1
+    emb = _encode(texts, ref, batch_size)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, emb)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return emb
+
+
+def _encode(texts: list[str], ref: str, batch_size: int) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(ref, device="cpu")
     emb = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
     emb = emb.astype(np.float32)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial.npy")
-        np.save(tmp, emb)
-        tmp.rename(path)
     return emb
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from emo_ray.models.loading import input_device, pad_batch
+
 
 @dataclass(frozen=True)
 class CandidateNLL:
@@ -45,6 +47,11 @@ def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
 
 
+def _masked(nll: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``nll`` where ``mask`` is set, exactly 0 elsewhere."""
+    return torch.where(mask.bool(), nll, torch.zeros((), dtype=nll.dtype, device=nll.device))
+
+
 def _check(items: Sequence[Sequence[Sequence[int]]]) -> None:
     for i, cands in enumerate(items):
         if not cands:
@@ -59,18 +66,16 @@ def score_plain(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items:
     """One forward pass per candidate prompt; the candidates of ``batch_items`` items share a
     right-padded batch."""
     _check(items)
+    device = input_device(model)
     out: list[CandidateNLL] = []
     for start in range(0, len(items), batch_items):
         batch = items[start : start + batch_items]
         flat = [list(c) for cands in batch for c in cands]
-        width = max(len(c) for c in flat)
-        ids = torch.zeros((len(flat), width), dtype=torch.long)
-        mask = torch.zeros((len(flat), width), dtype=torch.long)
-        for r, c in enumerate(flat):
-            ids[r, : len(c)] = torch.tensor(c)
-            mask[r, : len(c)] = 1
+        ids, mask = pad_batch(flat, side="right", device=device)
         logits = model(input_ids=ids, attention_mask=mask).logits
-        nll = (_token_nll(logits[:, :-1], ids[:, 1:]) * mask[:, 1:]).sum(-1).numpy()
+        # where, not a product: a padding position's value (even a NaN from a low-precision
+        # kernel on a row it never scores) must not reach the sum (NaN * 0 is NaN).
+        nll = _masked(_token_nll(logits[:, :-1], ids[:, 1:]), mask[:, 1:]).sum(-1).cpu().numpy()
         k = 0
         for cands in batch:
             out.append(CandidateNLL(nll[k : k + len(cands)].copy(), np.array([len(c) for c in cands])))
@@ -117,37 +122,29 @@ def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batc
 
 def _score_batch(model, batch, C: int) -> list[CandidateNLL]:
     B = len(batch)
+    device = input_device(model)
     plen = [common_prefix_length(c) for c in batch]
-    P = max(plen)
     # Prefix pass, left-padded so that every row's last prefix token sits at position P - 1.
-    ids = torch.zeros((B, P), dtype=torch.long)
-    mask = torch.zeros((B, P), dtype=torch.long)
-    for b, cands in enumerate(batch):
-        ids[b, P - plen[b] :] = torch.tensor(cands[0][: plen[b]])
-        mask[b, P - plen[b] :] = 1
+    ids, mask = pad_batch([cands[0][: plen[b]] for b, cands in enumerate(batch)], side="left", device=device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     pre = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     # A token counts when it and the token predicting it are real (not left padding).
-    prefix_nll = (_token_nll(pre.logits[:, :-1], ids[:, 1:]) * (mask[:, :-1] * mask[:, 1:])).sum(-1)  # (B,)
+    prefix_nll = _masked(_token_nll(pre.logits[:, :-1], ids[:, 1:]), mask[:, :-1] * mask[:, 1:]).sum(-1)  # (B,)
     last_logp = torch.log_softmax(pre.logits[:, -1].float(), dim=-1)  # (B, V): predicts 1st continuation token
     cache = pre.past_key_values
     del pre
     cache.batch_repeat_interleave(C)  # rows b*C .. b*C+C-1 hold item b's prefix
 
     conts = [list(c[plen[b] :]) for b, cands in enumerate(batch) for c in cands]
-    T = max(len(c) for c in conts)
-    cids = torch.zeros((B * C, T), dtype=torch.long)
-    cmask = torch.zeros((B * C, T), dtype=torch.long)
-    for r, c in enumerate(conts):
-        cids[r, : len(c)] = torch.tensor(c)
-        cmask[r, : len(c)] = 1
-    prefix_rows = torch.arange(B).repeat_interleave(C)
+    cids, cmask = pad_batch(conts, side="right", device=device)
+    T = cids.shape[1]
+    prefix_rows = torch.arange(B, device=device).repeat_interleave(C)
     full_mask = torch.cat([mask[prefix_rows], cmask], dim=1)
-    cpos = torch.tensor(plen)[prefix_rows].unsqueeze(1) + torch.arange(T).unsqueeze(0)
+    cpos = torch.tensor(plen, device=device)[prefix_rows].unsqueeze(1) + torch.arange(T, device=device)
     logits = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache, use_cache=True).logits
     first = -last_logp[prefix_rows].gather(-1, cids[:, :1]).squeeze(-1).double()  # (B*C,)
     rest = (_token_nll(logits[:, :-1], cids[:, 1:]) * cmask[:, 1:]).sum(-1)
-    total = (first + rest).view(B, C) + prefix_nll.unsqueeze(1)
+    total = ((first + rest).view(B, C) + prefix_nll.unsqueeze(1)).cpu()
     return [
         CandidateNLL(total[b].numpy().copy(), np.array([len(c) for c in cands])) for b, cands in enumerate(batch)
     ]

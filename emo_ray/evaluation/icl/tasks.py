@@ -23,6 +23,7 @@ from typing import Literal
 
 import yaml
 
+from emo_ray.data.sources import DataError, parse_hf
 from emo_ray.evaluation.config import expand
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
@@ -129,6 +130,11 @@ def validate_task(task: Task) -> None:
         raise TaskError(f"task {task.name!r}: demonstrations must be >= 0")
     if task.selection not in ("topk", "fixed"):
         raise TaskError(f"task {task.name!r}: selection {task.selection!r} is not one of ['topk', 'fixed']")
+    for key in ("train", "test"):
+        try:
+            parse_hf(getattr(task, key))  # a malformed hf: spec fails here, not when data is read
+        except DataError as e:
+            raise TaskError(f"task {task.name!r}: {key}: {e}") from None
 
 
 def fill(template: str, row: dict, label_word: str, *, where: str = "") -> str:

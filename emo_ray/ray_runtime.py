@@ -1,0 +1,95 @@
+"""The one place that starts or joins Ray (training, sweeps and evaluation all come here).
+
+    started = start_ray(address=cfg.ray.address, num_cpus=3, env=...)   # True: a local Ray we own
+    with ray_session(address="", num_cpus=3, dashboard=False):           # stops what it started
+        ...
+
+Join ``address`` or ``$RAY_ADDRESS`` when given; otherwise start a local Ray on loopback with
+enough logical CPUs for the job (workers set their own thread counts, so on 2 cores the logical
+count may exceed the physical one). Every Ray process gets the job environment: ``env`` plus the
+console's verbosity switches (``emo_ray.console.worker_env``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from emo_ray import console
+
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def free_port() -> int:
+    """A free loopback port for the dashboard, below the kernel's ephemeral range and above Ray's
+    worker ports (10002-19999). A port from ``bind(0)`` is an ephemeral one, and the kernel can
+    hand it straight to one of Ray's own processes before the dashboard binds it (seen in CI:
+    "Failed to bind to 127.0.0.1:34587 because it's already occupied")."""
+    import random
+    import socket
+
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-31999 for the Ray dashboard")
+
+
+def start_ray(*, address: str = "", num_cpus: int = 1, env: dict[str, str] | None = None,
+              resources: dict | None = None, dashboard: bool = True) -> bool:
+    """Join ``address`` / ``$RAY_ADDRESS``, or start a local Ray with at least ``num_cpus``
+    logical CPUs and ``resources`` as custom resources. Returns True when it started a local Ray
+    (the caller owns it); False when Ray was already up or a cluster was joined."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {**console.worker_env(), **(env or {})}
+    # A local Ray inherits the driver's environment; PYTHONWARNINGS stays job-level only.
+    os.environ.update({k: v for k, v in env.items() if k != "PYTHONWARNINGS"})
+    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
+    if not console.verbose():
+        kwargs["logging_level"] = logging.WARNING  # no "Started a local Ray instance" banner
+    local = False
+    if address:
+        kwargs["address"] = address
+    elif not os.environ.get("RAY_ADDRESS"):
+        local = True
+        kwargs["num_cpus"] = max(os.cpu_count() or 1, int(num_cpus))
+        if dashboard:
+            # Ray Train V2's placement-group cleaner asks the State API (served by the dashboard)
+            # whether the Train controller lives, and reads "not found" as dead. Its client finds
+            # the cluster by machine-wide discovery, which picks *another* Ray when several run on
+            # one machine (tests, a second sweep, a `ray start` head): it then removed our
+            # placement group and killed a sweep trial's workers mid-step. So: our own dashboard,
+            # on loopback, on a port we pick, and every worker of this Ray pinned to it (not the
+            # driver's environment, which would redirect job-submission clients aimed at other
+            # clusters).
+            port = free_port()
+            kwargs.update(include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port)
+            kwargs["runtime_env"] = {"env_vars": {**env, API_SERVER_ENV: f"http://127.0.0.1:{port}"}}
+        else:
+            kwargs["include_dashboard"] = False
+        if resources:
+            kwargs["resources"] = resources
+    ray.init(**kwargs)
+    return local
+
+
+@contextlib.contextmanager
+def ray_session(**kwargs) -> Iterator[bool]:
+    """``start_ray(**kwargs)`` for the duration of the block: a Ray it started is stopped, a
+    cluster it joined is disconnected from; a Ray that was already up is left alone."""
+    import ray
+
+    connected_here = not ray.is_initialized()
+    started = start_ray(**kwargs)
+    try:
+        yield started
+    finally:
+        if connected_here:
+            ray.shutdown()
