@@ -12,9 +12,7 @@ refreshes it.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -90,11 +88,10 @@ def peak_flops(dtype: torch.dtype, device: str = "cpu", *, threads: int | None =
         return float(table[key])
     value = measure_matmul(dtype, device, threads=threads)
     table[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="peak_flops.", suffix=".partial")
-    with os.fdopen(fd, "w") as f:
+    from emo_ray.storage import atomic_write
+
+    with atomic_write(path, "w") as f:
         json.dump(table, f, indent=1)
-    os.replace(tmp, path)
     return value
 
 

@@ -4,6 +4,9 @@ through untouched, and the small files we keep next to Ray's (the sweep state) g
 pyarrow's filesystem layer, as Ray's own checkpoints do."""
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 
@@ -47,3 +50,20 @@ def write_text(path: str, text: str) -> None:
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(p) as f:
         f.write(text.encode())
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb"):
+    """Open a unique temporary file beside local ``path`` and rename it onto ``path`` when the block
+    ends (``os.replace``, atomic on POSIX): readers see nothing or the whole file, and concurrent
+    writers (trials filling one cache) never clobber each other's half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,15 +99,10 @@ def _cache_key(cfg: DataConfig, tokenizer, train_docs: list[str], val_docs: list
 def atomic_save_npz(path: Path, **arrays) -> None:
     """Write ``path`` so that readers see either nothing or the whole file: a unique temporary
     file in the same folder, then ``os.replace`` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from emo_ray.storage import atomic_write
+
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def prepare_blocks(cfg: DataConfig, tokenizer, *, cache: bool = True) -> PackedData:

@@ -115,18 +115,9 @@ def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: in
     )
     feats = np.stack([np.asarray(r["features"], dtype=np.float32) for r in rows])
     if path is not None:
-        import os
-        import tempfile
+        from emo_ray.storage import atomic_write
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A temporary file of our own in the same folder, then an atomic rename: concurrent
-        # trials writing the same features never read or clobber a half-written file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.npy", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, feats)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Concurrent trials writing the same features never read or clobber a half-written file.
+        with atomic_write(path) as fh:
+            np.save(fh, feats)
     return feats

@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +77,10 @@ def embed(texts: list[str], retriever: str, *, batch_size: int = 64, cache: bool
     CACHE_STATS["misses"] += 1
     emb = _encode(texts, ref, batch_size)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, emb)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from emo_ray.storage import atomic_write
+
+        with atomic_write(path) as f:
+            np.save(f, emb)
     return emb
 
 
