@@ -116,6 +116,9 @@ def main(argv=None):
     ap.add_argument("--ray", action="store_true", help="through emo_ray.train.fit (Ray Train + DeepSpeed)")
     ap.add_argument("--ray-steps", type=int, default=8)
     ap.add_argument("--ray-cases", default="fp32:mle:reference,bf16:mle:reference,fp32:emo:chunked,bf16:emo:chunked")
+    ap.add_argument("--ray-overrides", default="", help="space-separated config overrides for every --ray case, "
+                    "e.g. 'train.micro_batch_size=8 train.grad_accum=2'")
+    ap.add_argument("--ray-out", default=os.path.join(RESULTS, "train_throughput_ray.csv"))
     ap.add_argument("--out", default=os.path.join(RESULTS, "train_throughput.csv"))
     args = ap.parse_args(argv)
     if args.ray:
@@ -210,6 +213,7 @@ def ray_main(args):
             f"train.max_steps={args.ray_steps}", "train.warmup_steps=0", "train.checkpoint_every=0",
             "train.final_checkpoint=weights", "data.max_validation_blocks=2",
             f"tracking.tracking_uri={uri}", "tracking.experiment=bench", f"ray.storage_path={tmp}/runs",
+            *args.ray_overrides.split(),
         ])
         if base is None:
             init_ray(cfg)  # one local Ray for all cases (fit joins it)
@@ -220,7 +224,7 @@ def ray_main(args):
         client = mlflow.MlflowClient(uri)
 
         def series(key):
-            return [m.value for m in sorted(client.get_metric_history(res.run_id, key), key=lambda m: m.step)]
+            return [m.value for m in sorted(client.get_metric_history(res.mlflow_run_id, key), key=lambda m: m.step)]
 
         tps = series("train/tokens_per_s")[2:] or series("train/tokens_per_s")
         mfu = series("train/mfu")[2:]
@@ -229,10 +233,15 @@ def ray_main(args):
         peak = 2 * perf.peak_flops(__import__("torch").bfloat16, "cpu", threads=int(cfg.ray.cpus_per_worker))
         rows.append({
             "precision": prec, "loss": loss, "loss_impl": impl, "workers": cfg.ray.num_workers,
+            "tokens_per_step": cfg.ray.num_workers * cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.data.block_size,
             "steps": args.ray_steps, "tokens_per_s": f"{tok_s:.1f}",
             "mfu_logged": f"{statistics.median(mfu):.4f}" if mfu else "",
             "mfu_vs_bf16_peak": f"{perf.mfu(n, tok_s, peak):.4f}",
             "val_ppl": f"{res.metrics.get('val_ppl', float('nan')):.3f}", "fit_wall_s": f"{wall:.0f}",
+            # where a step's time goes (worker-side phases, median over the timed steps)
+            **{f"{ph}_s": f"{statistics.median(v):.2f}" if (v := series(f"train/time_{ph}_s")[2:]) else ""
+               for ph in ("data", "forward", "backward", "optimizer")},
+            "step_s": f"{statistics.median(series('train/step_time_s')[2:] or [float('nan')]):.2f}",
             "load_avg": f"{os.getloadavg()[0]:.1f}",
         })
         print(rows[-1], flush=True)
@@ -245,8 +254,8 @@ def ray_main(args):
         mle = by.get((r["precision"], "mle"))
         r["vs_fp32"] = f"{float(r['tokens_per_s']) / fp32:.2f}" if fp32 else ""
         r["vs_mle_same_precision"] = f"{float(r['tokens_per_s']) / mle:.2f}" if mle else ""
-    out = os.path.join(RESULTS, "train_throughput_ray.csv")
-    os.makedirs(RESULTS, exist_ok=True)
+    out = args.ray_out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

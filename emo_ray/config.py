@@ -91,6 +91,13 @@ class TrainConfig:
     ``weights``: the Hugging Face export and the final metrics only, about 4x smaller with
     Adam in fp32 (5.1 -> 1.1 GB for Gemma-3-270M); what a sweep keeps per trial."""
     log_every: int = 1
+    overflow_patience: int = 10
+    """fp16 dynamic loss scaling: consecutive overflow-skipped steps tolerated before the run
+    stops as diverged (fp32 and bf16 never skip steps)."""
+    dead_patience: int = 3
+    """Consecutive steps with a gradient norm of exactly 0 after which the run stops as
+    diverged: a dead model (e.g. loss stuck at ln V after a too-large learning rate) that no
+    further step can change."""
     debug_fail_at_step: int = 0
     """Fault injection for tests: the rank-0 worker process exits at this step on the first
     attempt (no checkpoint restored yet). 0 = never."""
@@ -217,6 +224,8 @@ def validate(cfg: Config) -> None:
         (t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0: only at the end), got {t.checkpoint_every}"),
         (t.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1, got {t.keep_checkpoints}"),
         (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}"),
+        (t.overflow_patience >= 0, f"train.overflow_patience must be >= 0, got {t.overflow_patience}"),
+        (t.dead_patience >= 1, f"train.dead_patience must be at least 1, got {t.dead_patience}"),
         (t.debug_fail_at_step >= 0, f"train.debug_fail_at_step must be >= 0, got {t.debug_fail_at_step}"),
         (t.loss_chunk_size > 0, f"train.loss_chunk_size must be positive, got {t.loss_chunk_size}"),
         (t.precision != "fp16" or r.use_gpu, "train.precision=fp16 needs ray.use_gpu=true (CPUs: bf16 or fp32)"),

@@ -4,7 +4,8 @@
     with ray_session(address="", num_cpus=3, dashboard=False):           # stops what it started
         ...
 
-Join ``address`` or ``$RAY_ADDRESS`` when given; otherwise start a local Ray on loopback with
+Join ``address`` or ``$RAY_ADDRESS`` when given; otherwise start a local Ray (dashboard on
+loopback, token authentication with an owner-only token file: ``secure_auth_token``) with
 enough logical CPUs for the job (workers set their own thread counts, so on 2 cores the logical
 count may exceed the physical one). Every Ray process gets the job environment: ``env`` plus the
 console's verbosity switches (``emo_ray.console.worker_env``).
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from emo_ray import console
 
@@ -39,6 +41,40 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port in 20000-31999 for the Ray dashboard")
 
 
+def secure_auth_token() -> Path | None:
+    """Token authentication for a local Ray, with a secret only its owner can read.
+
+    Ray 2.60 turns token authentication on for a new local cluster and writes the token to
+    ``~/.ray/auth_token`` with the process umask (0644: readable by every user of the machine,
+    who could then use the cluster). A local Ray's gRPC services listen on every interface (Ray's
+    C++ servers bind ``::`` whatever ``_node_ip_address`` says; measured with Ray 2.60), so this
+    token is what keeps other hosts and users out. Here the token file is created 0600 in a 0700
+    folder before Ray looks for it, or tightened to 0600 if it exists with looser bits. Returns
+    the token file (None when the token comes from ``$RAY_AUTH_TOKEN`` or the user disabled
+    token mode)."""
+    import secrets
+
+    # The mode itself is left to Ray (token by default for a new local cluster since 2.5x):
+    # setting RAY_AUTH_MODE here, after `import ray` cached its config, splits the driver from the
+    # GCS it starts. tests/reliability/test_exposure.py checks that a token-less client is refused.
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another run created it just now
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))  # what Ray's own generator writes: 256 bits
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o600)
+    return path
+
+
 def start_ray(*, address: str = "", num_cpus: int = 1, env: dict[str, str] | None = None,
               resources: dict | None = None, dashboard: bool = True) -> bool:
     """Join ``address`` / ``$RAY_ADDRESS``, or start a local Ray with at least ``num_cpus``
@@ -59,6 +95,7 @@ def start_ray(*, address: str = "", num_cpus: int = 1, env: dict[str, str] | Non
         kwargs["address"] = address
     elif not os.environ.get("RAY_ADDRESS"):
         local = True
+        secure_auth_token()
         kwargs["num_cpus"] = max(os.cpu_count() or 1, int(num_cpus))
         if dashboard:
             # Ray Train V2's placement-group cleaner asks the State API (served by the dashboard)

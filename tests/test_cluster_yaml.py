@@ -200,14 +200,41 @@ def test_dashboard_and_mlflow_not_public(config):
     for opt in config["docker"].get("run_options", []) + config["docker"].get("head_run_options", []):
         assert not re.match(r"(-p|--publish)\b", opt.strip()), f"docker publishes a port: {opt}"
     # MLflow runs on the head; workers find it at the head's private IP, never at loopback
-    mlflow = [c for c in config["head_start_ray_commands"] if "mlflow server" in c]
+    mlflow = [c for c in config["head_start_ray_commands"] if "mlflow_server.sh" in c]
     assert len(mlflow) == 1
-    port = re.search(r"--port (\d+)", mlflow[0]).group(1)
+    port = re.search(r"mlflow_server\.sh \S+ \S+ (\d+)", mlflow[0]).group(1)
     assert int(port) == PRIVATE_PORTS["mlflow"]
     worker_uri = " ".join(config["worker_setup_commands"])
     assert f"MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:{port}" in worker_uri
     for cmd in all_commands(config):
         assert not re.search(r"MLFLOW_TRACKING_URI=\S*(127\.0\.0\.1|localhost)", cmd), cmd
+
+
+def test_mlflow_server_needs_the_generated_password(config):
+    """The server runs MLflow's basic-auth app through scripts/mlflow_server.sh (whose behaviour
+    tests/reliability/test_mlflow_server_auth.py checks on a real server), and every node sends
+    the password it generated, read from the shared, owner-only state folder."""
+    (server,) = [c for c in config["head_start_ray_commands"] if "mlflow_server.sh" in c]
+    assert not re.search(r"mlflow server\b", server), "start MLflow only through the auth script"
+    state = re.search(r"mlflow_server\.sh (\S+) ", server).group(1)
+    assert state.startswith("/mnt/efs/")
+    script = (CLUSTER_YAML.parent / "scripts" / "mlflow_server.sh").read_text()
+    assert "--app-name basic-auth" in script and "umask 077" in script
+    (env_file,) = [c for c in config["setup_commands"] if "~/.emo_ray_env" in c and "printf" in c]
+    assert "'export MLFLOW_TRACKING_USERNAME=admin'" in env_file
+    assert f"MLFLOW_TRACKING_PASSWORD=\"$(cat {state}/password" in env_file
+    # the head waits for the password before `ray start` sources the env file
+    head = config["head_start_ray_commands"]
+    start = next(i for i, c in enumerate(head) if "ray start" in c)
+    assert head.index(server) < start and f"test -s {state}/password" in server
+
+
+def test_no_telemetry_from_any_node(config):
+    (env_file,) = [c for c in config["setup_commands"] if "~/.emo_ray_env" in c and "printf" in c]
+    assert "'export MLFLOW_DISABLE_TELEMETRY=true'" in env_file
+    assert "'export RAY_USAGE_STATS_ENABLED=0'" in env_file
+    for key, head in (("head_start_ray_commands", True), ("worker_start_ray_commands", False)):
+        assert "--disable-usage-stats" in _ray_start(config[key], head=head), key
 
 
 def test_token_auth_stays_on(text, config):

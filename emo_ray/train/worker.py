@@ -17,6 +17,7 @@ from emo_ray.config import Config, from_flat
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
                                            train_precision, use_bf16, use_fp16)
 from emo_ray.train.schedule import lr_multiplier
+from emo_ray.train.safe_load import weights_only_torch_load
 
 CLIENT_STATE = "emo_ray_state"
 FINAL_STATE = "trainer_state.json"  # step, data position and final metrics of a finished run
@@ -65,25 +66,38 @@ class MlflowSink:
 
 
 class TrainingDiverged(RuntimeError):
-    """A non-finite loss or gradient norm: the run stops, its weights are never exported."""
+    """A non-finite loss or gradient norm, or a dead model (gradient norm 0 step after step): the
+    run stops, its weights are never exported."""
 
 
-SKIP_PATIENCE = int(os.environ.get("EMO_RAY_SKIP_PATIENCE", "10"))
-"""Consecutive steps fp16 dynamic loss scaling may skip (overflow) before the run is stopped."""
+def divergence(step: int, loss: float, grad_norm: float | None, consecutive_skips: int = 0,
+               zero_grad_steps: int = 0, *, overflow_patience: int = 10, dead_patience: int = 3) -> str | None:
+    """Why the run must stop at this step (``TrainingDiverged: ...``), or None.
 
-
-def divergence(step: int, loss: float, grad_norm: float | None, consecutive_skips: int = 0) -> str | None:
-    """Why the step diverged (``TrainingDiverged: non-finite loss at step N``), or None. A
-    non-finite loss always stops the run; a non-finite gradient norm too, unless the step was one
-    that fp16 dynamic loss scaling skipped on purpose (``consecutive_skips`` > 0, up to
-    ``SKIP_PATIENCE`` in a row). fp32 and bf16 never skip steps."""
+    * a non-finite loss, always;
+    * a non-finite gradient norm, unless the step was one that fp16 dynamic loss scaling skipped
+      on purpose (``consecutive_skips`` > 0, up to ``overflow_patience`` in a row; fp32 and bf16
+      never skip steps);
+    * a dead model: a gradient norm of exactly 0 for ``dead_patience`` steps in a row
+      (``zero_grad_steps``). Seen with ``train.lr=1e6``: one step saturates the network, the loss
+      sits at ln V and nothing can move it again, yet every number stays finite."""
     if not math.isfinite(float(loss)):
         return f"TrainingDiverged: non-finite loss ({loss}) at step {step}"
-    if consecutive_skips > SKIP_PATIENCE:
+    if consecutive_skips > overflow_patience:
         return f"TrainingDiverged: {consecutive_skips} consecutive overflow-skipped steps at step {step}"
     if grad_norm is not None and not math.isfinite(float(grad_norm)) and not consecutive_skips:
         return f"TrainingDiverged: non-finite gradient norm ({grad_norm}) at step {step}"
+    if zero_grad_steps >= dead_patience:
+        return (f"TrainingDiverged: dead model, gradient norm 0 for {zero_grad_steps} steps in a row at step "
+                f"{step} (loss {float(loss):.4g}); no further step can change it (learning rate too high?)")
     return None
+
+
+def _lap(phase: dict[str, float], key: str, since: float) -> float:
+    """Add the time since ``since`` to ``phase[key]``; the new mark."""
+    now = time.perf_counter()
+    phase[key] += now - since
+    return now
 
 
 def _batches(shard, micro_batch: int, skip: int):
@@ -209,7 +223,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     step, consumed = 0, 0
     if restored is not None:
-        with restored.as_directory() as ckpt_dir:
+        with restored.as_directory() as ckpt_dir, weights_only_torch_load():
             _, client = engine.load_checkpoint(ckpt_dir, load_module_strict=True)
         state = client[CLIENT_STATE]
         step, consumed = state["step"], state["micro_batches"]
@@ -244,18 +258,25 @@ def train_loop_per_worker(loop_config: dict) -> None:
     engine.train()
     metrics: dict = {}
     skips, skipped_before = 0, int(getattr(engine, "skipped_steps", 0) or 0)  # fp16 overflow skips in a row
+    zero_grads = 0  # steps in a row with a gradient norm of exactly 0 (a dead model)
     while step < t.max_steps:
         t0 = time.perf_counter()
         parts: dict[str, float] = {}
         loss_sum, tokens = 0.0, 0
         lr = engine.get_lr()[0]  # the rate this step uses (the scheduler advances in step())
+        phase = dict.fromkeys(("data", "forward", "backward", "optimizer"), 0.0)  # where the step's time goes
         for _ in range(t.grad_accum):
+            tp = time.perf_counter()
             epoch, ids = next(batches)
             ids = ids.to(engine.device)
+            tp = _lap(phase, "data", tp)
             with torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext():
                 out = objective.compute(engine, ids)  # forward + loss (matmuls bf16 under autocast)
-            engine.backward(out.loss)  # outside autocast, as torch recommends
-            engine.step()
+            tp = _lap(phase, "forward", tp)
+            engine.backward(out.loss)  # outside autocast, as torch recommends (ZeRO's gradient reduce runs in here)
+            tp = _lap(phase, "backward", tp)
+            engine.step()  # optimizer on this rank's partition + gather of the updated weights
+            _lap(phase, "optimizer", tp)
             consumed += 1
             loss_sum += out.loss.item()
             tokens += out.n_tokens
@@ -275,6 +296,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             "lr": lr,
             "tokens_per_s": mean["tokens"] / dt,
             "step_time_s": dt,
+            **{f"time_{k}_s": v for k, v in phase.items()},
         }
         if peak:  # 6 N FLOPs per trained token over the workers' measured peak
             metrics["mfu"] = 6.0 * n_params * metrics["tokens_per_s"] / (world * peak)
@@ -287,7 +309,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         skipped_now = int(getattr(engine, "skipped_steps", 0) or 0)
         skips = skips + 1 if skipped_now > skipped_before else 0
         skipped_before = skipped_now
-        diverged = divergence(step, metrics["loss"], metrics.get("grad_norm"), skips)
+        gn_now = metrics.get("grad_norm")
+        zero_grads = zero_grads + 1 if gn_now is not None and float(gn_now) == 0.0 and not skips else 0
+        diverged = divergence(step, metrics["loss"], gn_now, skips, zero_grads,
+                              overflow_patience=t.overflow_patience, dead_patience=t.dead_patience)
         if diverged:
             if rank == 0:
                 sink.describe({}, {"emo_ray.failure": diverged})

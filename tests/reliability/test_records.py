@@ -103,14 +103,19 @@ def test_unwritable_storage_fails_before_anything_starts(tmp_path):
 
 
 def test_divergence_rule():
-    from emo_ray.train.worker import SKIP_PATIENCE, divergence
+    from emo_ray.train.worker import divergence
 
     assert divergence(3, 2.5, 1.0) is None
     assert divergence(7, math.nan, 1.0) == "TrainingDiverged: non-finite loss (nan) at step 7"
     assert divergence(7, math.inf, None).startswith("TrainingDiverged: non-finite loss")
     assert divergence(4, 2.5, math.inf) == "TrainingDiverged: non-finite gradient norm (inf) at step 4"
     assert divergence(4, 2.5, math.inf, consecutive_skips=1) is None  # an fp16 overflow skip
-    assert divergence(4, 2.5, math.inf, consecutive_skips=SKIP_PATIENCE + 1).startswith("TrainingDiverged")
+    assert divergence(4, 2.5, math.inf, consecutive_skips=11).startswith("TrainingDiverged")
+    assert divergence(4, 2.5, math.inf, consecutive_skips=3, overflow_patience=2).startswith("TrainingDiverged")
+    # a dead model: finite numbers, zero gradient norm step after step
+    assert divergence(5, 10.8, 0.0, zero_grad_steps=2) is None
+    assert divergence(6, 10.8, 0.0, zero_grad_steps=3).startswith("TrainingDiverged: dead model, gradient norm 0")
+    assert divergence(6, 10.8, 0.0, zero_grad_steps=1, dead_patience=1).startswith("TrainingDiverged: dead model")
 
 
 @pytest.mark.parametrize("name,body", [("bad.jsonl", b'{"text": "ok"}\n{"text": "caf\xe9"}\n'),

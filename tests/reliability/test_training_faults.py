@@ -46,6 +46,21 @@ def test_divergence_stops_the_run_failed_without_export(ray_local, mlflow_uri, t
     assert not any(k.startswith("val/") for k in run.data.metrics)
 
 
+def test_dead_model_stops_the_run_failed_without_export(ray_local, mlflow_uri, tmp_path):
+    """``train.lr=1e6`` (the issue's probe): every number stays finite, but one step saturates the
+    network and the gradient norm is 0 from then on. It used to finish FINISHED with exit 0."""
+    from mlflow import MlflowClient
+
+    cfg = cfg_for(tmp_path, "train.lr=1e6", "train.max_steps=8", "train.dead_patience=2",
+                  "tracking.run_name=dead")
+    with pytest.raises(Exception, match="TrainingDiverged: dead model, gradient norm 0 for 2 steps"):
+        fit(cfg)
+    (run,) = runs(MlflowClient(mlflow_uri), "dead")
+    assert run.info.status == "FAILED"
+    assert "hf_model_path" not in run.data.tags and "checkpoint_path" not in run.data.tags
+    assert run.data.tags["emo_ray.failure"].startswith("TrainingDiverged: dead model")
+
+
 def test_no_validation_data_logs_no_val_metrics(ray_local, mlflow_uri, tmp_path):
     from mlflow import MlflowClient
 
