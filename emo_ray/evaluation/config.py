@@ -45,7 +45,8 @@ class ExecutionConfig:
 @dataclass(frozen=True)
 class GenerationConfig:
     corpora: tuple = ("wikitext-2", "webtext")
-    """Names in ``emo_ray.evaluation.corpora.CORPORA`` (paper Table 4 prefix / generation lengths)."""
+    """Names in ``emo_ray.evaluation.corpora.CORPORA`` (paper Table 4 prefix / generation lengths)
+    or paths to corpus YAML files."""
     num_prompts: int = 200
     """Prompts per corpus: a seeded sample of all windows (0 = all)."""
     seeds: tuple = (0, 1)

@@ -1,5 +1,14 @@
 """Open-ended generation corpora (paper 4.1) with the prefix / generation lengths of Table 4.
 
+Corpus definitions are data: one YAML file per corpus in ``emo_ray/evaluation/corpus_defs/``
+(the file name is the corpus name). Add a corpus by writing a YAML file, and pass its path (or
+drop it in the folder and pass its name):
+
+    source: ${EMO_RAY_DATA}/my_corpus/test.jsonl   # or hf:NAME[:CONFIG]:SPLIT
+    prefix_tokens: 20
+    gen_tokens: 80
+    text_field: text            # optional; unit, newlines_to_spaces, windows_per_unit too
+
 Lengths are in tokens of the evaluated model's tokenizer. A prompt is a window of
 ``prefix_tokens + gen_tokens`` tokens of a text unit (a document, or a paragraph for WikiText
 whose test split has only 60 articles): the first ``prefix_tokens`` are the prompt, the rest is
@@ -7,10 +16,21 @@ the human continuation that MAUVE and ROUGE compare against.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
 from typing import Literal
 
-from emo_ray.data.sources import parse_hf
+import yaml
+
+from emo_ray.data.sources import DataError, parse_hf
+from emo_ray.typed_config import expand_path
+
+CORPUS_DIR = Path(__file__).resolve().parent / "corpus_defs"
+UNITS = ("document", "paragraph")
+
+
+class CorpusError(ValueError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -29,24 +49,78 @@ class Corpus:
 
     def __post_init__(self) -> None:
         parse_hf(self.source)  # a malformed hf: spec fails where the corpus is defined
+        for k in ("prefix_tokens", "gen_tokens", "windows_per_unit"):
+            if getattr(self, k) <= 0:
+                raise CorpusError(f"{k} must be positive, got {getattr(self, k)}")
+        if self.unit not in UNITS:
+            raise CorpusError(f"unit {self.unit!r} is not one of {list(UNITS)}")
 
 
-CORPORA: dict[str, Corpus] = {
-    # Table 4: WikiText 20/80. 60 test articles -> paragraphs give ~1k windows.
-    "wikitext-2": Corpus("${EMO_RAY_DATA}/wikitext-2/test.jsonl", 20, 80, unit="paragraph"),
-    "wikitext-103": Corpus("hf:wikitext:wikitext-103-raw-v1:test", 20, 80, unit="paragraph"),
-    # Table 4: WebText 20/80. Only 200 local test documents and some are shorter than 100
-    # tokens: a second window from the long ones keeps >= 200 prompts.
-    "webtext": Corpus("${EMO_RAY_DATA}/webtext/test.jsonl", 20, 80, newlines_to_spaces=True, windows_per_unit=2),
-    # Table 4: PTB 5/25 (hub only; no local copy).
-    "ptb": Corpus("hf:ptb_text_only:penn_treebank:test", 5, 25, text_field="sentence"),
-    # Table 4: AG News 10/30.
-    "ag_news": Corpus("${EMO_RAY_DATA}/ag_news/test.jsonl", 10, 30),
-}
+_FIELDS = {f.name: f for f in fields(Corpus)}
+_REQUIRED = [n for n, f in _FIELDS.items() if f.default is MISSING]
+_TYPES = {"source": str, "prefix_tokens": int, "gen_tokens": int, "text_field": str, "unit": str,
+          "newlines_to_spaces": bool, "windows_per_unit": int}
 
 
-def get_corpus(name: str) -> Corpus:
+def load_corpus_file(path: str | Path) -> Corpus:
+    """A corpus from a YAML file whose keys are the :class:`Corpus` fields; every mistake raises
+    :class:`CorpusError` naming the file."""
+    path = Path(path)
     try:
-        return CORPORA[name]
-    except KeyError:
-        raise ValueError(f"{name!r} is not a generation corpus; valid: {sorted(CORPORA)}") from None
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CorpusError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise CorpusError(f"{path}: expected a mapping of corpus keys {list(_FIELDS)}, got {type(data).__name__}")
+    unknown = set(data) - set(_FIELDS)
+    if unknown:
+        raise CorpusError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {list(_FIELDS)}")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise CorpusError(f"{path}: missing key(s) {missing}")
+    for k, v in data.items():
+        want = _TYPES[k]
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise CorpusError(f"{path}: {k} must be {want.__name__}, got {v!r} ({type(v).__name__})")
+    try:
+        return Corpus(**data)
+    except DataError as e:
+        raise CorpusError(f"{path}: source: {e}") from None
+    except CorpusError as e:
+        raise CorpusError(f"{path}: {e}") from None
+
+
+def _load_shipped() -> dict[str, Corpus]:
+    return {p.stem: load_corpus_file(p) for p in sorted(CORPUS_DIR.glob("*.yaml"))}
+
+
+CORPORA: dict[str, Corpus] = _load_shipped()
+"""The shipped corpora (every paper Table 4 domain), by file name."""
+
+
+def corpus_names() -> list[str]:
+    return sorted(CORPORA)
+
+
+def corpus_label(name_or_path: str) -> str:
+    """The name a corpus goes by in metric keys and artifact names: a shipped name as is, a
+    file by its stem (``~/data/my_ptb.yaml`` -> ``my_ptb``), since MLflow keys take no ``~``/``$``."""
+    return name_or_path if name_or_path in CORPORA else Path(str(name_or_path)).stem
+
+
+def get_corpus(name_or_path: str) -> Corpus:
+    """A shipped corpus by name, or a corpus YAML file by path (``~`` and ``${EMO_RAY_DATA}``
+    expanded; relative to the working directory)."""
+    if name_or_path in CORPORA:
+        return CORPORA[name_or_path]
+    try:
+        path = Path(expand_path(name_or_path))
+    except ValueError as e:  # an unset variable, or a stray '$'
+        raise CorpusError(f"corpus {name_or_path!r}: {e}") from None
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise CorpusError(f"corpus file {path} does not exist")
+        return load_corpus_file(path)
+    raise CorpusError(
+        f"{name_or_path!r} is not a generation corpus; valid: {corpus_names()} (or a path to a corpus YAML file)"
+    )

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from emo_ray.evaluation.config import EvalConfig
-from emo_ray.evaluation.corpora import get_corpus
+from emo_ray.evaluation.corpora import corpus_label, get_corpus
 from emo_ray.evaluation.executor import map_rows
 from emo_ray.evaluation.featurize import featurize
 from emo_ray.evaluation.generation import Sampler, make_prompts
@@ -82,7 +82,7 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     table["oracle_nll_sum"] = [model_nll.get(i, (np.nan, 0))[0] for i in table.index]
     table["oracle_tokens"] = [model_nll.get(i, (np.nan, 0))[1] for i in table.index]
 
-    key = f"gen/{corpus_name}"
+    key = f"gen/{corpus_label(corpus_name)}"
     metrics: dict[str, float] = {
         f"{key}/n_prompts": len(prompts),
         f"{key}/oracle_ppl_human": corpus_perplexity(*zip(*human_nll)),
@@ -128,4 +128,4 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         f"{key}/oracle_ppl": f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
         f"{key}/rouge": rouge_settings(cfg.rouge.use_stemmer),
     }
-    return SectionResult(metrics, params, {f"generations/{corpus_name}.json": table})
+    return SectionResult(metrics, params, {f"generations/{corpus_label(corpus_name)}.json": table})

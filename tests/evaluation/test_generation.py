@@ -14,8 +14,9 @@ def test_table4_lengths():
     got = {k: (c.prefix_tokens, c.gen_tokens) for k, c in CORPORA.items()}
     assert got["wikitext-2"] == (20, 80) and got["webtext"] == (20, 80)
     assert got["ptb"] == (5, 25) and got["ag_news"] == (10, 30)
+    assert got["wikitext-103"] == (20, 80) and got["writingprompts"] == (35, 80)
     with pytest.raises(ValueError, match="valid: \\['ag_news'"):
-        get_corpus("writingprompts")
+        get_corpus("lambada")
 
 
 @needs_data
