@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from emo_ray.losses.common import IGNORE_INDEX, LossOutput, Mix
-from emo_ray.losses.emo import emo_loss, emo_mix
+from emo_ray.losses.emo import emo_loss, emo_mix, emo_option_error
 from emo_ray.losses.mixce import mixce_loss, mixce_mix
 from emo_ray.losses.mle import mle_loss, mle_mix
 from emo_ray.losses.tailr import tailr_loss, tailr_mix, tvd_loss, tvd_mix
@@ -29,12 +29,15 @@ class LossSpec:
     """A registry entry: the materialised loss ``fn(logits, labels, *, hparams)``, the keyword
     arguments that pin this named variant, whether the caller must bind a cost embedding, and its
     per-token formula ``mix`` (which ``fn`` computes through, and the chunked path too). An entry
-    without a ``mix`` (e.g. a plugin's ``LossSpec(my_loss)``) has no chunked form."""
+    without a ``mix`` (e.g. a plugin's ``LossSpec(my_loss)``) has no chunked form. ``option_error``
+    (optional) checks constraints *between* hyperparameters: called with every resolved keyword
+    argument, it returns why the combination is invalid, or ``None``."""
 
     fn: Callable[..., LossOutput]
     pinned: dict[str, Any] = field(default_factory=dict)
     needs_cost_embedding: bool = False
     mix: Mix | None = None
+    option_error: Callable[..., str | None] | None = None
 
 
 _EMO = {"mode": 1, "level": "token", "ratio_cap": None, "exclude_target": False}
@@ -49,7 +52,21 @@ LOSSES: dict[str, LossSpec] = {
     "emo_mode2": LossSpec(emo_loss, {**_EMO, "mode": 2}, True, emo_mix),
     "emo_exclude_target": LossSpec(emo_loss, {**_EMO, "exclude_target": True}, True, emo_mix),
     "emo_batch": LossSpec(emo_loss, {**_EMO, "level": "batch"}, True, emo_mix),
+    "emo_mode2_exclude_target": LossSpec(emo_loss, {**_EMO, "mode": 2, "exclude_target": True}, True, emo_mix),
+    # Nothing pinned: every EMO option is a hyperparameter (defaults those of "emo"), for the
+    # combinations no preset above covers.
+    "emo_custom": LossSpec(emo_loss, {}, True, emo_mix, emo_option_error),
 }
+
+
+def _unpinned_sibling(name: str, key: str) -> str | None:
+    """A registered entry with the same loss function in which ``key`` is tunable (for EMO presets:
+    ``emo_custom``), to name in the error when a preset's pinned key is set."""
+    fn = get_spec(name).fn
+    for other, spec in LOSSES.items():
+        if other != name and spec.fn is fn and key not in spec.pinned and key in hyperparameters(other):
+            return other
+    return None
 
 
 def has_chunked_form(name: str) -> bool:
@@ -98,11 +115,17 @@ def check_hparams(name: str, hparams: dict[str, Any]) -> None:
     ranges = hparam_ranges(name)
     for key, value in hparams.items():
         if key in spec.pinned:
-            raise ValueError(f"{key!r} is pinned to {spec.pinned[key]!r} by the named variant {name!r}")
+            sibling = _unpinned_sibling(name, key)
+            hint = f"; to choose it, use the loss {sibling!r} ({key}={value!r})" if sibling else ""
+            raise ValueError(f"{key!r} is pinned to {spec.pinned[key]!r} by the named variant {name!r}{hint}")
         if key not in allowed:
             raise ValueError(f"loss {name!r} takes no hyperparameter {key!r}; valid: {sorted(allowed)}")
         if key in ranges and not ranges[key].contains(value):
             raise ValueError(f"loss {name!r}: {key} must lie in {ranges[key]}, got {value!r}")
+    if spec.option_error is not None:
+        error = spec.option_error(**{**hyperparameters(name), **spec.pinned, **hparams})
+        if error:
+            raise ValueError(f"loss {name!r}: {error}")
 
 
 def get_loss(name: str, *, cost_embedding=None, ignore_index: int = IGNORE_INDEX, **hparams) -> Callable[..., LossOutput]:

@@ -10,19 +10,26 @@ L2-normalised row-wise the bound collapses to one inner product per token:
 It is combined with MLE by the dynamic weighting of Eq. 18. The official code ran several drifted
 variants; each is a named entry of the registry (``emo_ray.losses.LOSSES``):
 
-=======================  ==========================================================================
-``emo``                  per-token mode 1: ``0.5 (mle + sg(mle/emo) emo)`` (continual_finetuning/
-                         emo_llama.py ``EMOLlamaForCausalLM``; language_modeling/gpt2.py ``emo``)
-``emo_capped``           mode 1 with the ratio capped at 3.0 (emo_patch.py @54a7880, PyPI
-                         ``EMOLoss`` 0.0.3 ``mode=1``)
-``emo_mode2``            per-token mode 2: ``sg(emo/mle) mle + emo`` (``EMOLlama2ForCausalLM``,
-                         PyPI ``EMOLoss`` ``mode=2``)
-``emo_exclude_target``   mode 1 with the target's own probability removed from ``q`` by a
-                         stopped subtraction (the repo README's ``gt_q`` snippet); gradients are
-                         those of ``emo``, the value is higher by ``q_y``
-``emo_batch``            Eq. 18 as the paper writes it: the ratio is taken between the
-                         *batch* means of the MLE and EMO terms, not per token
-=======================  ==========================================================================
+==============================  ==========================================================================
+``emo``                         per-token mode 1: ``0.5 (mle + sg(mle/emo) emo)`` (continual_finetuning/
+                                emo_llama.py ``EMOLlamaForCausalLM``; language_modeling/gpt2.py ``emo``)
+``emo_capped``                  mode 1 with the ratio capped at 3.0 (emo_patch.py @54a7880, PyPI
+                                ``EMOLoss`` 0.0.3 ``mode=1``)
+``emo_mode2``                   per-token mode 2: ``sg(emo/mle) mle + emo`` (``EMOLlama2ForCausalLM``,
+                                PyPI ``EMOLoss`` ``mode=2``)
+``emo_exclude_target``          mode 1 with the target's own probability removed from ``q`` by a
+                                stopped subtraction (the repo README's ``gt_q`` snippet); gradients are
+                                those of ``emo``, the value is higher by ``q_y``
+``emo_batch``                   Eq. 18 as the paper writes it: the ratio is taken between the
+                                *batch* means of the MLE and EMO terms, not per token
+``emo_mode2_exclude_target``    mode 2 with the target excluded as in ``emo_exclude_target``
+                                (continual_finetuning/emo_llama.py ``EMOLlama2ForCausalLM`` @394a8e1, the
+                                last commit to touch it; ``finetune_lora.sh``/``finetune_fsdp.sh`` train
+                                it as ``mode=emo2``)
+``emo_custom``                  no preset: ``mode``, ``level``, ``ratio_cap``, ``exclude_target`` are all
+                                hyperparameters with the defaults of ``emo``, so any combination can be
+                                trained (``ratio_cap`` only with ``mode=1``, see :func:`emo_option_error`)
+==============================  ==========================================================================
 
 ``fixed`` (frozen copy of the pre-trained head, Sec. 4.2.1) versus ``adaptive`` (the live head) is
 which tensor the caller passes as ``cost_embedding``; the loss always detaches it.
@@ -56,6 +63,15 @@ def normalize_cost_embedding(cost_embedding: torch.Tensor) -> torch.Tensor:
     e = cost_embedding.detach()
     e = e.to(compute_dtype(e.dtype))
     return e / torch.linalg.vector_norm(e, ord=2, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def emo_option_error(*, mode: int, ratio_cap: float | None, **_) -> str | None:
+    """Why a combination of EMO options is invalid (``None`` if it is valid): each option's own
+    range is declared in :func:`emo_loss`'s signature; this is the one constraint between them.
+    ``ratio_cap`` caps mode 1's weight ``sg(mle/emo)``; mode 2 has no cap, so it would be ignored."""
+    if mode != 1 and ratio_cap is not None:
+        return f"ratio_cap caps mode 1's weight sg(mle/emo) only; got ratio_cap={ratio_cap!r} with mode={mode!r}"
+    return None
 
 
 def dynamic_weighting(

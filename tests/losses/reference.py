@@ -116,4 +116,15 @@ REFERENCES = {
     "emo_mode2": lambda lg, lb, E: ref_emo(lg, lb, E, mode=2),
     "emo_exclude_target": lambda lg, lb, E: ref_emo(lg, lb, E, exclude_target=True),
     "emo_batch": lambda lg, lb, E: ref_emo(lg, lb, E, level="batch"),
+    "emo_mode2_exclude_target": lambda lg, lb, E: ref_emo(lg, lb, E, mode=2, exclude_target=True),
+    "emo_custom": lambda lg, lb, E, **h: ref_emo(lg, lb, E, **h),  # nothing pinned: every option passed through
 }
+
+# Combinations only ``emo_custom`` can build (no preset pins them), run by the parametrised tests
+# next to each registry name with its default hyperparameters.
+EMO_CUSTOM_CASES = [
+    {"mode": 2, "exclude_target": True},  # = the preset emo_mode2_exclude_target
+    {"mode": 1, "ratio_cap": 1.5, "exclude_target": True},  # cap low enough to bind on these inputs
+    {"mode": 2, "level": "batch"},
+    {"mode": 2, "level": "batch", "exclude_target": True},
+]

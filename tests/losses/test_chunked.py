@@ -11,9 +11,12 @@ from torch.utils._pytree import tree_flatten
 from emo_ray.losses import LOSSES, get_loss
 from emo_ray.losses.chunked import CHUNKED_SUPPORTED, chunked_loss
 from tests.losses.reference import REFERENCES
+from tests.losses.test_losses import case_id, cases
 
 NAMES = sorted(LOSSES)
 HPARAMS = {"tailr": {"gamma": 0.3, "min_weight": 0.05}, "tvd": {"gamma": 0.6}, "mixce": {"gamma": 0.4}}
+CASES = cases(HPARAMS)  # every registry name, then the emo_custom combinations (incl. level='batch')
+CASE_IDS = [case_id(c) for c in CASES]
 ODD = (3, 37, 1271, 41)  # (B, T, V, d): nothing divides anything
 
 
@@ -80,28 +83,27 @@ def test_supports_every_registered_objective():
     assert CHUNKED_SUPPORTED == frozenset(LOSSES)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("chunk_size", [17, 64, 4096])  # not dividing N=108 ... larger than N
-def test_matches_materialised_fp32(name, chunk_size):
-    compare(name, chunk_size=chunk_size, **HPARAMS.get(name, {}))
+def test_matches_materialised_fp32(name, h, chunk_size):
+    compare(name, chunk_size=chunk_size, **h)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if LOSSES[n].needs_cost_embedding])
-def test_adaptive_cost_embedding_is_detached(name):
-    compare(name, chunk_size=29, adaptive=True)
+@pytest.mark.parametrize("name,h", [c for c in CASES if LOSSES[c[0]].needs_cost_embedding],
+                         ids=[case_id(c) for c in CASES if LOSSES[c[0]].needs_cost_embedding])
+def test_adaptive_cost_embedding_is_detached(name, h):
+    compare(name, chunk_size=29, adaptive=True, **h)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_fp64_no_bias_and_grad_output_scaling(name):
-    compare(name, (2, 23, 301, 13), chunk_size=7, dtype=torch.float64, bias=False, grad_out=-0.37,
-            **HPARAMS.get(name, {}))
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
+def test_fp64_no_bias_and_grad_output_scaling(name, h):
+    compare(name, (2, 23, 301, 13), chunk_size=7, dtype=torch.float64, bias=False, grad_out=-0.37, **h)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_fp64_against_naive_loop_reference(name):
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
+def test_fp64_against_naive_loop_reference(name, h):
     """Independent of get_loss: the per-token float64 loops of tests/losses/reference.py."""
     hidden, weight, b, labels, fixed = make(2, 9, 31, 5, dtype=torch.float64, seed=5)
-    h = HPARAMS.get(name, {})
     c_h, c_w = leaves(hidden, weight)
     out = chunked_loss(name, c_h, c_w, labels, head_bias=b, cost_embedding=fixed, chunk_size=4, **h)
     r_h, r_w = leaves(hidden, weight)
@@ -124,12 +126,12 @@ def test_tailr_min_weight():
     assert out.metrics["tailr_weight"] >= 0.3 - 1e-6
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_all_masked_is_zero_and_backward_runs(name):
+@pytest.mark.parametrize("name,hp", CASES, ids=CASE_IDS)
+def test_all_masked_is_zero_and_backward_runs(name, hp):
     hidden, weight, b, labels, fixed = make(2, 6, 13, 4)
     labels[:] = -100
     h, w, bb = leaves(hidden, weight, b)
-    out = chunked_loss(name, h, w, labels, head_bias=bb, cost_embedding=fixed)
+    out = chunked_loss(name, h, w, labels, head_bias=bb, cost_embedding=fixed, **hp)
     assert out.loss.item() == 0.0 and out.n_tokens == 0
     assert out.loss.requires_grad
     out.loss.backward()

@@ -4,11 +4,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emo_ray.losses import LOSSES, get_loss
-from tests.losses.reference import REFERENCES, cost_matrix
+from emo_ray.losses import LOSSES, check_hparams, get_loss, hyperparameters
+from tests.losses.reference import EMO_CUSTOM_CASES, REFERENCES, cost_matrix
 
 SHAPES = [(2, 5, 11, 7), (3, 13, 41, 9), (1, 2, 3, 4)]  # (B, T, V, d), odd on purpose
 HPARAMS = {"tailr": {"gamma": 0.3, "min_weight": 0.1}, "tvd": {"gamma": 0.6}, "mixce": {"gamma": 0.4}}
+
+
+def cases(hparams):
+    """(name, hyperparameters) for every registry entry, then the emo_custom combinations."""
+    return [(n, hparams.get(n, {})) for n in sorted(LOSSES)] + [("emo_custom", h) for h in EMO_CUSTOM_CASES]
+
+
+def case_id(case):
+    name, h = case
+    return name + ("[" + ",".join(f"{k}={v}" for k, v in h.items()) + "]" if name == "emo_custom" and h else "")
+
+
+CASES = cases(HPARAMS)
+CASE_IDS = [case_id(c) for c in CASES]
 
 
 def make_inputs(B, T, V, d, *, seed=0, masked_frac=0.25, dtype=torch.float64):
@@ -25,11 +39,10 @@ def run(name, logits, labels, E, **h):
     return fn(logits, labels)
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_matches_reference_values_and_grads(name, shape):
+def test_matches_reference_values_and_grads(name, h, shape):
     logits, labels, E = make_inputs(*shape, seed=hash((name, shape)) % 1000)
-    h = HPARAMS.get(name, {})
     fast_in = logits.clone().requires_grad_(True)
     ref_in = logits.clone().requires_grad_(True)
     out = run(name, fast_in, labels, E, **h)
@@ -42,30 +55,28 @@ def test_matches_reference_values_and_grads(name, shape):
     assert out.n_tokens == int((labels[:, 1:] != -100).sum())
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_fp32_close_to_fp64(name):
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
+def test_fp32_close_to_fp64(name, h):
     logits, labels, E = make_inputs(2, 9, 37, 5, seed=3)
-    h = HPARAMS.get(name, {})
     lo = run(name, logits.float(), labels, E.float(), **h).loss
     hi = run(name, logits, labels, E, **h).loss
     torch.testing.assert_close(lo.double(), hi, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_all_masked_is_zero_and_backward_runs(name):
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
+def test_all_masked_is_zero_and_backward_runs(name, h):
     logits, labels, E = make_inputs(2, 6, 13, 4)
     labels[:] = -100
     x = logits.clone().requires_grad_(True)
-    out = run(name, x, labels, E, **HPARAMS.get(name, {}))
+    out = run(name, x, labels, E, **h)
     assert out.loss.item() == 0.0 and out.n_tokens == 0
     out.loss.backward()
     assert x.grad is not None and torch.count_nonzero(x.grad) == 0
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_ignored_positions_do_not_matter(name):
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
+def test_ignored_positions_do_not_matter(name, h):
     logits, labels, E = make_inputs(2, 8, 17, 4, masked_frac=0.4)
-    h = HPARAMS.get(name, {})
     base = run(name, logits, labels, E, **h).loss
     # Scramble logits at positions whose *next* label is ignored: the loss must not change.
     ignored = torch.zeros_like(labels, dtype=torch.bool)
@@ -127,14 +138,16 @@ def test_cost_embedding_gets_no_gradient():
 
 def test_emo_variants_differ_where_they_should():
     """Mode 1's value is exactly the MLE (0.5 (m + sg(m/e) e) = m): the variants differ in their
-    gradients, so compare those."""
+    gradients, so compare those. Every preset, and the emo_custom combinations no preset covers."""
     logits, labels, E = make_inputs(3, 9, 29, 5, masked_frac=0.0)
     grads = {}
-    for name in (n for n in LOSSES if LOSSES[n].needs_cost_embedding):
+    variants = [(n, {}) for n in LOSSES if LOSSES[n].needs_cost_embedding and LOSSES[n].pinned]
+    variants += [("emo_custom", h) for h in EMO_CUSTOM_CASES if h != {"mode": 2, "exclude_target": True}]
+    for name, h in variants:
         x = logits.clone().requires_grad_(True)
-        out = run(name, x, labels, E)
+        out = run(name, x, labels, E, **h)
         out.loss.backward()
-        grads[name] = x.grad
+        grads[case_id((name, h))] = x.grad
         if name in ("emo", "emo_batch", "emo_exclude_target"):
             assert out.loss.item() == pytest.approx(out.metrics["mle"], rel=1e-9)  # up to the 1e-10 ratio eps
     names = sorted(grads)
@@ -150,6 +163,12 @@ def test_unknown_loss_and_bad_hparams_are_named():
         get_loss("tailr", gama=0.5)
     with pytest.raises(ValueError, match="pinned"):
         get_loss("emo_capped", cost_embedding=torch.zeros(3, 2), ratio_cap=5.0)
+    with pytest.raises(ValueError, match="'mode' is pinned to 1 by the named variant 'emo'; .*'emo_custom'"):
+        check_hparams("emo", {"mode": 2})
+    with pytest.raises(ValueError, match=r"loss 'emo_custom': mode must lie in \{1, 2\}, got 3"):
+        check_hparams("emo_custom", {"mode": 3})
+    with pytest.raises(ValueError, match="loss 'emo_custom': ratio_cap caps mode 1's weight .* only"):
+        get_loss("emo_custom", cost_embedding=torch.zeros(3, 2), mode=2, ratio_cap=3.0)
     with pytest.raises(ValueError, match="needs a cost_embedding"):
         get_loss("emo")
     with pytest.raises(ValueError, match="gamma must lie"):
@@ -164,3 +183,18 @@ def test_bf16_logits_give_fp32_loss_close_to_fp32():
     out32 = run("emo", logits.bfloat16().float(), labels, E)
     assert out16.loss.dtype == torch.float32
     torch.testing.assert_close(out16.loss, out32.loss)
+
+
+def test_every_emo_preset_is_emo_custom_with_its_pinned_options():
+    """The presets are names for settings of emo_custom, whose defaults are those of emo."""
+    assert hyperparameters("emo_custom") == LOSSES["emo"].pinned
+    assert hyperparameters("emo") == {}
+    logits, labels, E = make_inputs(2, 7, 19, 5, seed=11)
+    for name in (n for n in LOSSES if LOSSES[n].fn is LOSSES["emo_custom"].fn):
+        a = logits.clone().requires_grad_(True)
+        b = logits.clone().requires_grad_(True)
+        preset = run(name, a, labels, E)
+        custom = run("emo_custom", b, labels, E, **LOSSES[name].pinned)
+        assert preset.loss.item() == custom.loss.item() and preset.metrics == custom.metrics, name
+        preset.loss.backward(), custom.loss.backward()
+        assert torch.equal(a.grad, b.grad), name

@@ -13,7 +13,7 @@ from emo_ray.losses.chunked import CHUNKED_SUPPORTED, chunked_loss
 from emo_ray.losses.common import IGNORE_INDEX, masked_mean, shift_and_flatten, token_logprobs
 from emo_ray.losses.emo import demd_terms
 from tests.losses.reference import cost_matrix
-from tests.losses.test_losses import HPARAMS, make_inputs
+from tests.losses.test_losses import CASE_IDS, CASES, make_inputs
 
 NAMES = sorted(LOSSES)
 
@@ -32,12 +32,11 @@ def naive_terms(logits, labels, E):
     return mle, demd, mask
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_materialised_loss_is_its_registered_mix(name):
+@pytest.mark.parametrize("name,h", CASES, ids=CASE_IDS)
+def test_materialised_loss_is_its_registered_mix(name, h):
     """``fn`` computes exactly ``mix`` of the per-token terms (values, metrics, gradients)."""
     spec = LOSSES[name]
     logits, labels, E = make_inputs(3, 11, 23, 6, seed=7)
-    h = HPARAMS.get(name, {})
     a = logits.clone().requires_grad_(True)
     b = logits.clone().requires_grad_(True)
     out = get_loss(name, cost_embedding=E if spec.needs_cost_embedding else None, **h)(a, labels)
@@ -128,6 +127,12 @@ BAD = [
     ("mixce", "gamma", True, "[0, 1]"),
     ("mixce", "gamma", None, "[0, 1]"),
     ("tailr", "gamma", math.nan, "[0, 1]"),
+    ("emo_custom", "mode", 3, "{1, 2}"),
+    ("emo_custom", "mode", True, "{1, 2}"),
+    ("emo_custom", "mode", "2", "{1, 2}"),
+    ("emo_custom", "level", "sequence", "{'token', 'batch'}"),
+    ("emo_custom", "ratio_cap", 0.0, "(0, inf) or None"),
+    ("emo_custom", "exclude_target", 1, "{False, True}"),
 ]
 
 
@@ -145,10 +150,48 @@ def test_out_of_range_value_fails_at_load_naming_loss_key_value_and_range(name, 
 @pytest.mark.parametrize(
     "name,hparams",
     [("mixce", {"gamma": 0}), ("mixce", {"gamma": 1}), ("tailr", {"gamma": 0.0, "min_weight": None}),
-     ("tailr", {"min_weight": 1.0}), ("tvd", {"gamma": 0.25})],
+     ("tailr", {"min_weight": 1.0}), ("tvd", {"gamma": 0.25}),
+     ("emo_custom", {"mode": 2, "level": "batch", "ratio_cap": None, "exclude_target": True}),
+     ("emo_custom", {"ratio_cap": 3, "exclude_target": True})],
 )
 def test_values_on_the_boundary_or_int_pass(name, hparams):
     check_hparams(name, hparams)
+
+
+def test_emo_custom_lists_every_emo_option_with_the_defaults_of_emo():
+    assert hyperparameters("emo_custom") == {"mode": 1, "level": "token", "ratio_cap": None, "exclude_target": False}
+    assert set(hparam_ranges("emo_custom")) >= set(hyperparameters("emo_custom"))
+    assert LOSSES["emo_custom"].pinned == {}
+    assert LOSSES["emo_mode2_exclude_target"].pinned == {**LOSSES["emo"].pinned, "mode": 2, "exclude_target": True}
+    assert hyperparameters("emo_mode2_exclude_target") == {}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if LOSSES[n].pinned])
+def test_a_pinned_key_is_refused_naming_the_composable_entry(name):
+    for key, value in LOSSES[name].pinned.items():
+        with pytest.raises(ValueError) as err:
+            check_hparams(name, {key: value})  # even the pinned value itself: the preset fixes it
+        msg = str(err.value)
+        assert f"{key!r} is pinned to {value!r} by the named variant {name!r}" in msg
+        assert "'emo_custom'" in msg and "\n" not in msg, msg
+
+
+def test_pinned_error_names_an_entry_of_the_same_loss_where_the_key_is_tunable(monkeypatch):
+    monkeypatch.setitem(LOSSES, "mixce_half", LossSpec(LOSSES["mixce"].fn, {"gamma": 0.5}, mix=LOSSES["mixce"].mix))
+    with pytest.raises(ValueError, match=r"^'gamma' is pinned to 0.5 by the named variant 'mixce_half'; .*'mixce'"):
+        check_hparams("mixce_half", {"gamma": 0.7})  # "mixce" takes gamma: it is the composable one
+    monkeypatch.setitem(LOSSES, "mixce_half", LossSpec(lambda lg, lb, *, gamma=0.5: None, {"gamma": 0.5}))
+    with pytest.raises(ValueError, match=r"^'gamma' is pinned to 0.5 by the named variant 'mixce_half'$"):
+        check_hparams("mixce_half", {"gamma": 0.7})
+
+
+def test_emo_custom_refuses_a_ratio_cap_that_mode_2_would_ignore():
+    with pytest.raises(ValueError, match=r"^loss 'emo_custom': ratio_cap caps mode 1's weight .*ratio_cap=3.0 with mode=2$"):
+        check_hparams("emo_custom", {"mode": 2, "ratio_cap": 3.0})
+    hidden, weight = torch.randn(1, 4, 3), torch.randn(7, 3)
+    with pytest.raises(ValueError, match="ratio_cap caps mode 1"):
+        chunked_loss("emo_custom", hidden, weight, torch.zeros(1, 4, dtype=torch.long), cost_embedding=weight,
+                     mode=2, ratio_cap=3.0)
 
 
 def test_chunked_checks_ranges_too():
@@ -163,3 +206,14 @@ def test_config_load_rejects_out_of_range_gamma():
 
     with pytest.raises(ValueError, match=r"gamma must lie in \[0, 1\], got 1.5"):
         load_config(None, ["train.loss=tailr", "train.loss_kwargs={gamma: 1.5}"])
+
+
+def test_config_load_takes_emo_custom_options_and_checks_them():
+    from emo_ray.config import load_config
+
+    cfg = load_config(None, ["train.loss=emo_custom", "train.loss_kwargs={mode: 2, exclude_target: true}"])
+    assert cfg.train.loss_kwargs == {"mode": 2, "exclude_target": True}
+    with pytest.raises(ValueError, match=r"mode must lie in \{1, 2\}, got 3"):
+        load_config(None, ["train.loss=emo_custom", "train.loss_kwargs={mode: 3}"])
+    with pytest.raises(ValueError, match="pinned to 1 by the named variant 'emo'.*'emo_custom'"):
+        load_config(None, ["train.loss=emo", "train.loss_kwargs={mode: 2}"])
