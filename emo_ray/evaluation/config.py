@@ -58,6 +58,16 @@ class GenerationConfig:
     """Seed of the prompt sample (fixed across models so that they see the same prompts)."""
     batch_size: int = 16
     """Prompts per sampling batch (all prompts of a corpus have the same length: no padding)."""
+    precision_recall: bool = False
+    """Also score the paper's Figure 2 quantities (section 4) on the same prompts:
+    ``gen/<corpus>/recall_ce``, forward cross-entropy (human continuations under the evaluated
+    model), and ``gen/<corpus>/<decoder>/precision_ce_mean`` / ``_std``, reverse cross-entropy
+    (the model's samples under ``surrogate``), both in nats per token. See
+    ``emo_ray/evaluation/precision_recall.py``."""
+    surrogate: str = ""
+    """Surrogate of the data distribution that scores the samples for ``precision_ce``: registry
+    name, hub id or folder; empty = ``oracle.model`` (then the oracle's NLLs are reused and
+    ``precision_ce`` is exactly ``log(oracle_ppl)`` per seed, no second scoring pass)."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,8 @@ def validate(cfg: EvalConfig) -> None:
                 get_corpus(name)
             for name in g.decoders:
                 get_decoder(name)
+            if g.precision_recall and g.surrogate:
+                _check_model("generation.surrogate", g.surrogate)
         if cfg.icl_enabled:
             for t in i.tasks:
                 load_task(t)  # a typo in a task name or file fails here, not after a model loaded
@@ -189,6 +201,16 @@ def validate(cfg: EvalConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise EvalConfigError(msg)
+
+
+def _check_model(key: str, name: str) -> None:
+    """A model name that cannot load fails now, in one line (no conversion, no download)."""
+    from emo_ray.models import check_available
+
+    try:
+        check_available(name)
+    except (FileNotFoundError, OSError) as err:
+        raise EvalConfigError(f"{key}: {err}") from None
 
 
 def to_flat(cfg: EvalConfig) -> dict[str, Any]:

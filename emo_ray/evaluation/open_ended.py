@@ -1,5 +1,7 @@
 """Open-ended generation evaluation of one corpus (paper 4.1): sample, then MAUVE, oracle
-perplexity and ROUGE per seed, reported as mean and std over the seeds.
+perplexity and ROUGE per seed, reported as mean and std over the seeds; with
+``generation.precision_recall`` also the section-4 / Figure 2 cross-entropies on the same prompts
+and samples (``precision_recall.py``).
 
 Empty generations (EOS first, or only whitespace) are recorded and counted
 (``n_empty``) and left out of every score; if a seed has fewer than two non-empty generations
@@ -13,13 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from emo_ray.evaluation import precision_recall
 from emo_ray.evaluation.config import EvalConfig
 from emo_ray.evaluation.corpora import corpus_label, get_corpus
 from emo_ray.evaluation.executor import map_rows
 from emo_ray.evaluation.featurize import featurize
 from emo_ray.evaluation.generation import Sampler, make_prompts
 from emo_ray.evaluation.mauve_score import mauve, mauve_settings
-from emo_ray.evaluation.oracle_ppl import ContinuationNLL, corpus_perplexity
+from emo_ray.evaluation.oracle_ppl import corpus_perplexity, score_continuations
 from emo_ray.evaluation.rouge import rouge, rouge_settings
 
 
@@ -74,22 +77,34 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     t_orc = time.perf_counter()
     oracle_rows = [{"prefix": a, "continuation": b, "kind": "model", "idx": i} for i, a, b in zip(ok.index, ok["prefix"], ok["generation"])]
     oracle_rows += [{"prefix": p.prefix, "continuation": p.reference, "kind": "human", "idx": p.prompt_id} for p in prompts]
-    scored = map_rows(oracle_rows, ContinuationNLL, {"model_path": materialize(cfg.oracle.model)},
-                      execution=ex, batch_size=cfg.oracle.batch_size)
+    oracle_path = materialize(cfg.oracle.model)
+    scored = score_continuations(oracle_rows, oracle_path, execution=ex, batch_size=cfg.oracle.batch_size)
     t_orc = time.perf_counter() - t_orc
     model_nll = {r["idx"]: (r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "model"}
     human_nll = [(r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "human"]
     table["oracle_nll_sum"] = [model_nll.get(i, (np.nan, 0))[0] for i in table.index]
     table["oracle_tokens"] = [model_nll.get(i, (np.nan, 0))[1] for i in table.index]
 
+    # Forward / reverse cross-entropy (recall / precision): the same prompts and samples; the
+    # surrogate's NLLs are the oracle's when the surrogate is the oracle.
+    pr = None
+    t_pr = time.perf_counter()
+    if g.precision_recall:
+        pr = precision_recall.score_corpus(model_path, prompts, table, ok, cfg, oracle_path)
+    t_pr = time.perf_counter() - t_pr
+
     key = f"gen/{corpus_label(corpus_name)}"
     metrics: dict[str, float] = {
         f"{key}/n_prompts": len(prompts),
         f"{key}/oracle_ppl_human": corpus_perplexity(*zip(*human_nll)),
     }
+    if pr is not None:
+        metrics[f"{key}/recall_ce"] = pr.recall_ce  # no sampling involved: one number, no seed std
     feat_of = {idx: k for k, idx in enumerate(ok.index)}
     for dec in g.decoders:
         per_seed: dict[str, list[float]] = {"mauve": [], "oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
+        if pr is not None:
+            per_seed["precision_ce"] = []
         for s in g.seeds:
             sel = table[(table["decoder"] == dec) & (table["seed"] == s)]
             good = sel[~sel["empty"]]
@@ -105,6 +120,8 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
                 "n_empty": float(sel["empty"].sum()),
                 "gen_tokens": float(sel["n_gen_tokens"].mean()),
             }
+            if pr is not None:
+                vals["precision_ce"] = precision_recall.precision_ce(good, pr)
             for name, v in vals.items():
                 per_seed[name].append(v)
                 metrics[f"{key}/{dec}/seed{s}/{name}"] = v
@@ -116,6 +133,8 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         f"time/{key}/sample_s": t_gen, f"time/{key}/featurize_s": t_feat,
         f"time/{key}/oracle_s": t_orc, f"time/{key}/total_s": time.perf_counter() - t0,
     })
+    if pr is not None:
+        metrics[f"time/{key}/precision_recall_s"] = t_pr
     params = {
         f"{key}/prompts": (
             f"source={corpus.source} unit={corpus.unit} prefix_tokens={corpus.prefix_tokens} "
@@ -128,4 +147,6 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         f"{key}/oracle_ppl": f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
         f"{key}/rouge": rouge_settings(cfg.rouge.use_stemmer),
     }
+    if pr is not None:
+        params[f"{key}/precision_recall"] = precision_recall.settings(pr)
     return SectionResult(metrics, params, {f"generations/{corpus_label(corpus_name)}.json": table})

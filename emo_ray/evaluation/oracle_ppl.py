@@ -3,6 +3,9 @@
 Each continuation is scored given its prompt; the corpus-level number is
 ``exp(sum NLL / sum tokens)`` over the continuations of one seed. The human continuations are
 scored the same way, as the reference point.
+
+``score_continuations`` is the one way any model scores continuations on Ray Data: the oracle
+here, and the evaluated model (recall) and the surrogate (precision) in ``precision_recall.py``.
 """
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_ray.evaluation.executor import ModelActor
+from emo_ray.evaluation.config import ExecutionConfig
+from emo_ray.evaluation.executor import ModelActor, map_rows
 
 
 class ContinuationNLL(ModelActor):
@@ -58,8 +62,20 @@ class ContinuationNLL(ModelActor):
         return batch.assign(nll_sum=nll, n_tokens=target.sum(-1).numpy().astype(np.int64))
 
 
-def corpus_perplexity(nll_sums, n_tokens) -> float:
+def score_continuations(rows: list[dict], model_path: str, *, execution: ExecutionConfig, batch_size: int) -> list[dict]:
+    """``rows`` (``prefix``, ``continuation`` and any passthrough keys) scored by ``model_path``
+    (a loadable folder or hub id): each row comes back with ``nll_sum`` and ``n_tokens``."""
+    return map_rows(rows, ContinuationNLL, {"model_path": model_path}, execution=execution, batch_size=batch_size)
+
+
+def mean_token_nll(nll_sums, n_tokens) -> float:
+    """Token-weighted mean NLL (nats per token), ``sum NLL / sum tokens``: the log of
+    ``corpus_perplexity`` over the same rows."""
     total = float(np.sum(n_tokens))
     if total == 0:
         raise ValueError("no tokens to compute a perplexity over")
-    return float(np.exp(np.sum(nll_sums) / total))
+    return float(np.sum(nll_sums) / total)
+
+
+def corpus_perplexity(nll_sums, n_tokens) -> float:
+    return float(np.exp(mean_token_nll(nll_sums, n_tokens)))

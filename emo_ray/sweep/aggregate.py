@@ -199,6 +199,11 @@ def aggregate_and_log(parent_run_id: str, tracking_uri: str, metric: str) -> dic
         pd.DataFrame(fit_rows).to_csv(Path(tmp) / "power_law_fits.csv", index=False)
         for f in ("scaling_law.png", "trials.csv", "scaling_law_points.csv", "power_law_fits.csv"):
             client.log_artifact(parent_run_id, str(Path(tmp) / f), "scaling_law")
+    # Figure 2 of the paper (precision vs recall cross-entropy, one point per child run) when the
+    # trials evaluated with generation.precision_recall: artifacts under precision_recall/.
+    from emo_ray.evaluation import precision_recall
+
+    pr_panels = precision_recall.log_frame_plot(df, parent_run_id, client) if precision_recall.plottable(df) else []
     for r in fit_rows:
         if math.isfinite(r["b"]):
             # The primary metric's fits keep the short names; the others are qualified by metric.
@@ -217,4 +222,5 @@ def aggregate_and_log(parent_run_id: str, tracking_uri: str, metric: str) -> dic
         client.set_tag(parent_run_id, "emo_ray.aggregate_notes", "; ".join(notes))
     return {"metric": used, "points": best.to_dict("records"), "notes": notes,
             "fits": [r for r in fit_rows if r["metric"] == used],
-            "secondary": {m: [r for r in fit_rows if r["metric"] == m] for m, _, _ in panels[1:]}}
+            "secondary": {m: [r for r in fit_rows if r["metric"] == m] for m, _, _ in panels[1:]},
+            "precision_recall": pr_panels}
