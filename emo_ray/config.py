@@ -45,6 +45,21 @@ class DataConfig:
     """Cap on validation blocks scored at the end (0 = all)."""
     seed: int = 0
     """Seed of the document order (and so of the subsets and the validation hold-out)."""
+    format: Literal["text", "instruction"] = "text"
+    """``text``: every token of every document is a target. ``instruction``: JSON Lines (or hub)
+    rows of prompt/response data (Alpaca layout, paper appendix C): each row becomes the prompt
+    (``prompt_template`` filled with ``instruction_field`` and, if present, ``input_field``)
+    followed by ``output_field`` and EOS, and only the response and EOS are trained; every
+    objective and the validation loss skip the prompt tokens."""
+    instruction_field: str = "instruction"
+    """``format=instruction``: JSON key of the instruction (required, a non-empty string)."""
+    input_field: str = "input"
+    """``format=instruction``: JSON key of the optional context (missing or empty: no input)."""
+    output_field: str = "output"
+    """``format=instruction``: JSON key of the response (required, a string)."""
+    prompt_template: Literal["alpaca"] = "alpaca"
+    """``format=instruction``: the prompt wording; ``alpaca`` is Stanford Alpaca's two
+    templates, with and without an input (``emo_ray.data.sources.PROMPT_TEMPLATES``)."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +250,11 @@ def validate(cfg: Config) -> None:
         (d.max_train_documents >= 0, f"data.max_train_documents must be >= 0 (0 = all), got {d.max_train_documents}"),
         (d.max_validation_blocks >= 0, f"data.max_validation_blocks must be >= 0 (0 = all), got {d.max_validation_blocks}"),
         (d.seed >= 0, f"data.seed must be >= 0, got {d.seed}"),
+        (d.format != "instruction" or all(f.strip() for f in (d.instruction_field, d.output_field)),
+         "data.instruction_field and data.output_field must be non-empty for data.format=instruction"),
+        (d.format != "instruction" or len({d.instruction_field, d.input_field, d.output_field}) == 3,
+         f"data.instruction_field, data.input_field and data.output_field must differ, got "
+         f"{[d.instruction_field, d.input_field, d.output_field]}"),
         (r.num_workers >= 1, f"ray.num_workers must be at least 1, got {r.num_workers}"),
         (r.cpus_per_worker > 0, f"ray.cpus_per_worker must be positive, got {r.cpus_per_worker}"),
         (r.max_failures >= -1, f"ray.max_failures must be >= 0 (or -1: unlimited), got {r.max_failures}"),

@@ -8,6 +8,13 @@ keyed by the tokenizer's identity (its full serialisation, not its name), the di
 documents read (so an edited file misses) and every packing parameter: a sweep tokenises its
 corpus once, not in every trial. Entries are written to a unique temporary file and moved in
 place with ``os.replace``, so trials packing the same corpus at once never see a partial file.
+
+``data.format=instruction`` (prompt/response rows, paper appendix C) packs the same way, with a
+parallel ``loss_mask`` per block: 1 where the token is a trained target (response and EOS), 0 on
+prompt tokens. Examples are joined as they are (each ends with its EOS), so every token keeps its
+own example's mask across block boundaries; the worker turns the mask into labels with
+``IGNORE_INDEX`` on the prompt. Its cache entries are keyed by the format too, so a text and an
+instruction packing of the same file never share an entry (the text keys are those of before).
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from emo_ray.config import DataConfig
-from emo_ray.data.sources import DataError, read_documents
+from emo_ray.data.sources import DataError, Example, InstructionFields, read_documents, read_examples
 
 
 @dataclass
@@ -29,6 +36,8 @@ class PackedData:
     validation: np.ndarray  # (n_val_blocks, block_size) int64
     stats: dict
     cache: str = ""  # 'hit' | 'miss' with the on-disk cache, '' without (kept out of stats: run params)
+    train_mask: np.ndarray | None = None  # data.format=instruction: (n_train_blocks, block_size) uint8, 1 = trained
+    validation_mask: np.ndarray | None = None  # the same for the validation blocks; None for text
 
 
 def _pack(token_lists, block_size: int, max_blocks: int = 0) -> tuple[np.ndarray, int]:
@@ -60,6 +69,48 @@ def _tokenize_stream(docs: list[str], tokenizer, batch: int = 256):
             yield list(ids) + [eos]
 
 
+def _pack_masked(pairs, block_size: int, max_blocks: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`_pack` for ``(ids, mask)`` pairs: ids and mask are cut at the same offsets."""
+    buf: list[int] = []
+    mbuf: list[int] = []
+    blocks: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    used = 0
+    for ids, mask in pairs:
+        buf.extend(ids)
+        mbuf.extend(mask)
+        used += 1
+        while len(buf) >= block_size:
+            blocks.append(np.asarray(buf[:block_size], dtype=np.int64))
+            masks.append(np.asarray(mbuf[:block_size], dtype=np.uint8))
+            buf, mbuf = buf[block_size:], mbuf[block_size:]
+            if max_blocks and len(blocks) >= max_blocks:
+                return np.stack(blocks), np.stack(masks), used
+    if not blocks:
+        return np.zeros((0, block_size), dtype=np.int64), np.zeros((0, block_size), dtype=np.uint8), used
+    return np.stack(blocks), np.stack(masks), used
+
+
+def tokenize_example(prompt_ids, response_ids, eos: int) -> tuple[list[int], list[int]]:
+    """``prompt + response + [EOS]`` and its mask: 0 on every prompt token, 1 on the response and EOS."""
+    ids = list(prompt_ids) + list(response_ids) + [eos]
+    return ids, [0] * len(prompt_ids) + [1] * (len(response_ids) + 1)
+
+
+def _tokenize_examples(examples: list[Example], tokenizer, batch: int = 256):
+    """Yield ``(ids, mask)`` per example, lazily. Prompt and response are tokenised separately,
+    so the mask's boundary is exact (no token straddles prompt and response)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token to end each response")
+    for i in range(0, len(examples), batch):
+        chunk = examples[i : i + batch]
+        prompts = tokenizer([e.prompt for e in chunk], add_special_tokens=False)["input_ids"]
+        responses = tokenizer([e.response for e in chunk], add_special_tokens=False)["input_ids"]
+        for p, r in zip(prompts, responses):
+            yield tokenize_example(p, r, eos)
+
+
 CACHE_VERSION = 1  # bump when packing changes what it produces
 
 
@@ -83,16 +134,31 @@ def documents_digest(docs: list[str]) -> str:
     return h.hexdigest()
 
 
+def examples_digest(examples: list[Example]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(hashlib.sha256(e.prompt.encode()).digest())
+        h.update(hashlib.sha256(e.response.encode()).digest())
+    return h.hexdigest()
+
+
+INSTRUCTION_KEYS = ("format", "instruction_field", "input_field", "output_field", "prompt_template")
+"""``DataConfig`` fields of the instruction format: left out of a text packing's cache key, so
+text keys are exactly those from before the format existed."""
+
+
 def packed_cache_dir() -> Path:
     from emo_ray.models.loading import cache_dir
 
     return cache_dir().parent / "packed"
 
 
-def _cache_key(cfg: DataConfig, tokenizer, train_docs: list[str], val_docs: list[str] | None) -> str:
-    params = {k: v for k, v in asdict(cfg).items() if k not in ("train", "validation")}  # paths: by content
-    blob = json.dumps([CACHE_VERSION, tokenizer_digest(tokenizer), documents_digest(train_docs),
-                       None if val_docs is None else documents_digest(val_docs), params], sort_keys=True, default=str)
+def _cache_key(cfg: DataConfig, tokenizer, train_docs: list, val_docs: list | None) -> str:
+    skip = ("train", "validation") + (INSTRUCTION_KEYS if cfg.format == "text" else ())  # paths: by content
+    params = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    digest = documents_digest if cfg.format == "text" else examples_digest
+    blob = json.dumps([CACHE_VERSION, tokenizer_digest(tokenizer), digest(train_docs),
+                       None if val_docs is None else digest(val_docs), params], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
 
@@ -113,29 +179,50 @@ def prepare_blocks(cfg: DataConfig, tokenizer, *, cache: bool = True) -> PackedD
     With ``cache`` a repeated call on the same documents, tokenizer and parameters loads the
     blocks from disk instead of tokenising (``PackedData.cache`` says 'hit' or 'miss').
     """
-    docs = read_documents(cfg.train, cfg.text_field)
+    docs = _read(cfg, cfg.train)
     path = None
+    masked = cfg.format == "instruction"
     if cache:
-        val_src = read_documents(cfg.validation, cfg.text_field) if cfg.validation else None
+        val_src = _read(cfg, cfg.validation) if cfg.validation else None
         path = packed_cache_dir() / f"{_cache_key(cfg, tokenizer, docs, val_src)}.npz"
         if path.exists():
             try:
                 with np.load(path) as z:
+                    if masked:
+                        return PackedData(z["train"], z["validation"], json.loads(str(z["stats"])), "hit",
+                                          z["train_mask"], z["validation_mask"])
                     return PackedData(z["train"], z["validation"], json.loads(str(z["stats"])), "hit")
             except Exception:  # noqa: BLE001 - a damaged entry is recomputed and replaced
                 pass
     packed = _prepare(cfg, tokenizer, docs, val_src if cache else None)
     if path is not None:
-        atomic_save_npz(path, train=packed.train, validation=packed.validation, stats=np.array(json.dumps(packed.stats)))
+        masks = {"train_mask": packed.train_mask, "validation_mask": packed.validation_mask} if masked else {}
+        atomic_save_npz(path, train=packed.train, validation=packed.validation, stats=np.array(json.dumps(packed.stats)),
+                        **masks)
         packed.cache = "miss"
     return packed
 
 
-def _prepare(cfg: DataConfig, tokenizer, docs: list[str], val_docs_read: list[str] | None = None) -> PackedData:
+def _read(cfg: DataConfig, spec: str) -> list:
+    """Documents (``str``) of a text source, :class:`Example` rows of an instruction source."""
+    if cfg.format == "instruction":
+        return read_examples(spec, InstructionFields.of(cfg))
+    return read_documents(spec, cfg.text_field)
+
+
+def _pack_for(cfg: DataConfig, items: list, tokenizer, max_blocks: int):
+    """``(blocks, mask or None, items used)`` for text documents or instruction examples."""
+    if cfg.format == "instruction":
+        return _pack_masked(_tokenize_examples(items, tokenizer), cfg.block_size, max_blocks)
+    blocks, used = _pack(_tokenize_stream(items, tokenizer), cfg.block_size, max_blocks)
+    return blocks, None, used
+
+
+def _prepare(cfg: DataConfig, tokenizer, docs: list, val_docs_read: list | None = None) -> PackedData:
     order = np.random.default_rng(cfg.seed).permutation(len(docs))
     docs = [docs[i] for i in order]
     if cfg.validation:
-        val_docs = val_docs_read if val_docs_read is not None else read_documents(cfg.validation, cfg.text_field)
+        val_docs = val_docs_read if val_docs_read is not None else _read(cfg, cfg.validation)
     elif cfg.validation_fraction > 0:
         n_val = max(1, int(round(cfg.validation_fraction * len(docs))))
         if n_val >= len(docs):
@@ -146,7 +233,7 @@ def _prepare(cfg: DataConfig, tokenizer, docs: list[str], val_docs_read: list[st
     if cfg.max_train_documents:
         docs = docs[: cfg.max_train_documents]
     max_blocks = -(-cfg.max_train_tokens // cfg.block_size) if cfg.max_train_tokens else 0
-    train, used_docs = _pack(_tokenize_stream(docs, tokenizer), cfg.block_size, max_blocks)
+    train, train_mask, used_docs = _pack_for(cfg, docs, tokenizer, max_blocks)
     if len(train) == 0:
         raise DataError(
             f"block_size {cfg.block_size} is larger than the whole training corpus "
@@ -157,7 +244,7 @@ def _prepare(cfg: DataConfig, tokenizer, docs: list[str], val_docs_read: list[st
             f"data.max_train_tokens={cfg.max_train_tokens} asks for {max_blocks} blocks but "
             f"{cfg.train} only yields {len(train)} blocks of {cfg.block_size} tokens"
         )
-    val, _ = _pack(_tokenize_stream(val_docs, tokenizer), cfg.block_size, cfg.max_validation_blocks)
+    val, val_mask, _ = _pack_for(cfg, val_docs, tokenizer, cfg.max_validation_blocks)
     if val_docs and len(val) == 0:
         raise DataError(f"block_size {cfg.block_size} is larger than the whole validation split: no validation block")
     stats = {
@@ -167,4 +254,9 @@ def _prepare(cfg: DataConfig, tokenizer, docs: list[str], val_docs_read: list[st
         "validation_blocks": int(len(val)),
         "validation_tokens": int(val.size),
     }
-    return PackedData(train, val, stats)
+    if train_mask is None:
+        return PackedData(train, val, stats)
+    # Targets the loss trains on: mask 1 at a position that has a predecessor in its block.
+    stats["train_target_tokens"] = int(train_mask[:, 1:].sum())
+    stats["validation_target_tokens"] = int(val_mask[:, 1:].sum())
+    return PackedData(train, val, stats, train_mask=train_mask, validation_mask=val_mask)

@@ -143,3 +143,113 @@ def read_documents(spec: str, text_field: str = "text") -> list[str]:
     if not docs:
         raise DataError(f"{spec}: the corpus is empty (no non-blank documents)")
     return docs
+
+
+# --- prompt/response (instruction) data ------------------------------------------------------
+
+# Stanford Alpaca's prompt templates, verbatim: PROMPT_DICT in train.py of
+# https://github.com/tatsu-lab/stanford_alpaca (with an input when the row's input is non-empty,
+# without one otherwise). The response follows "### Response:" directly, as there.
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+ALPACA_PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:"
+)
+PROMPT_TEMPLATES = {"alpaca": (ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT)}
+"""``name -> (template with input, template without)``, filled with ``instruction`` / ``input``."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt/response pair: ``prompt`` (the filled template) is context only, ``response``
+    (then EOS) is what the model is trained on."""
+
+    prompt: str
+    response: str
+
+
+@dataclass(frozen=True)
+class InstructionFields:
+    """Where a row keeps its parts and how they become a prompt (from ``DataConfig``)."""
+
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
+    template: str = "alpaca"
+
+    @classmethod
+    def of(cls, cfg) -> "InstructionFields":
+        return cls(cfg.instruction_field, cfg.input_field, cfg.output_field, cfg.prompt_template)
+
+
+def make_example(row: dict, fields: InstructionFields, where: str) -> Example:
+    """A row as an :class:`Example`; a missing or non-string field fails naming ``where``
+    (``file:line`` or ``hf:...:row``)."""
+    for key, required in ((fields.instruction, True), (fields.output, True), (fields.input, False)):
+        if not key:
+            continue
+        if key not in row or (row[key] is None and not required):
+            if required:
+                raise DataError(f"{where}: no {'instruction' if key == fields.instruction else 'output'} "
+                                f"field {key!r} (found {sorted(row)})")
+            continue
+        if not isinstance(row[key], str):
+            raise DataError(f"{where}: field {key!r} is {type(row[key]).__name__}, not a string")
+    instruction, output = row[fields.instruction], row[fields.output]  # an empty output trains EOS alone
+    if not instruction.strip():
+        raise DataError(f"{where}: field {fields.instruction!r} is empty")
+    context = row.get(fields.input) if fields.input else None
+    with_input, no_input = PROMPT_TEMPLATES[fields.template]
+    if context and context.strip():
+        prompt = with_input.format(instruction=instruction, input=context)
+    else:
+        prompt = no_input.format(instruction=instruction)
+    return Example(prompt, output)
+
+
+def read_instruction_jsonl(path: Path, fields: InstructionFields) -> list[Example]:
+    return [make_example(row, fields, f"{path}:{lineno}") for lineno, row in iter_jsonl(path)]
+
+
+def read_hf_instructions(source: HFSource, fields: InstructionFields) -> list[Example]:
+    spec = str(source)
+    ds = source.load()
+    for key in (fields.instruction, fields.output):
+        if key not in ds.column_names:
+            raise DataError(f"{spec}: no field {key!r} (columns {ds.column_names})")
+    return [make_example(row, fields, f"{spec}:row {i}") for i, row in enumerate(ds)]
+
+
+def read_examples(spec: str, fields: InstructionFields = InstructionFields()) -> list[Example]:
+    """All prompt/response examples named by ``spec`` (comma-separated JSON Lines files, folders
+    of them, or ``hf:`` splits), in a stable order."""
+    if not spec.strip():
+        raise DataError("no data source given")
+    examples: list[Example] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        source = parse_hf(part)
+        if source is not None:
+            examples.extend(read_hf_instructions(source, fields))
+            continue
+        path = Path(expand_path(part))
+        if path.is_dir():
+            files = sorted(path.glob("*.jsonl"))
+            if not files:
+                raise DataError(f"{path}: folder holds no .jsonl files (data.format=instruction reads JSON Lines)")
+        elif path.exists():
+            if path.suffix != ".jsonl":
+                raise DataError(f"{path}: data.format=instruction reads JSON Lines (.jsonl) rows with "
+                                f"{fields.instruction!r} and {fields.output!r} fields, not {path.suffix or 'plain'} text")
+            files = [path]
+        else:
+            raise DataError(f"data file {path} does not exist")
+        for f in files:
+            examples.extend(read_instruction_jsonl(f, fields))
+    if not examples:
+        raise DataError(f"{spec}: the instruction data is empty (no rows)")
+    return examples

@@ -171,7 +171,11 @@ def trained_config(cfg: Config) -> dict:
 
 
 def changed_keys(old: dict, new: dict) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    """Keys whose value differs. A key the old record lacks (a field added since it was written,
+    e.g. ``data.format``) counts as that field's default, so a newer emo_ray can resume a run an
+    older one started when nothing that trains changed."""
+    defaults = trained_config(Config())
+    return sorted(k for k in set(old) | set(new) if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))
 
 
 def read_run_record(storage: str, name: str) -> dict | None:
@@ -377,7 +381,19 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
             if not console.verbose():
                 ctx.enable_progress_bars = False  # Ray Data's split progress, per run and attempt
                 ctx.print_on_execution_start = False
-            train_ds = ray.data.from_numpy(packed.train)
+            if packed.train_mask is None:
+                train_ds = ray.data.from_numpy(packed.train)
+                validation_blocks = packed.validation
+            else:  # data.format=instruction: a second column, the loss mask
+                import numpy as np
+
+                from emo_ray.train.worker import MASK_COLUMN
+
+                # One (n, 2, T) array split into two columns: the ids and their mask stay one row.
+                train_ds = ray.data.from_numpy(np.stack([packed.train, packed.train_mask.astype(np.int64)], axis=1))
+                train_ds = train_ds.map_batches(lambda b: {"data": b["data"][:, 0], MASK_COLUMN: b["data"][:, 1]},
+                                                batch_format="numpy").materialize()  # before the workers hold the CPUs
+                validation_blocks = {"data": packed.validation, MASK_COLUMN: packed.validation_mask}
             from emo_ray.train.progress import TrainProgress
 
             bar = TrainProgress(cfg.train.max_steps, desc=f"train {cfg.train.loss}") if show else None
@@ -388,7 +404,7 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                     "model_path": model_path,
                     "tracking_uri": uri,
                     "mlflow_run_id": run_id,
-                    "validation_blocks": packed.validation,
+                    "validation_blocks": validation_blocks,
                     "train_blocks_per_worker": per_worker,
                     "save_hf_model": True,
                 },

@@ -47,12 +47,15 @@ def _as_forward(module: torch.nn.Module, fn: Callable):
 class Objective:
     name: str
     chunked: bool
-    compute: Callable[[torch.nn.Module, torch.Tensor], LossOutput]
-    """``compute(engine, input_ids)``: ``engine`` is the DeepSpeed engine (or a plain module)."""
+    compute: Callable[..., LossOutput]
+    """``compute(engine, input_ids, labels=None)``: ``engine`` is the DeepSpeed engine (or a plain
+    module); ``labels`` ``(B, T)`` are the targets with ``IGNORE_INDEX`` where none is trained (the
+    prompt of instruction data), default ``input_ids`` (every token a target). The next-token shift
+    happens inside the losses, as for the ids."""
 
 
 def build_objective(cfg: Config, model) -> Objective:
-    """Return ``compute(engine, input_ids) -> LossOutput`` for the configured loss.
+    """Return ``compute(engine, input_ids, labels=None) -> LossOutput`` for the configured loss.
 
     ``fixed`` cost embedding: copied once here, before any update (paper 4.2.1). ``adaptive``:
     the live head weight, read at every step (and gathered under ZeRO-3).
@@ -84,7 +87,7 @@ def build_objective(cfg: Config, model) -> Objective:
     if chunked:
         from emo_ray.losses.chunked import chunked_loss
 
-        def compute(engine, input_ids):
+        def compute(engine, input_ids, labels=None):
             """``engine(input_ids)`` with the model's forward replaced by body + chunked loss, and
             the chunk loop run as the output head's forward: the same module calls, hooks and
             engine bookkeeping as the materialised path (``engine(...).logits``). Under ZeRO-3
@@ -94,6 +97,7 @@ def build_objective(cfg: Config, model) -> Objective:
             module = getattr(engine, "module", engine)
             head = module.get_output_embeddings()
             out: dict = {}
+            targets = input_ids if labels is None else labels  # IGNORE_INDEX positions: skipped
 
             def head_forward(hidden):
                 # Inside the head's call its weight is whole even under ZeRO-3, so the adaptive
@@ -102,7 +106,7 @@ def build_objective(cfg: Config, model) -> Objective:
                 if spec.needs_cost_embedding:
                     cost = fixed if fixed is not None else head.weight.detach()
                 res = chunked_loss(
-                    t.loss, hidden, head.weight, input_ids, head_bias=head.bias,
+                    t.loss, hidden, head.weight, targets, head_bias=head.bias,
                     cost_embedding=cost, chunk_size=t.loss_chunk_size, **t.loss_kwargs,
                 )
                 out["res"] = res
@@ -119,9 +123,9 @@ def build_objective(cfg: Config, model) -> Objective:
             return LossOutput(loss, res.n_tokens, res.metrics)
     else:
 
-        def compute(engine, input_ids):
+        def compute(engine, input_ids, labels=None):
             logits = engine(input_ids=input_ids).logits
             fn = get_loss(t.loss, cost_embedding=cost_embedding(getattr(engine, "module", engine)), **t.loss_kwargs)
-            return fn(logits, input_ids)
+            return fn(logits, input_ids if labels is None else labels)
 
     return Objective(t.loss, chunked, compute)

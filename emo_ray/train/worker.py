@@ -8,6 +8,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +101,40 @@ def _lap(phase: dict[str, float], key: str, since: float) -> float:
     return now
 
 
+MASK_COLUMN = "loss_mask"
+"""The Ray Dataset column (and validation key) of instruction data: 1 = trained target, 0 = prompt."""
+
+
+def masked_labels(ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Labels for the losses: the ids, with ``IGNORE_INDEX`` where ``loss_mask`` is 0 (the prompt
+    tokens of instruction data). The losses shift them (position t predicts label t+1)."""
+    from emo_ray.losses.common import IGNORE_INDEX
+
+    return ids.masked_fill(loss_mask.to(ids.device) == 0, IGNORE_INDEX)
+
+
+@dataclass
+class MaskedBatch:
+    """An instruction micro-batch: ``input_ids`` and their ``labels``; ``.to`` moves both (the
+    step loop moves a batch as it moves a text batch's ids tensor)."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device) -> "MaskedBatch":
+        return MaskedBatch(self.input_ids.to(device), self.labels.to(device))
+
+
+def _compute_args(batch) -> tuple:
+    """The positional arguments after ``engine`` of ``objective.compute``: ``(ids,)`` for text
+    (every token a target), ``(ids, labels)`` for instruction data."""
+    return (batch.input_ids, batch.labels) if isinstance(batch, MaskedBatch) else (batch,)
+
+
 def _batches(shard, micro_batch: int, skip: int):
     """Endless micro-batches over the worker's shard, epoch after epoch; the first ``skip``
-    are dropped (resume in the middle of an epoch)."""
+    are dropped (resume in the middle of an epoch). A shard with a ``loss_mask`` column
+    (instruction data) yields :class:`MaskedBatch` es, a text shard the ids tensor."""
     epoch = 0
     while True:
         n = 0
@@ -111,6 +143,9 @@ def _batches(shard, micro_batch: int, skip: int):
                 skip -= 1
                 continue
             n += 1
+            if MASK_COLUMN in batch:
+                yield epoch, MaskedBatch(batch["data"], masked_labels(batch["data"], batch[MASK_COLUMN]))
+                continue
             yield epoch, batch["data"]
         if n == 0 and epoch > 0 and not skip:
             raise RuntimeError("the training shard is smaller than one micro-batch")
@@ -139,13 +174,19 @@ def _load_model(cfg: Config, model_path: str, ds_cfg: dict):
 
 
 @torch.no_grad()
-def _validate(engine, val_blocks: np.ndarray, rank: int, world: int, micro_batch: int) -> dict:
+def _validate(engine, val_blocks, rank: int, world: int, micro_batch: int) -> dict:
     """Token-level NLL on the validation blocks, split across ranks. Every rank runs the same
-    number of forwards (ZeRO-3 gathers parameters collectively); padding rows weigh zero."""
+    number of forwards (ZeRO-3 gathers parameters collectively); padding rows weigh zero.
+
+    ``val_blocks``: the ``(n, T)`` ids, or for instruction data ``{"data": ids, "loss_mask":
+    mask}``, whose prompt tokens are then no targets (the training loss's mask)."""
     import torch.distributed as dist
 
     from emo_ray.losses.common import shift_and_flatten, token_logprobs
 
+    val_mask = None
+    if isinstance(val_blocks, dict):
+        val_blocks, val_mask = val_blocks["data"], val_blocks[MASK_COLUMN]
     engine.eval()
     n = len(val_blocks)
     per_rank = -(-n // world) if n else 0
@@ -160,7 +201,8 @@ def _validate(engine, val_blocks: np.ndarray, rank: int, world: int, micro_batch
             rows, real = [0], 0
         ids = torch.as_tensor(val_blocks[rows], dtype=torch.long, device=engine.device)
         logits = engine(input_ids=ids).logits
-        flat, labels, mask = shift_and_flatten(logits[:real], ids[:real]) if real else (None, None, None)
+        targets = ids if val_mask is None else masked_labels(ids, torch.as_tensor(val_mask[rows]))
+        flat, labels, mask = shift_and_flatten(logits[:real], targets[:real]) if real else (None, None, None)
         if real:
             _, logp_y = token_logprobs(flat, labels)
             nll_sum += (-logp_y[mask]).double().sum().cpu()
@@ -271,7 +313,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ids = ids.to(engine.device)
             tp = _lap(phase, "data", tp)
             with torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext():
-                out = objective.compute(engine, ids)  # forward + loss (matmuls bf16 under autocast)
+                out = objective.compute(engine, *_compute_args(ids))  # forward + loss (matmuls bf16 under autocast)
             tp = _lap(phase, "forward", tp)
             engine.backward(out.loss)  # outside autocast, as torch recommends (ZeRO's gradient reduce runs in here)
             tp = _lap(phase, "backward", tp)
@@ -310,7 +352,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         skips = skips + 1 if skipped_now > skipped_before else 0
         skipped_before = skipped_now
         gn_now = metrics.get("grad_norm")
-        zero_grads = zero_grads + 1 if gn_now is not None and float(gn_now) == 0.0 and not skips else 0
+        # a step that trained no token (all targets masked, e.g. prompt-only instruction blocks)
+        # has a zero gradient by construction: it neither counts as dead nor resets the count
+        if mean["tokens"] > 0:
+            zero_grads = zero_grads + 1 if gn_now is not None and float(gn_now) == 0.0 and not skips else 0
         diverged = divergence(step, metrics["loss"], gn_now, skips, zero_grads,
                               overflow_patience=t.overflow_patience, dead_patience=t.dead_patience)
         if diverged:

@@ -90,6 +90,11 @@ def test_resume_config_check_names_the_changed_keys(tmp_path):
     assert launch.check_resume(b, record, allow_changed=True) == ["train.loss", "train.lr"]
     assert launch.check_resume(a, record, allow_changed=False) == []
     assert launch.check_resume(a, None, allow_changed=False) == []
+    # a record written before a field existed: the missing key counts as its default
+    older = {k: v for k, v in launch.trained_config(a).items() if k != "data.format"}
+    assert launch.check_resume(a, {"config": older}, allow_changed=False) == []
+    instr = load_config(None, ["ray.run_name=r", "train.lr=1e-3", "data.format=instruction"])
+    assert launch.check_resume(instr, {"config": older}, allow_changed=True) == ["data.format"]
 
 
 def test_unwritable_storage_fails_before_anything_starts(tmp_path):
