@@ -94,6 +94,14 @@ def divergence(step: int, loss: float, grad_norm: float | None, consecutive_skip
     return None
 
 
+@torch.no_grad()
+def _grad_norm(module) -> float:
+    """The L2 norm of the (already averaged) gradients, before clipping: at ZeRO stage 0 every
+    rank holds all of them, and DeepSpeed's ``get_global_grad_norm`` returns None."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))) if grads else 0.0
+
+
 def _lap(phase: dict[str, float], key: str, since: float) -> float:
     """Add the time since ``since`` to ``phase[key]``; the new mark."""
     now = time.perf_counter()
@@ -301,6 +309,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     metrics: dict = {}
     skips, skipped_before = 0, int(getattr(engine, "skipped_steps", 0) or 0)  # fp16 overflow skips in a row
     zero_grads = 0  # steps in a row with a gradient norm of exactly 0 (a dead model)
+    stage0_norm = None
     while step < t.max_steps:
         t0 = time.perf_counter()
         parts: dict[str, float] = {}
@@ -317,6 +326,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tp = _lap(phase, "forward", tp)
             engine.backward(out.loss)  # outside autocast, as torch recommends (ZeRO's gradient reduce runs in here)
             tp = _lap(phase, "backward", tp)
+            if engine.is_gradient_accumulation_boundary() and t.zero_stage == 0:
+                stage0_norm = _grad_norm(engine.module)  # DeepSpeed records no global norm without ZeRO
             engine.step()  # optimizer on this rank's partition + gather of the updated weights
             _lap(phase, "optimizer", tp)
             consumed += 1
@@ -343,6 +354,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if peak:  # 6 N FLOPs per trained token over the workers' measured peak
             metrics["mfu"] = 6.0 * n_params * metrics["tokens_per_s"] / (world * peak)
         gn = engine.get_global_grad_norm()
+        if gn is None and t.zero_stage == 0:
+            gn = stage0_norm
         if gn is not None:
             metrics["grad_norm"] = float(gn)
         if rank == 0 and (step % t.log_every == 0 or step == t.max_steps):

@@ -46,13 +46,15 @@ def test_divergence_stops_the_run_failed_without_export(ray_local, mlflow_uri, t
     assert not any(k.startswith("val/") for k in run.data.metrics)
 
 
-def test_dead_model_stops_the_run_failed_without_export(ray_local, mlflow_uri, tmp_path):
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_dead_model_stops_the_run_failed_without_export(ray_local, mlflow_uri, tmp_path, zero_stage):
     """``train.lr=1e6`` (the issue's probe): every number stays finite, but one step saturates the
-    network and the gradient norm is 0 from then on. It used to finish FINISHED with exit 0."""
+    network (loss = ln V) and the gradient norm is 0 from then on. It used to finish FINISHED with
+    exit 0. At ZeRO stage 0 DeepSpeed records no gradient norm; the worker computes it."""
     from mlflow import MlflowClient
 
     cfg = cfg_for(tmp_path, "train.lr=1e6", "train.max_steps=8", "train.dead_patience=2",
-                  "tracking.run_name=dead")
+                  "tracking.run_name=dead", f"train.zero_stage={zero_stage}")
     with pytest.raises(Exception, match="TrainingDiverged: dead model, gradient norm 0 for 2 steps"):
         fit(cfg)
     (run,) = runs(MlflowClient(mlflow_uri), "dead")
