@@ -80,7 +80,8 @@ def main(argv=None):
         print(rows[-1], flush=True)
 
     gens = {}
-    if not skip & {"sampling", "mauve", "oracle"}:
+    # sampling alone (``--skip mauve,oracle``) or sampling for the MAUVE and oracle stages
+    if "sampling" not in skip:
         corpus = get_corpus("wikitext-2")
         prompts, _ = make_prompts(corpus, tok, num_prompts=args.prompts, seed=0)
         srows = pd.DataFrame([{"prompt_id": p.prompt_id, "seed": s, "decoder": "ancestral", "prefix_ids": p.prefix_ids}

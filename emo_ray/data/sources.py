@@ -119,27 +119,40 @@ def check_sources(spec: str) -> None:
             raise DataError(f"data file {expand_path(part)} does not exist (from {part!r}; set EMO_RAY_DATA?)")
 
 
-def read_documents(spec: str, text_field: str = "text") -> list[str]:
-    """All documents named by ``spec`` (comma-separated sources), in a stable order."""
+def _sources(spec: str, suffixes: tuple[str, ...], what: str, any_named_file: bool = False):
+    """Walk ``spec`` (comma-separated ``hf:`` splits, files, folders), in a stable order:
+    yields an ``HFSource`` or a file ``Path``: a folder's ``.jsonl`` files, else its files with
+    ``suffixes``; a named file if its suffix is in ``suffixes`` (any file with
+    ``any_named_file``). ``what`` names the accepted files in errors."""
     if not spec.strip():
         raise DataError("no data source given")
-    docs: list[str] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         source = parse_hf(part)
         if source is not None:
-            docs.extend(read_hf(source, text_field))
+            yield source
             continue
         path = Path(expand_path(part))
         if path.is_dir():
-            files = sorted(path.glob("*.jsonl")) or sorted(p for p in path.iterdir() if p.suffix in TEXT_SUFFIXES)
+            files = sorted(path.glob("*.jsonl")) or sorted(p for p in path.iterdir() if p.suffix in suffixes)
             if not files:
-                raise DataError(f"{path}: folder holds no .jsonl or text files")
-        elif path.exists():
-            files = [path]
-        else:
+                raise DataError(f"{path}: folder holds no {what}")
+            yield from files
+        elif not path.exists():
             raise DataError(f"data file {path} does not exist")
-        for f in files:
-            docs.extend(read_jsonl(f, text_field) if f.suffix == ".jsonl" else read_text(f))
+        elif path.suffix not in suffixes and not any_named_file:
+            raise DataError(f"{path}: expected {what}, not {path.suffix or 'plain'} text")
+        else:
+            yield path
+
+
+def read_documents(spec: str, text_field: str = "text") -> list[str]:
+    """All documents named by ``spec`` (comma-separated sources), in a stable order."""
+    docs: list[str] = []
+    for src in _sources(spec, (".jsonl", *TEXT_SUFFIXES), ".jsonl or text files", any_named_file=True):
+        if isinstance(src, HFSource):
+            docs.extend(read_hf(src, text_field))
+        else:
+            docs.extend(read_jsonl(src, text_field) if src.suffix == ".jsonl" else read_text(src))
     if not docs:
         raise DataError(f"{spec}: the corpus is empty (no non-blank documents)")
     return docs
@@ -228,28 +241,12 @@ def read_hf_instructions(source: HFSource, fields: InstructionFields) -> list[Ex
 def read_examples(spec: str, fields: InstructionFields = InstructionFields()) -> list[Example]:
     """All prompt/response examples named by ``spec`` (comma-separated JSON Lines files, folders
     of them, or ``hf:`` splits), in a stable order."""
-    if not spec.strip():
-        raise DataError("no data source given")
+    what = (f".jsonl files (data.format=instruction reads JSON Lines rows with {fields.instruction!r} "
+            f"and {fields.output!r} fields)")
     examples: list[Example] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        source = parse_hf(part)
-        if source is not None:
-            examples.extend(read_hf_instructions(source, fields))
-            continue
-        path = Path(expand_path(part))
-        if path.is_dir():
-            files = sorted(path.glob("*.jsonl"))
-            if not files:
-                raise DataError(f"{path}: folder holds no .jsonl files (data.format=instruction reads JSON Lines)")
-        elif path.exists():
-            if path.suffix != ".jsonl":
-                raise DataError(f"{path}: data.format=instruction reads JSON Lines (.jsonl) rows with "
-                                f"{fields.instruction!r} and {fields.output!r} fields, not {path.suffix or 'plain'} text")
-            files = [path]
-        else:
-            raise DataError(f"data file {path} does not exist")
-        for f in files:
-            examples.extend(read_instruction_jsonl(f, fields))
+    for src in _sources(spec, (".jsonl",), what):
+        examples.extend(read_hf_instructions(src, fields) if isinstance(src, HFSource)
+                        else read_instruction_jsonl(src, fields))
     if not examples:
         raise DataError(f"{spec}: the instruction data is empty (no rows)")
     return examples
