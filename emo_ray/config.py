@@ -116,6 +116,19 @@ class TrainConfig:
     debug_fail_at_step: int = 0
     """Fault injection for tests: the rank-0 worker process exits at this step on the first
     attempt (no checkpoint restored yet). 0 = never."""
+    eval_every: int = 0
+    """Validate every K optimizer steps (logged as ``val/loss``, ``val/ppl`` at that step) and at
+    the end; 0: only at the end."""
+    select_checkpoint: Literal["last", "best_val_loss"] = "last"
+    """Which weights the run exports as its model (what evaluation and sweeps use): ``last``, or
+    ``best_val_loss``, the validated weights with the lowest validation loss (paper Table 1
+    protocol: keep the checkpoint with the lowest validation loss). ``best_val_loss`` needs
+    validation data and ``eval_every > 0``; the kept step is logged as ``val/best_step``."""
+    cost_embedding_model: str = ""
+    """EMO family only: take the fixed transport-cost embedding from this model's output head
+    (registry name, hub id or folder; its vocabulary must be the trained model's, its hidden size
+    may differ), as the official continual fine-tuning reads a LLaMA-2-13B head; "" = the trained
+    model's own pre-trained head."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +227,7 @@ def _finite(x: float) -> bool:
 
 def validate(cfg: Config) -> None:
     """Value and cross-field checks that a type cannot express; fail before any process starts."""
-    from emo_ray.losses import check_hparams
+    from emo_ray.losses import check_hparams, get_spec
 
     try:
         check_hparams(cfg.train.loss, cfg.train.loss_kwargs)
@@ -243,6 +256,16 @@ def validate(cfg: Config) -> None:
         (t.dead_patience >= 1, f"train.dead_patience must be at least 1, got {t.dead_patience}"),
         (t.debug_fail_at_step >= 0, f"train.debug_fail_at_step must be >= 0, got {t.debug_fail_at_step}"),
         (t.loss_chunk_size > 0, f"train.loss_chunk_size must be positive, got {t.loss_chunk_size}"),
+        (t.eval_every >= 0, f"train.eval_every must be >= 0 (0: only at the end), got {t.eval_every}"),
+        (t.select_checkpoint != "best_val_loss" or t.eval_every > 0,
+         "train.select_checkpoint=best_val_loss needs train.eval_every > 0 (validation during training)"),
+        (t.select_checkpoint != "best_val_loss" or bool(d.validation.strip()) or d.validation_fraction > 0,
+         "train.select_checkpoint=best_val_loss needs validation data: set data.validation or "
+         "data.validation_fraction > 0"),
+        (not t.cost_embedding_model or get_spec(t.loss).needs_cost_embedding,
+         f"train.cost_embedding_model is for the EMO family (losses with a cost embedding); train.loss={t.loss!r} has none"),
+        (not t.cost_embedding_model or t.cost_embedding == "fixed",
+         "train.cost_embedding_model gives a fixed cost embedding; it cannot be combined with train.cost_embedding=adaptive"),
         (t.precision != "fp16" or r.use_gpu, "train.precision=fp16 needs ray.use_gpu=true (CPUs: bf16 or fp32)"),
         (d.block_size >= 2, f"data.block_size must be at least 2, got {d.block_size}"),
         (0.0 <= d.validation_fraction < 1.0, f"data.validation_fraction must lie in [0, 1), got {d.validation_fraction}"),

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 
@@ -36,3 +37,67 @@ def fixed_cost_embedding(model) -> torch.Tensor:
     weight = head_weight(model)
     with gathered(weight):
         return weight.detach().clone()
+
+
+def head_vocab_size(model_path: str) -> int | None:
+    """The vocabulary size a model folder / hub id declares (its config's ``vocab_size``)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_path)
+    return getattr(cfg, "vocab_size", None) or getattr(cfg.get_text_config(), "vocab_size", None)
+
+
+def _head_tensor_names(model_path: str) -> list[str]:
+    """Names under which the model's output head weight may be stored: its own, and those of
+    every parameter it is tied to (a tied checkpoint stores only the input embedding). Built on
+    the meta device: nothing is allocated."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+    weight = head_weight(model)
+    return [n for n, p in model.named_parameters(remove_duplicate=False) if p is weight]
+
+
+def _read_safetensors_head(model_path: str) -> torch.Tensor | None:
+    """The head weight read alone from a local safetensors folder (a 13B model's head is 0.3 GB
+    of its 26), or None when the folder has no safetensors files holding it."""
+    from safetensors import safe_open
+
+    folder = Path(model_path)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    names = _head_tensor_names(model_path)
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            keys = set(st.keys())
+            for n in names:
+                if n in keys:
+                    return st.get_tensor(n)
+    return None
+
+
+def load_other_head(model_path: str, *, vocab_size: int, dtype: torch.dtype, device="cpu") -> torch.Tensor:
+    """``train.cost_embedding_model``: the output head ``(V, d_other)`` of another model, frozen,
+    as the fixed cost embedding (the official continual fine-tuning reads LLaMA-2-13B's head
+    while training smaller LLaMAs). Only its vocabulary must match: the cost is a cosine within
+    the other model's embedding space (paper Sec. 3.3), whatever its hidden size.
+
+    ``dtype``: the trained model's head dtype, what ``fixed_cost_embedding`` would give; the
+    losses normalise it in at least fp32 (``normalize_cost_embedding``, the chunked path)."""
+    other = head_vocab_size(model_path)
+    if other != vocab_size:
+        raise ValueError(f"train.cost_embedding_model {model_path!r} has vocab_size={other}, the trained model "
+                         f"{vocab_size}: the cost embedding needs one row per token of the trained model")
+    weight = _read_safetensors_head(model_path)
+    if weight is None:  # hub id, .bin checkpoint...: load the whole model once
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        weight = head_weight(model).detach().clone()
+        del model
+    if weight.dim() != 2 or weight.shape[0] != vocab_size:
+        raise ValueError(f"train.cost_embedding_model {model_path!r}: head weight of shape {tuple(weight.shape)}, "
+                         f"expected ({vocab_size}, d)")
+    return weight.to(device=device, dtype=dtype).requires_grad_(False)

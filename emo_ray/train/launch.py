@@ -262,6 +262,25 @@ def check_vocab(packed, model_path: str) -> None:
                           f"vocab_size={vocab}: tokenizer and model do not match")
 
 
+def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
+    """``train.cost_embedding_model``, materialised once here, and its vocabulary checked against
+    the trained model's (hidden sizes may differ); None when the run uses its own head."""
+    if not cfg.train.cost_embedding_model:
+        return None
+    from emo_ray.models import materialize
+    from emo_ray.models.cost_embedding import head_vocab_size
+
+    try:
+        path = materialize(cfg.train.cost_embedding_model)
+    except FileNotFoundError as e:
+        raise ConfigError(f"train.cost_embedding_model: {e}") from None
+    other, own = head_vocab_size(path), head_vocab_size(model_path)
+    if other != own:
+        raise ConfigError(f"train.cost_embedding_model {cfg.train.cost_embedding_model!r} has vocab_size={other}, "
+                          f"but the trained model {cfg.model.name!r} has vocab_size={own}: they must be equal")
+    return path
+
+
 def _check_model_fits(cfg: Config, model_path: str) -> None:
     from transformers import AutoConfig
 
@@ -302,6 +321,10 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     n_params = count_parameters(model_path)
     packed = prepare_blocks(cfg.data, load_tokenizer(model_path))
     check_vocab(packed, model_path)
+    cost_model_path = _check_cost_embedding_model(cfg, model_path)
+    if cfg.train.select_checkpoint == "best_val_loss" and not len(packed.validation):
+        raise ConfigError("train.select_checkpoint=best_val_loss: the validation data holds no block of "
+                          f"data.block_size={cfg.data.block_size} tokens")
     world = cfg.ray.num_workers
     per_worker = len(packed.train) // world
     if per_worker < cfg.train.micro_batch_size:
@@ -344,6 +367,8 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
             run_id = run.info.run_id
             run_name = run.info.run_name
             params = run_params(cfg, model_path, n_params, packed.stats)
+            if cost_model_path:
+                params["train.cost_embedding_model_path"] = cost_model_path
             if mlflow_run_id:  # a continued run: params cannot change; differing neutral keys become a tag
                 old = mlflow.get_run(run_id).data.params
                 differ = sorted(k for k, v in params.items() if k in old and old[k] != str(v)[:6000])
@@ -407,6 +432,8 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                     "validation_blocks": validation_blocks,
                     "train_blocks_per_worker": per_worker,
                     "save_hf_model": True,
+                    "cost_embedding_model_path": cost_model_path,
+                    "best_model_dir": storage_lib.join(storage, name, "best_model"),
                 },
                 scaling_config=ray.train.ScalingConfig(
                     num_workers=world,

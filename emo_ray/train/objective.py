@@ -52,12 +52,16 @@ class Objective:
     module); ``labels`` ``(B, T)`` are the targets with ``IGNORE_INDEX`` where none is trained (the
     prompt of instruction data), default ``input_ids`` (every token a target). The next-token shift
     happens inside the losses, as for the ids."""
+    cost_embedding_shape: tuple = ()
+    """``(V, d)`` of the fixed cost embedding, ``()`` when there is none (adaptive, non-EMO)."""
 
 
-def build_objective(cfg: Config, model) -> Objective:
+def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -> Objective:
     """Return ``compute(engine, input_ids, labels=None) -> LossOutput`` for the configured loss.
 
-    ``fixed`` cost embedding: copied once here, before any update (paper 4.2.1). ``adaptive``:
+    ``fixed`` cost embedding: copied once here, before any update (paper 4.2.1), or with
+    ``train.cost_embedding_model`` read once from that model's head (``cost_model_path``: its
+    materialised folder, which the driver passes; default: materialised here). ``adaptive``:
     the live head weight, read at every step (and gathered under ZeRO-3).
     """
     t = cfg.train
@@ -72,7 +76,17 @@ def build_objective(cfg: Config, model) -> Objective:
         )
     chunked = impl == "chunked" or (impl == "auto" and exact)
     fixed = None
-    if spec.needs_cost_embedding and t.cost_embedding == "fixed":
+    if spec.needs_cost_embedding and t.cost_embedding == "fixed" and t.cost_embedding_model:
+        from emo_ray.models.cost_embedding import load_other_head
+
+        if cost_model_path is None:
+            from emo_ray.models.loading import materialize
+
+            cost_model_path = materialize(t.cost_embedding_model)
+        own = head_weight(model)
+        fixed = load_other_head(cost_model_path, vocab_size=getattr(own, "ds_shape", own.shape)[0],
+                                dtype=own.dtype, device=own.device)
+    elif spec.needs_cost_embedding and t.cost_embedding == "fixed":
         fixed = fixed_cost_embedding(model)
 
     def cost_embedding(module):
@@ -128,4 +142,4 @@ def build_objective(cfg: Config, model) -> Objective:
             fn = get_loss(t.loss, cost_embedding=cost_embedding(getattr(engine, "module", engine)), **t.loss_kwargs)
             return fn(logits, input_ids if labels is None else labels)
 
-    return Objective(t.loss, chunked, compute)
+    return Objective(t.loss, chunked, compute, tuple(fixed.shape) if fixed is not None else ())

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from emo_ray.config import Config, from_flat
+from emo_ray.train import best_model
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
                                            train_precision, use_bf16, use_fp16)
 from emo_ray.train.schedule import lr_multiplier
@@ -38,14 +39,19 @@ class MlflowSink:
     logged_through = 0
     """Training steps an earlier attempt already logged: replayed after a restore, never logged
     twice (MLflow's metric history keeps duplicates)."""
+    val_logged_through = 0
+    """The same for validations (``train.eval_every``): a replayed step's validation too."""
 
     def resume(self, key: str = "train/loss") -> None:
-        """Read how far an earlier attempt of this run logged ``key``."""
+        """Read how far an earlier attempt of this run logged ``key`` (and ``val/loss``)."""
         if self.enabled:
             self.logged_through = max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=0)
+            self.val_logged_through = max((m.step for m in self.client.get_metric_history(self.run_id, "val/loss")),
+                                          default=0)
 
     def log(self, metrics: dict, step: int, prefix: str = "") -> None:
-        if not self.enabled or (prefix == "train/" and step <= self.logged_through):
+        if not self.enabled or (prefix == "train/" and step <= self.logged_through) or \
+                (prefix == "val/" and step <= self.val_logged_through):
             return
         from mlflow.entities import Metric
 
@@ -245,7 +251,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         return  # a weights-only final checkpoint: training is over, nothing to load
     ds_cfg = deepspeed_config(cfg)
     model, _hf_ds = _load_model(cfg, loop_config["model_path"], ds_cfg)
-    objective = build_objective(cfg, model)  # fixed cost embedding copied before any update
+    # fixed cost embedding copied before any update (or read once from train.cost_embedding_model)
+    objective = build_objective(cfg, model, cost_model_path=loop_config.get("cost_embedding_model_path"))
 
     t = cfg.train
 
@@ -286,12 +293,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
         sink.describe({"train.chunked_loss": bool(objective.chunked)},
                       {"emo_ray.resumed_from_step": step})
         sink.resume()  # an earlier attempt (worker restart, restarted driver) may have logged steps
+        if t.cost_embedding_model:
+            sink.describe({"train.cost_embedding_shape": list(objective.cost_embedding_shape)}, {})
+    select_best = t.select_checkpoint == "best_val_loss"
+    best_dir = loop_config.get("best_model_dir") or ""
+    best_loss, best_step = _initial_best(best_dir, restored is not None, rank, engine.device) if select_best else (math.inf, 0)
 
     shard = ray.train.get_dataset_shard("train")
     blocks_per_epoch = loop_config["train_blocks_per_worker"] // t.micro_batch_size
     if blocks_per_epoch == 0:
         raise RuntimeError("each worker's training shard is smaller than one micro-batch")
     batches = _batches(shard, t.micro_batch_size, consumed % blocks_per_epoch)
+
+    def save_hf(out: Path) -> None:
+        _save_hf(engine, cfg, out, loop_config["model_path"], rank)
 
     def save(step_: int, metrics: dict, final: bool = False) -> None:
         state = {"step": step_, "micro_batches": consumed}
@@ -300,7 +315,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if not weights_only:
                 engine.save_checkpoint(tmp, tag=f"step_{step_}", client_state={CLIENT_STATE: state})
             if final and (weights_only or loop_config.get("save_hf_model")):
-                _save_hf(engine, cfg, Path(tmp) / "hf", loop_config["model_path"], rank)
+                # the exported model is the best validated one, not the last weights (no finite
+                # validation loss at all, best_step 0: there is no best, the last weights it is)
+                if select_best and best_step:
+                    if rank == 0:
+                        best_model.fetch(best_dir, Path(tmp) / "hf")
+                else:
+                    save_hf(Path(tmp) / "hf")
             if final and rank == 0:
                 (Path(tmp) / FINAL_STATE).write_text(json.dumps({**state, "metrics": metrics}))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -375,6 +396,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if rank == 0:
                 sink.describe({}, {"emo_ray.failure": diverged})
             raise TrainingDiverged(diverged)  # no checkpoint, no validation, no export
+        if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
+            val = _validate(engine, loop_config["validation_blocks"], rank, world, t.micro_batch_size)
+            if val["val_tokens"] > 0:
+                metrics.update(val)
+                if rank == 0:
+                    sink.log({k.removeprefix("val_"): v for k, v in val.items()}, step, prefix="val/")
+                # val_loss is all-reduced and best_loss broadcast: every rank decides alike (and
+                # every rank must take part in the export, collective under ZeRO-3)
+                if select_best and val["val_loss"] < best_loss:
+                    best_loss, best_step = val["val_loss"], step
+                    best_model.export_candidate(save_hf, best_dir, best_loss, best_step, rank)
         if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
             save(step, metrics)
         elif step % t.log_every == 0 and step < t.max_steps:
@@ -387,7 +419,39 @@ def train_loop_per_worker(loop_config: dict) -> None:
             sink.log({k.removeprefix("val_"): v for k, v in val.items()}, step, prefix="val/")
     else:
         metrics["val_tokens"] = 0.0
+    if select_best:
+        if val["val_tokens"] > 0 and val["val_loss"] < best_loss:
+            best_loss, best_step = val["val_loss"], step
+            best_model.export_candidate(save_hf, best_dir, best_loss, best_step, rank)
+        metrics.update(val_best_loss=best_loss, val_best_step=best_step)
+        if rank == 0:
+            sink.log({"best_loss": best_loss, "best_step": best_step}, step, prefix="val/")
     save(step, metrics, final=True)
+    if select_best and t.final_checkpoint == "weights" and rank == 0:
+        # the final checkpoint holds the best export and cannot be trained further: one copy is enough
+        best_model.remove(best_dir)
+
+
+def _initial_best(best_dir: str, resumed: bool, rank: int, device) -> tuple[float, int]:
+    """``(best validation loss, its step)`` the run starts from, the same on every rank (rank 0
+    reads, then broadcasts). A resumed attempt continues the candidate an earlier attempt stored
+    (the best so far survives a restart; a step it stored after the restored checkpoint is
+    replayed with the same data and reached again); a fresh start drops any stale one."""
+    import torch.distributed as dist
+
+    state = torch.tensor([math.inf, 0.0], dtype=torch.float64)
+    if rank == 0:
+        if not best_dir:
+            raise RuntimeError("train.select_checkpoint=best_val_loss needs the driver's best_model_dir")
+        if resumed:
+            state = torch.tensor(best_model.read_best(best_dir), dtype=torch.float64)
+        else:
+            best_model.remove(best_dir)
+    state = state.to(device)
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(state, src=0)
+    loss, step = state.cpu().tolist()
+    return loss, int(step)
 
 
 def _mean_over_ranks(values: dict[str, float], world: int, device, tokens: int) -> dict[str, float]:
