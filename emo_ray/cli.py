@@ -4,6 +4,7 @@
     emo-ray eval configs/eval/quick.yaml model=mlflow:<run_id>
     emo-ray sweep cpu-small grid.seeds='[0, 1]' --dry-run
     emo-ray aggregate <sweep parent run id>
+    emo-ray report <sweep name or parent run id> [--alpha 0.001]
     emo-ray show-config configs/smollm2_wikitext2.yaml ray.num_workers=1
     emo-ray ls [losses|sweeps|configs|tasks|corpora|models]
 
@@ -86,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("parent_run_id", help="the sweep's MLflow parent run id")
     p.add_argument("--metric", default="eval/icl/avg_accuracy", help="MLflow metric to plot (default: %(default)s)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p = sub.add_parser("report", help="render the paper's tables and Figure 1 of a sweep from MLflow",
+                       description="Tables 1-3 and Figure 1 with intervals and significance vs MLE, as Markdown, "
+                                   "CSV and PNG, logged under report/ on the sweep's parent run.")
+    p.add_argument("sweep", help="the sweep's name or its MLflow parent run id")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--alpha", type=float, default=0.001,
+                   help="significance level of the marks, after Holm correction (paper: p < 0.001; default: %(default)s)")
+    p.add_argument("--out", default=None, help="also keep the files in this folder")
     p = sub.add_parser("ls", help="list losses, sweeps, configs, ICL tasks, corpora or models")
     p.add_argument("what", nargs="?", choices=LISTINGS, help="what to list (default: everything)")
     sub.add_parser("losses", help="same as: ls losses")
@@ -206,6 +215,23 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from emo_ray import tracking
+    from emo_ray.report import report_and_log
+
+    uri = tracking.tracking_uri(args.tracking_uri)
+    try:
+        report = report_and_log(args.sweep, uri, args.alpha, args.out)
+    except MlflowException as e:
+        raise UsageError(f"sweep {args.sweep!r} in {uri}: {e.message}") from None
+    except ValueError as e:  # unknown sweep, no finished child run, bad alpha
+        raise UsageError(f"sweep {args.sweep!r}: {e}") from None
+    print(report.markdown)
+    return 0
+
+
 def cmd_show_config(args) -> int:
     from emo_ray import typed_config
 
@@ -289,6 +315,7 @@ _LIST = {"losses": _ls_losses, "sweeps": _ls_sweeps, "configs": _ls_configs, "ta
          "corpora": _ls_corpora, "models": _ls_models}
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "aggregate": cmd_aggregate,
+            "report": cmd_report,
             "show-config": cmd_show_config, "ls": cmd_ls}
 
 
@@ -323,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         args.command, args.what = "ls", "losses"
     if getattr(args, "verbose", False):
         os.environ["EMO_RAY_VERBOSE"] = "1"  # read by the driver and forwarded to every Ray worker
-    if args.command in ("train", "eval", "sweep", "aggregate"):
+    if args.command in ("train", "eval", "sweep", "aggregate", "report"):
         from emo_ray import console
 
         console.prepare_process_env()  # library chatter down (MLflow, Ray, DeepSpeed) unless -v

@@ -59,6 +59,8 @@ def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
             "hparams": trial.hparams,
             "tokens": trial.tokens,
             "seed": trial.seed,
+            "domain": trial.domain,
+            "pretrained": trial.pretrained,
             **r.data.metrics,
         })
     df = pd.DataFrame(rows)
@@ -159,6 +161,13 @@ def _plot_row(axes, metric: str, best: pd.DataFrame, fits: dict, styles: dict) -
 
 
 def aggregate(df: pd.DataFrame, metric: str, *, fallback: bool = True) -> tuple[pd.DataFrame, dict, str]:
+    # The untrained models' evaluations (evaluate_pretrained) sit at 0 tokens, off a log axis:
+    # the report draws them as their own point; the scaling curves are the fine-tuned trials.
+    if "pretrained" in df.columns:
+        df = df[~df["pretrained"].astype(bool)]
+    if "domain" in df.columns and df["domain"].nunique() > 1:
+        # One curve (and fit) per objective and domain: "mle/wikitext-2".
+        df = df.assign(objective=df["objective"] + "/" + df["domain"])
     if df.empty:
         raise ValueError("the sweep has no finished child runs to aggregate")
     if fallback and (metric not in df.columns or df[metric].isna().all()):

@@ -6,7 +6,8 @@ import json
 import os
 
 from emo_ray import console, storage, tracking, typed_config
-from emo_ray.sweep.spec import SweepConfig, Trial, compute_flops, eval_config, tokens_per_step, trial_config, trials
+from emo_ray.sweep.spec import (SweepConfig, Trial, compute_flops, domain_names, eval_config, pretrained_trials,
+                                 tokens_per_step, trial_config, trials)
 
 STATE_FILE = "emo_ray_sweep.json"
 
@@ -23,9 +24,14 @@ def describe(sweep: SweepConfig) -> str:
         rows.append(f"{i:>3}  {t.model:14s} {t.loss:12s} {t.hparams or '-':{width}s}  "
                     f"{t.tokens:>11,}  {t.seed:>4}  {cfg.train.max_steps:>6}  "
                     f"{cfg.ray.num_workers}x{'GPU' if cfg.ray.use_gpu else 'CPU'}  "
-                    f"{'?' if flops is None else f'{flops:.2e}':>9}")
+                    f"{'?' if flops is None else f'{flops:.2e}':>9}" + (f"  [{t.domain}]" if t.domain else ""))
+    pre = pretrained_trials(sweep)
+    for t in pre:
+        rows.append(f"{len(rows):>3}  {t.model:14s} {t.loss:12s} {'-':{width}s}  (evaluation of the untrained model)"
+                    + (f"  [{t.domain}]" if t.domain else ""))
     cfg0 = trial_config(sweep, grid[0])
-    head = (f"sweep {sweep.name!r}: {len(rows)} trials; {tokens_per_step(cfg0):,} tokens per optimizer step; "
+    extra = f" + {len(pre)} pre-trained evaluations" if pre else ""
+    head = (f"sweep {sweep.name!r}: {len(grid)} trials{extra}; {tokens_per_step(cfg0):,} tokens per optimizer step; "
             f"evaluation: {sweep.eval_config or 'validation perplexity only'}\n"
             f"  #  model          objective    {'hparams':{width}s}       tokens  seed   steps  workers    6·N·D")
     return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)"])
@@ -120,8 +126,8 @@ def _preflight(sweep: SweepConfig, configs: list) -> None:
         if data.validation:
             check_sources(data.validation)
     models = set(sweep.grid.models)
-    if sweep.eval_config:
-        ecfg = eval_config(sweep)
+    for domain in domain_names(sweep) if sweep.eval_config else ():
+        ecfg = eval_config(sweep, domain=domain)
         if ecfg.generation_enabled:
             models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
     for name in sorted(models):
@@ -138,8 +144,11 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: boo
     from emo_ray.sweep.trial import run_trial
     from emo_ray.train.launch import init_ray
 
-    grid = trials(sweep)
-    configs = [trial_config(sweep, t) for t in grid]
+    trained = trials(sweep)
+    configs = [trial_config(sweep, t) for t in trained]
+    # Pre-trained evaluations (evaluate_pretrained) run as extra Tune trials that train nothing:
+    # one grid, so they share the trial slots, Tune's restore and the MLflow child-run lookup.
+    grid = trained + pretrained_trials(sweep)
     cfg0 = configs[0]
     _preflight(sweep, configs)
     sweep_dir = storage.join(storage.resolve(sweep.storage_path), sweep.name)  # local folder or s3:// etc.
@@ -173,7 +182,9 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: boo
     # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
     # On a local Ray each trial also reserves the memory its workers will take (trial_memory).
     node_memory = ray.cluster_resources().get("memory") if local else None
-    memory = {t.key: trial_memory(c, node_memory) if local else MIN_TRIAL_BYTES for t, c in zip(grid, configs)}
+    memory = {t.key: trial_memory(c, node_memory) if local else MIN_TRIAL_BYTES for t, c in zip(trained, configs)}
+    # An evaluation-only trial holds what a trial driver holds beside its training workers.
+    memory.update({t.key: TRIAL_DRIVER_BYTES if local else MIN_TRIAL_BYTES for t in grid[len(trained):]})
 
     def resources(config: dict) -> tune.PlacementGroupFactory:
         bundle = {"CPU": 0.01, "memory": memory[Trial.from_dict(config["trial"]).key], **({TRIAL_SLOT: 1} if local else {})}

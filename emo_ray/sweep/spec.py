@@ -38,6 +38,11 @@ class GridConfig:
     """The data-volume axis: training tokens per trial (nested subsets of one corpus)."""
     seeds: tuple[int, ...] = (0,)
     """Training seeds (data order and initialisation of the run); curves show the seed mean."""
+    domains: dict = field(default_factory=dict)
+    """Domain name -> ``{train: <training-config overrides>, eval: <eval-config overrides>}``: one
+    fine-tuning per corpus, evaluated on that corpus (paper Table 1), e.g. ``{wikitext-2: {train:
+    {data: {train: ...}}, eval: {generation: {corpora: [wikitext-2]}}}}``. Merged after the sweep's
+    ``train_overrides`` / ``eval_overrides``. Empty: one implicit domain."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,10 @@ class SweepConfig:
     """Evaluation after each trial (``configs/eval/*.yaml``); empty: validation perplexity only."""
     eval_overrides: dict = field(default_factory=dict)
     """Nested mapping merged into the evaluation config."""
+    evaluate_pretrained: bool = True
+    """Also evaluate each untrained model once per domain (a child run tagged
+    ``emo_ray.kind=pretrained``): the "pre-trained" row of Table 3 and point of Figure 1. Needs
+    ``eval_config``; without one there is nothing to evaluate and no such run is made."""
     grid: GridConfig = field(default_factory=GridConfig)
     primary_metric: str = "eval/icl/avg_accuracy"
     """MLflow metric the scaling-law curves plot (``val/ppl`` when the trials have none)."""
@@ -68,6 +77,10 @@ class SweepConfig:
     """Modules or ``.py`` files imported first (own objectives), in the driver and every trial."""
 
 
+PRETRAINED = "pretrained"
+"""Objective label of a trial that only evaluates the untrained model (``evaluate_pretrained``)."""
+
+
 @dataclass(frozen=True)
 class Trial:
     """One cell of the grid: everything that distinguishes a trial's training config."""
@@ -77,6 +90,14 @@ class Trial:
     loss_kwargs: dict
     tokens: int
     seed: int
+    domain: str = ""
+    """Key of ``grid.domains`` ("" when the sweep has none); records written before domains
+    existed load with the default."""
+
+    @property
+    def pretrained(self) -> bool:
+        """An evaluation of the untrained model (no fine-tuning, ``loss == PRETRAINED``)."""
+        return self.loss == PRETRAINED
 
     @property
     def hparams(self) -> str:
@@ -85,9 +106,14 @@ class Trial:
 
     @property
     def key(self) -> str:
-        """Descriptive and unique within a sweep: ``tailr-gamma=0.8-smollm2-135m-4096tok-s0``."""
+        """Descriptive and unique within a sweep: ``tailr-gamma=0.8-smollm2-135m-4096tok-s0``, with
+        ``-<domain>`` appended when the sweep has domains; ``pretrained-smollm2-135m[-<domain>]``."""
+        model = self.model.rstrip('/').split('/')[-1]
+        dom = f"-{self.domain}" if self.domain else ""
+        if self.pretrained:
+            return f"{PRETRAINED}-{model}{dom}"
         hp = f"-{self.hparams}" if self.hparams else ""
-        return f"{self.loss}{hp}-{self.model.rstrip('/').split('/')[-1]}-{self.tokens}tok-s{self.seed}"
+        return f"{self.loss}{hp}-{model}-{self.tokens}tok-s{self.seed}{dom}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,6 +169,9 @@ def validate(sweep: SweepConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if PRETRAINED in g.objectives:
+        raise ConfigError(f"grid.objectives: {PRETRAINED!r} is reserved for the untrained-model row (evaluate_pretrained)")
+    _validate_domains(sweep)
     for name, sets in g.objectives.items():
         where = f"grid.objectives.{name}"
         try:
@@ -163,17 +192,73 @@ def validate(sweep: SweepConfig) -> None:
         try:
             trial_config(sweep, t)
         except ConfigError as e:
-            raise ConfigError(f"trial {t.key}: {e}") from None
+            where = f"grid.domains.{t.domain}: " if t.domain else ""
+            raise ConfigError(f"{where}trial {t.key}: {e}") from None
     if sweep.eval_config:
-        eval_config(sweep)
+        for domain in domain_names(sweep):
+            try:
+                eval_config(sweep, domain=domain)
+            except ConfigError as e:
+                raise ConfigError(f"grid.domains.{domain}: eval: {e}" if domain else str(e)) from None
+
+
+DOMAIN_KEYS = ("train", "eval")
+
+
+def _validate_domains(sweep: SweepConfig) -> None:
+    for name, spec in sweep.grid.domains.items():
+        where = f"grid.domains.{name}"
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigError(f"{where}: a domain name must be a non-empty string without '/'")
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping {{train: ..., eval: ...}}, got {spec!r}")
+        unknown = sorted(set(spec) - set(DOMAIN_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; a domain takes {list(DOMAIN_KEYS)}")
+        for k in DOMAIN_KEYS:
+            if not isinstance(spec.get(k) or {}, dict):
+                raise ConfigError(f"{where}.{k}: expected a nested mapping of config overrides, got {spec[k]!r}")
+        if (spec.get("eval") or {}) and not sweep.eval_config:
+            raise ConfigError(f"{where}.eval: the sweep has no eval_config to apply these overrides to")
+
+
+def domain_names(sweep: SweepConfig) -> list[str]:
+    """The sweep's domains; ``[""]`` (one implicit domain) when ``grid.domains`` is empty."""
+    return list(sweep.grid.domains) or [""]
+
+
+def _domain_overrides(sweep: SweepConfig, domain: str, part: str) -> dict:
+    if not domain:
+        return {}
+    if domain not in sweep.grid.domains:
+        raise ConfigError(f"unknown domain {domain!r}; grid.domains has {list(sweep.grid.domains)}")
+    return dict((sweep.grid.domains[domain] or {}).get(part) or {})
 
 
 def trials(sweep: SweepConfig) -> list[Trial]:
+    """The fine-tuning trials: models x objectives (x hyperparameter sets) x data x seeds x domains."""
     g = sweep.grid
     out = []
-    for model, (loss, sets), tokens, seed in itertools.product(g.models, g.objectives.items(), g.data_tokens, g.seeds):
-        out.extend(Trial(model, loss, dict(hp), int(tokens), int(seed)) for hp in sets)
+    for domain, model, (loss, sets), tokens, seed in itertools.product(
+            domain_names(sweep), g.models, g.objectives.items(), g.data_tokens, g.seeds):
+        out.extend(Trial(model, loss, dict(hp), int(tokens), int(seed), domain) for hp in sets)
     return out
+
+
+def pretrained_trials(sweep: SweepConfig) -> list[Trial]:
+    """One evaluation of each untrained model per domain (``evaluate_pretrained``, needs an
+    ``eval_config``): no training, so no tokens, seed or hyperparameters."""
+    if not (sweep.evaluate_pretrained and sweep.eval_config):
+        return []
+    return [Trial(model, PRETRAINED, {}, 0, 0, domain)
+            for domain, model in itertools.product(domain_names(sweep), sweep.grid.models)]
+
+
+def all_trials(sweep: SweepConfig) -> list[Trial]:
+    """What Tune runs: the fine-tuning trials, then the pre-trained evaluations."""
+    return trials(sweep) + pretrained_trials(sweep)
 
 
 # A trial keeps its fine-tuned weights, not its optimizer state: a sweep of 16 Gemma-3-270M /
@@ -192,8 +277,11 @@ def _trial_tree(sweep: SweepConfig, trial: Trial) -> dict:
 
 def trial_config(sweep: SweepConfig, trial: Trial, extra: dict | None = None) -> Config:
     """The full training config of one trial: the base config, the sweep's overrides, the trial's
-    own fields, then ``extra`` (tracking, storage), all as typed mappings."""
-    tree = merge(TRIAL_DEFAULTS, sweep.train_overrides)
+    own fields, then ``extra`` (tracking, storage), all as typed mappings. A domain's ``train``
+    overrides merge right after the sweep's."""
+    if trial.pretrained:
+        raise ConfigError(f"trial {trial.key} evaluates the untrained model: it has no training config")
+    tree = merge(merge(TRIAL_DEFAULTS, sweep.train_overrides), _domain_overrides(sweep, trial.domain, "train"))
     base = load_config(sweep.train_config, tree={**tree, **_plugins(sweep)})
     tree = merge(tree, _trial_tree(sweep, trial))
     if sweep.epochs:
@@ -208,11 +296,13 @@ def _plugins(sweep: SweepConfig, base: Config | None = None) -> dict:
     return {"plugins": list(dict.fromkeys(names))} if names else {}
 
 
-def eval_config(sweep: SweepConfig, extra: dict | None = None):
-    """The evaluation config each trial runs (``sweep.eval_config`` + overrides + ``extra``)."""
+def eval_config(sweep: SweepConfig, extra: dict | None = None, domain: str = ""):
+    """The evaluation config each trial runs (``sweep.eval_config`` + overrides + the domain's
+    ``eval`` overrides + ``extra``)."""
     from emo_ray.evaluation import load_eval_config
 
-    return load_eval_config(sweep.eval_config, tree=merge(sweep.eval_overrides, extra or {}))
+    tree = merge(merge(sweep.eval_overrides, _domain_overrides(sweep, domain, "eval")), extra or {})
+    return load_eval_config(sweep.eval_config, tree=tree)
 
 
 def tokens_per_step(cfg: Config) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from emo_ray import typed_config
-from emo_ray.sweep.spec import SweepConfig, Trial, eval_config, trial_config
+from emo_ray.sweep.spec import PRETRAINED, SweepConfig, Trial, eval_config, trial_config
 
 TRIAL_TAG = "emo_ray.trial_id"
 TRIAL_RECORD_TAG = "emo_ray.trial"
@@ -34,7 +34,9 @@ def find_child_run(tracking_uri: str, parent_run_id: str, trial_id: str) -> str 
 def trial_tags(sweep: SweepConfig, trial: Trial, trial_id: str) -> dict[str, str]:
     return {TRIAL_TAG: trial_id, TRIAL_RECORD_TAG: json.dumps(trial.to_dict(), sort_keys=True),
             "emo_ray.trial_key": trial.key, "emo_ray.objective": trial.loss, "emo_ray.model": trial.model,
-            "emo_ray.hparams": trial.hparams or "-", "emo_ray.preset": sweep.name}
+            "emo_ray.hparams": trial.hparams or "-", "emo_ray.preset": sweep.name,
+            "emo_ray.domain": trial.domain or "-",
+            **({"emo_ray.kind": PRETRAINED} if trial.pretrained else {})}
 
 
 def run_trial(config: dict) -> None:
@@ -47,6 +49,10 @@ def run_trial(config: dict) -> None:
     trial = Trial.from_dict(config["trial"])
     trial_id = ray.tune.get_context().get_trial_id()
     uri, parent = config["tracking_uri"], config["parent_run_id"]
+    if trial.pretrained:
+        metrics, run_id = evaluate_pretrained(sweep, trial, trial_id, uri, parent)
+        ray.tune.report({**metrics, "mlflow_run_id": run_id, "done_trial": 1})
+        return
     cfg = trial_config(sweep, trial, {
         "tracking": {"tracking_uri": uri, "experiment": sweep.tracking.experiment, "parent_run_id": parent,
                      "run_name": trial.key},
@@ -56,15 +62,53 @@ def run_trial(config: dict) -> None:
     result = fit(cfg, callbacks=[TuneReportCallback()], mlflow_run_id=existing, tags=trial_tags(sweep, trial, trial_id))
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     if sweep.eval_config:
-        metrics.update(evaluate_trial(sweep, result.mlflow_run_id, uri))
+        metrics.update(evaluate_trial(sweep, result.mlflow_run_id, uri, trial.domain))
     ray.tune.report({**metrics, "mlflow_run_id": result.mlflow_run_id, "done_trial": 1})
 
 
-def evaluate_trial(sweep: SweepConfig, run_id: str, tracking_uri: str) -> dict:
+def evaluate_trial(sweep: SweepConfig, run_id: str, tracking_uri: str, domain: str = "") -> dict:
     """Evaluate the trial's exported model and log the scores on the trial's own MLflow run."""
     from emo_ray.evaluation import evaluate_and_log
 
     cfg = eval_config(sweep, {"tracking": {"tracking_uri": tracking_uri, "experiment": sweep.tracking.experiment,
-                                           "log_to_source_run": True}})
+                                           "log_to_source_run": True}}, domain=domain)
     _, result = evaluate_and_log(f"mlflow:{run_id}", cfg)
     return dict(result.metrics)
+
+
+def evaluate_pretrained(sweep: SweepConfig, trial: Trial, trial_id: str, tracking_uri: str,
+                        parent_run_id: str) -> tuple[dict, str]:
+    """Evaluate the untrained ``trial.model`` with the domain's evaluation config on a child run of
+    the sweep (tagged ``emo_ray.kind=pretrained`` and carrying the trial record).
+
+    Resumable like a fine-tuning trial: the child run is found by trial id; a FINISHED one is
+    kept as it is (its metrics are reported again, nothing is re-evaluated or duplicated), an
+    unfinished one is evaluated again on the same run. A failure marks the run FAILED and raises,
+    so Tune records the trial as errored and ``--resume`` retries it, as for training trials.
+    """
+    from mlflow import MlflowClient
+
+    from emo_ray.evaluation.run import log_result_to_run, resolve_model, run_evaluation
+
+    client = MlflowClient(tracking_uri)
+    run_id = find_child_run(tracking_uri, parent_run_id, trial_id)
+    if run_id and client.get_run(run_id).info.status == "FINISHED":
+        return dict(client.get_run(run_id).data.metrics), run_id
+    if run_id is None:
+        experiment = client.get_run(parent_run_id).info.experiment_id
+        tags = {"mlflow.parentRunId": parent_run_id, **trial_tags(sweep, trial, trial_id)}
+        run_id = client.create_run(experiment, run_name=trial.key, tags=tags).info.run_id
+    else:
+        client.update_run(run_id, status="RUNNING")
+    try:
+        cfg = eval_config(sweep, {"tracking": {"tracking_uri": tracking_uri}}, domain=trial.domain)
+        path, _ = resolve_model(trial.model, tracking_uri)
+        result = run_evaluation(path, cfg)
+        log_result_to_run(result, run_id, client)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    from emo_ray.evaluation.run import METRIC_PREFIX
+
+    return {f"{METRIC_PREFIX}{k}": v for k, v in result.metrics.items()}, run_id

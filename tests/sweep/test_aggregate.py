@@ -147,3 +147,35 @@ def test_the_best_set_of_any_hyperparameter_is_kept_per_cell(tmp_path):
             client.set_terminated(rid, "FINISHED")
     best, _, _ = aggregate(collect(parent, uri), ICL)
     assert list(best["hparams"]) == ["gamma=0.9,min_weight=0.0"] and best["mean"].iloc[0] == pytest.approx(0.705)
+
+
+def test_pretrained_runs_stay_off_the_curves_and_domains_get_their_own(tmp_path):
+    """A pre-trained evaluation (0 tokens) is not a scaling point; with several domains each
+    objective gets one curve per domain ("mle/webtext")."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from emo_ray.sweep.spec import PRETRAINED, Trial
+    from emo_ray.sweep.trial import TRIAL_RECORD_TAG
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("agg")
+    parent = client.create_run(exp).info.run_id
+
+    def child(trial, acc):
+        rid = client.create_run(exp, tags={"mlflow.parentRunId": parent, TRIAL_RECORD_TAG: json.dumps(trial.to_dict())}).info.run_id
+        client.log_param(rid, "model.n_params", 135_000_000)
+        client.log_metric(rid, ICL, acc)
+        client.set_terminated(rid, "FINISHED")
+
+    for domain, level in (("wikitext-2", 0.5), ("webtext", 0.6)):
+        for tokens in (1000, 2000, 4000):
+            child(Trial("smollm2-135m", "mle", {}, tokens, 0, domain), level * (tokens / 1e3) ** 0.05)
+        child(Trial("smollm2-135m", PRETRAINED, {}, 0, 0, domain), 0.01)
+    df = collect(parent, uri)
+    assert df["pretrained"].sum() == 2 and set(df["domain"]) == {"wikitext-2", "webtext"}
+    best, fits, _ = aggregate(df, ICL)
+    assert 0 not in set(best["tokens"]) and set(best["objective"]) == {"mle/wikitext-2", "mle/webtext"}
+    assert fits[("tokens", "mle/webtext")]["b"] == pytest.approx(0.05, rel=1e-6)

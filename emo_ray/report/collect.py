@@ -1,0 +1,99 @@
+"""What a report reads from MLflow: the sweep's parent run (by id or sweep name), one row per
+finished child run (its trial record and metrics, via ``emo_ray.sweep.aggregate.collect``) and
+the per-item tables the evaluation logged (``icl/<task>.json``, ``generations/<corpus>.json``)."""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+# Per-sampling-run scores of one generation corpus and decoder (emo_ray.evaluation.open_ended).
+SAMPLING_METRIC = re.compile(r"^eval/gen/([^/]+)/([^/]+)/seed(\d+)/(mauve|oracle_ppl|rouge1|rougeL)$")
+ICL_ACCURACY = re.compile(r"^eval/icl/([^/]+)/accuracy$")
+ICL_AVG = "eval/icl/avg_accuracy"
+
+
+class ReportError(ValueError):
+    """Nothing to report on (unknown sweep, no finished child run); the message says which."""
+
+
+def resolve_parent(client, ref: str) -> str:
+    """The parent run id of ``ref``: a run id, or the name of a sweep (its newest parent run,
+    tagged ``emo_ray.kind=sweep`` by the runner)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(ref).info.run_id
+    except MlflowException:
+        pass
+    exps = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(exps, f"tags.`emo_ray.kind` = 'sweep' and tags.`emo_ray.preset` = '{ref}'",
+                               order_by=["attributes.start_time DESC"], max_results=1) if exps else []
+    if not found:
+        raise ReportError(f"{ref!r} is neither a run id nor the name of a sweep in this MLflow store")
+    return found[0].info.run_id
+
+
+def child_runs(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
+    """One row per finished child run with a trial record (fine-tuned and pre-trained)."""
+    from emo_ray.sweep.aggregate import collect
+
+    df = collect(parent_run_id, tracking_uri)
+    if df.empty:
+        raise ReportError(f"sweep run {parent_run_id} has no finished child run with a trial record")
+    for col, default in (("domain", ""), ("pretrained", False)):
+        if col not in df.columns:
+            df[col] = default
+    df["pretrained"] = df["pretrained"].astype(bool)
+    return df
+
+
+def sampling_scores(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long frame of per-sampling-run generation scores: run_id, corpus, decoder, sample_seed,
+    metric, value (one row per logged ``eval/gen/<corpus>/<decoder>/seed<s>/<metric>``)."""
+    rows = []
+    cols = [(c, SAMPLING_METRIC.match(c)) for c in runs.columns]
+    for c, m in cols:
+        if not m:
+            continue
+        for run_id, v in zip(runs["run_id"], runs[c]):
+            if pd.notna(v):
+                rows.append({"run_id": run_id, "corpus": m[1], "decoder": m[2], "sample_seed": int(m[3]),
+                             "metric": m[4], "value": float(v)})
+    return pd.DataFrame(rows, columns=["run_id", "corpus", "decoder", "sample_seed", "metric", "value"])
+
+
+def icl_tasks(runs: pd.DataFrame) -> list[str]:
+    return sorted(m[1] for c in runs.columns if (m := ICL_ACCURACY.match(c)) and runs[c].notna().any())
+
+
+@dataclass
+class Artifacts:
+    """Per-item tables of child runs, downloaded once each; None when a run did not log one."""
+
+    client: object
+    cache: dict = field(default_factory=dict)
+
+    def table(self, run_id: str, path: str) -> pd.DataFrame | None:
+        key = (run_id, path)
+        if key not in self.cache:
+            self.cache[key] = self._load(run_id, path)
+        return self.cache[key]
+
+    def _load(self, run_id: str, path: str) -> pd.DataFrame | None:
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError):
+                return None
+            if not Path(local).is_file():
+                return None
+            data = json.loads(Path(local).read_text())
+        # mlflow.log_table writes pandas' "split" orientation: {"columns": [...], "data": [[...]]}.
+        return pd.DataFrame(data["data"], columns=data["columns"])

@@ -1,0 +1,161 @@
+"""``emo-ray report`` on a small stored sweep: a local MLflow store with a parent run and child
+runs carrying trial records, per-sampling-run metrics and per-item artifacts, as a sweep leaves
+them. EMO is planted far better than MLE; TaiLr is an exact copy of MLE (must never be marked)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emo_ray.sweep.spec import PRETRAINED, Trial
+from emo_ray.sweep.trial import TRIAL_RECORD_TAG
+
+MODEL = "smollm2-135m"
+TASKS = ("sst2", "trec")
+N_ITEMS, N_PROMPTS, SAMPLE_SEEDS = 120, 30, range(16)
+# Per-objective quality: ICL correctness rate, MAUVE level, oracle NLL per token.
+QUALITY = {"mle": (0.5, 0.5, 3.0), "tailr": (0.5, 0.5, 3.0), "emo": (0.95, 0.9, 2.0)}
+
+
+def _arm(objective: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-item correctness, per-sampling-run MAUVE, per-prompt NLL. TaiLr draws MLE's numbers."""
+    src = "mle" if objective == "tailr" else objective
+    rng = np.random.default_rng([list(QUALITY).index(src), seed])
+    acc, mauve, nll = QUALITY[src]
+    correct = rng.random((len(TASKS), N_ITEMS)) < acc
+    mauves = np.clip(mauve + 0.02 * rng.standard_normal(len(SAMPLE_SEEDS)), 0.01, 1)
+    nlls = nll + 0.1 * rng.standard_normal(N_PROMPTS)
+    return correct, mauves, nlls
+
+
+def _child(client, exp, parent, trial: Trial, *, icl=True, gen=True):
+    from mlflow.entities import Metric
+
+    metrics = {}
+    rid = client.create_run(exp, run_name=trial.key, tags={
+        "mlflow.parentRunId": parent, "emo_ray.trial_id": trial.key, TRIAL_RECORD_TAG: json.dumps(trial.to_dict())}).info.run_id
+    client.log_param(rid, "model.n_params", 135_000_000)
+    correct, mauves, nlls = _arm("mle" if trial.pretrained else trial.loss, trial.seed + (100 if trial.pretrained else 0))
+    if icl:
+        for t, task in enumerate(TASKS):
+            metrics[f"eval/icl/{task}/accuracy"] = float(correct[t].mean())
+            client.log_table(rid, pd.DataFrame({"item": range(N_ITEMS), "correct": correct[t]}), f"icl/{task}.json")
+        metrics["eval/icl/avg_accuracy"] = float(correct.mean())
+    if gen and not trial.pretrained:
+        rows = []
+        for s, m in zip(SAMPLE_SEEDS, mauves):
+            for name, v in (("mauve", m), ("oracle_ppl", float(np.exp(nlls.mean()))), ("rouge1", 0.3), ("rougeL", 0.2)):
+                metrics[f"eval/gen/wikitext-2/ancestral/seed{s}/{name}"] = float(v)
+            rows += [{"prompt_id": p, "seed": s, "decoder": "ancestral", "oracle_nll_sum": float(nlls[p] * 10),
+                      "oracle_tokens": 10} for p in range(N_PROMPTS)]
+        client.log_table(rid, pd.DataFrame(rows), "generations/wikitext-2.json")
+    client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])  # one commit, not ~70
+    client.set_terminated(rid, "FINISHED")
+    return rid
+
+
+def stored_sweep(tmp_path, *, seeds=(0,), tokens=(4096,), pretrained=True, icl=True, gen=True, gammas=(None,)):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("sweeps", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(exp, run_name="demo", tags={"emo_ray.kind": "sweep", "emo_ray.preset": "demo"}).info.run_id
+    for tok in tokens:
+        for seed in seeds:
+            for obj in QUALITY:
+                for g in (gammas if obj == "tailr" else (None,)):
+                    _child(client, exp, parent, Trial(MODEL, obj, {} if g is None else {"gamma": g}, tok, seed),
+                           icl=icl, gen=gen)
+    if pretrained:
+        _child(client, exp, parent, Trial(MODEL, PRETRAINED, {}, 0, 0), icl=icl, gen=gen)
+    client.set_terminated(parent, "FINISHED")
+    return uri, parent, client
+
+
+def _tests(report, table):
+    return next(t for t in report.tables if t.name == table).tests
+
+
+def test_planted_difference_is_marked_identical_arms_are_not(tmp_path):
+    from emo_ray.report import report_and_log
+
+    uri, parent, client = stored_sweep(tmp_path)
+    out = tmp_path / "out"
+    report = report_and_log("demo", uri, alpha=0.001, out_dir=str(out))  # by sweep name
+    assert report.parent_run_id == parent
+    for name in ("table1_mauve", "table2_generation", "table3_icl"):
+        tests = _tests(report, name)
+        emo, tailr = tests[tests.objective == "emo"], tests[tests.objective == "tailr"]
+        assert len(emo) and emo[emo.versus == "mle"]["significant"].all(), name
+        assert not tailr[tailr.versus == "mle"]["significant"].any(), name
+        assert (tailr[tailr.versus == "mle"]["p_value"] > 0.5).all()  # the same numbers: no evidence at all
+    icl = _tests(report, "table3_icl")
+    assert icl["method"].str.contains("McNemar").all()  # one seed: exact test on items
+    assert (icl[icl.objective == "emo"]["versus"] == "pre-trained").any()
+    assert np.isfinite(icl[icl.objective == "emo"]["mdd"]).all()
+    md = report.markdown
+    assert "Table 1" in md and "Table 2" in md and "Table 3" in md and "pre-trained" in md
+    emo_row = next(l for l in md.splitlines() if l.startswith("| emo"))
+    tailr_row = next(l for l in md.splitlines() if l.startswith("| tailr"))
+    assert "*" in emo_row and "*" not in tailr_row
+    assert "One training seed" in md and "(n=1)" in md
+    # Figure 1 at one data volume and one model: no fit, and the report says why.
+    assert "no power law" in md and "1 distinct x" in md
+    table3 = pd.read_csv(out / "table3_icl.csv")
+    assert set(table3.objective) == {"mle", "tailr", "emo", "pre-trained"}
+    assert set(table3.column) == {*TASKS, "avg"}
+    emo_avg = table3[(table3.objective == "emo") & (table3.column == "avg")]["mean"].item()
+    assert emo_avg == pytest.approx(client.search_runs([client.get_run(parent).info.experiment_id],
+                                    "tags.`emo_ray.trial_id` LIKE 'emo-%'")[0].data.metrics["eval/icl/avg_accuracy"])
+    assert (out / "figure1_icl_scaling.png").stat().st_size > 1000
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.md", "report/table1_mauve.csv", "report/table2_generation.csv", "report/table3_icl.csv",
+            "report/comparisons.csv", "report/figure1_icl_scaling.png"} <= logged
+
+
+def test_several_seeds_use_the_bootstrap_and_keep_the_best_gamma(tmp_path):
+    from emo_ray.report import build_report
+
+    uri, parent, _ = stored_sweep(tmp_path, seeds=(0, 1), gammas=(0.9, 0.1))
+    report = build_report(parent, uri)
+    icl = _tests(report, "table3_icl")
+    assert icl["method"].str.contains("bootstrap").all()
+    emo = icl[(icl.objective == "emo") & (icl.versus == "mle")]
+    assert (emo["p_value"] < 0.001).all() and (emo["diff"] > 0.3).all()
+    tailr = icl[(icl.objective == "tailr") & (icl.versus == "mle")]
+    assert (tailr["p_value"] > 0.5).all()
+    # Both gammas draw identical numbers (a tie): the first set in sorted order is kept and named.
+    t3 = next(t for t in report.tables if t.name == "table3_icl").frame
+    assert t3[t3.objective == "tailr"]["hparams"].nunique() == 1
+    assert "tailr (gamma=" in report.markdown
+    t1 = next(t for t in report.tables if t.name == "table1_mauve").frame
+    assert (t1["n"] == 2 * len(SAMPLE_SEEDS)).all()  # seeds x sampling runs
+    assert "One training seed" not in report.markdown
+    # 10 ICL comparisons x a Monte-Carlo p floor of ~2e-4: Holm cannot mark them, and the report says so.
+    assert not icl["significant"].any() and "resolution:" in report.markdown
+
+
+def test_missing_pieces_are_stated_not_invented(tmp_path):
+    from emo_ray.report import build_report
+
+    uri, parent, _ = stored_sweep(tmp_path, pretrained=False, icl=False, gen=True)
+    md = build_report(parent, uri).markdown
+    assert "no ICL" in md.replace("No child run logged ICL", "no ICL") and "no figure points" in md
+    uri2, parent2, _ = stored_sweep(tmp_path / "b", pretrained=False, icl=True, gen=False)
+    md2 = build_report(parent2, uri2).markdown
+    assert "ran no generation evaluation" in md2 and "no pre-trained run" in md2
+    assert "pre-trained |" not in md2 and "| pre-trained" not in md2
+
+
+def test_cli_prints_the_report_and_answers_an_unknown_sweep_with_exit_2(tmp_path, capsys):
+    from emo_ray.cli import main
+
+    uri, parent, client = stored_sweep(tmp_path, icl=False, gen=True, pretrained=False)
+    assert main(["report", parent, "--tracking-uri", uri, "--alpha", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "Table 1: MAUVE" in out and "p < 0.01" in out
+    assert any(a.path == "report/report.md" for a in client.list_artifacts(parent, "report"))
+    assert main(["report", "no-such-sweep", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "neither a run id nor the name of a sweep" in err and len(err.strip().splitlines()) == 1
