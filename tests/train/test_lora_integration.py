@@ -51,3 +51,68 @@ def test_lora_zero2_resumes_and_exports_merged_model(ray_local, mlflow_uri, tmp_
     ids = torch.randint(0, base.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, adapted(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def _stage_main(rank: int, port: int, stage: int, model_path: str, out_root: str) -> None:
+    """One DeepSpeed process (gloo, world 1) at ``stage``: the worker's load (with LoRA), two
+    optimizer steps, the worker's export."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", DS_ACCELERATOR="cpu")
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    from emo_ray.train.deepspeed_setup import deepspeed_config, prepare_deepspeed_env
+
+    prepare_deepspeed_env(False)
+    import deepspeed
+
+    from emo_ray.train import worker
+    from emo_ray.train.objective import build_objective
+
+    cfg = load_config(None, [f"train.zero_stage={stage}", "train.micro_batch_size=2", "ray.num_workers=1",
+                             "train.loss=emo", "train.lora.rank=4", "train.lora.dropout=0", "train.lr=1e-2",
+                             "train.precision=fp32"])
+    ds_cfg = deepspeed_config(cfg)
+    model, _ = worker._load_model(cfg, model_path, ds_cfg)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    objective = build_objective(cfg, model)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                      config=ds_cfg)
+    for seed in range(2):
+        ids = torch.randint(0, 257, (2, 16), generator=torch.Generator().manual_seed(seed))
+        engine.backward(objective.compute(engine, ids).loss)
+        engine.step()
+    params = dict(engine.module.named_parameters())
+    torch.save({"base_equal": all(torch.equal(params[n], v) for n, v in base.items())}, os.path.join(out_root, "state.pt"))
+    worker._save_hf(engine, cfg, Path(out_root) / "hf", model_path, 0)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_lora_at_zero_stages_0_and_1(tmp_path, stage):
+    """ZeRO 0 and 1 (2 is the Ray test above), one process: base weights bitwise unchanged after
+    two steps, and the export is a loadable merged model that differs from the base only where
+    the adapters are."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from transformers import AutoModelForCausalLM
+
+    from emo_ray.models.tiny import build_tiny
+
+    model_path = str(build_tiny(tmp_path / "tiny"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_stage_main, args=(port, stage, model_path, str(tmp_path)), nprocs=1, join=True)
+    state = torch.load(tmp_path / "state.pt")
+    assert state["base_equal"]
+    got = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).state_dict()
+    want = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).state_dict()
+    assert set(got) == set(want)
+    changed = {k for k in want if not torch.equal(got[k], want[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed), changed
+    assert (tmp_path / "hf" / "adapter" / "adapter_model.safetensors").exists()
