@@ -63,6 +63,23 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA continual fine-tuning through peft (``emo_ray/train/lora.py``, docs/lora.md). The
+    official DRSY/EMO scripts (``continual_finetuning/run_clm_trainer_emo.py``) use r=32,
+    alpha=16, dropout=0.05, bias none and peft's default LLaMA targets (q_proj, v_proj)."""
+
+    rank: int = 0
+    """LoRA rank r; 0 = LoRA off (full fine-tuning). Official EMO LoRA runs: 32."""
+    alpha: float = 16.0
+    """Scale numerator: the update is ``(alpha / rank) B A`` (official EMO: 16)."""
+    dropout: float = 0.05
+    """Dropout on the adapter's input, in [0, 1) (official EMO: 0.05)."""
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    """Names of the linear layers to adapt (last name component, e.g. ``q_proj``); checked
+    against the model when it is loaded. Never the output head (EMO's cost embedding)."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     loss: str = "emo"
     """Objective, a name in ``emo_ray.losses.LOSSES``."""
@@ -113,6 +130,8 @@ class TrainConfig:
     """Consecutive steps with a gradient norm of exactly 0 after which the run stops as
     diverged: a dead model (e.g. loss stuck at ln V after a too-large learning rate) that no
     further step can change."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapters instead of full fine-tuning (``train.lora.rank > 0``)."""
     debug_fail_at_step: int = 0
     """Fault injection for tests: the rank-0 worker process exits at this step on the first
     attempt (no checkpoint restored yet). 0 = never."""
@@ -255,6 +274,12 @@ def validate(cfg: Config) -> None:
         (t.overflow_patience >= 0, f"train.overflow_patience must be >= 0, got {t.overflow_patience}"),
         (t.dead_patience >= 1, f"train.dead_patience must be at least 1, got {t.dead_patience}"),
         (t.debug_fail_at_step >= 0, f"train.debug_fail_at_step must be >= 0, got {t.debug_fail_at_step}"),
+        (t.lora.rank >= 0, f"train.lora.rank must be >= 0 (0: LoRA off), got {t.lora.rank}"),
+        (t.lora.rank == 0 or (_finite(t.lora.alpha) and t.lora.alpha > 0), f"train.lora.alpha must be a finite positive number, got {t.lora.alpha}"),
+        (0.0 <= t.lora.dropout < 1.0, f"train.lora.dropout must lie in [0, 1), got {t.lora.dropout}"),
+        (t.lora.rank == 0 or len(t.lora.target_modules) > 0, "train.lora.target_modules must name at least one module"),
+        (t.lora.rank == 0 or t.zero_stage < 3,
+         "train.lora.rank > 0 needs train.zero_stage 0-2 (ZeRO-3 partitions the base weights the LoRA merge reads)"),
         (t.loss_chunk_size > 0, f"train.loss_chunk_size must be positive, got {t.loss_chunk_size}"),
         (t.eval_every >= 0, f"train.eval_every must be >= 0 (0: only at the end), got {t.eval_every}"),
         (t.select_checkpoint != "best_val_loss" or t.eval_every > 0,

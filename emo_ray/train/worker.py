@@ -18,6 +18,7 @@ from emo_ray.config import Config, from_flat
 from emo_ray.train import best_model
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
                                            train_precision, use_bf16, use_fp16)
+from emo_ray.train.lora import trainable_parameters
 from emo_ray.train.schedule import lr_multiplier
 from emo_ray.train.safe_load import weights_only_torch_load
 
@@ -184,7 +185,9 @@ def _load_model(cfg: Config, model_path: str, ds_cfg: dict):
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
-    return model, keep_alive
+    from emo_ray.train.lora import apply_lora
+
+    return apply_lora(model, cfg.train.lora), keep_alive  # train.lora.rank=0: unchanged
 
 
 @torch.no_grad()
@@ -290,7 +293,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         sink.describe({"train.precision_resolved": precision},
                       {"emo_ray.peak_flops_per_worker": f"{peak:.4g}" if peak else "unmeasured"})
     if rank == 0:
-        sink.describe({"train.chunked_loss": bool(objective.chunked)},
+        sink.describe({"train.chunked_loss": bool(objective.chunked),
+                       "train.trainable_params": trainable_parameters(engine.module)},
                       {"emo_ray.resumed_from_step": step})
         sink.resume()  # an earlier attempt (worker restart, restarted driver) may have logged steps
         if t.cost_embedding_model:
@@ -530,5 +534,9 @@ def _save_hf(engine, cfg: Config, out: Path, model_path: str, rank: int) -> None
             raise RuntimeError("the ZeRO-3 export needs zero_optimization.stage3_gather_16bit_weights_on_model_save")
         state = engine._zero3_consolidated_16bit_state_dict()  # collective; the dict on rank 0, None elsewhere
     if rank == 0:
+        if cfg.train.lora.rank:  # adapter alone to out/adapter, then the merged plain model below
+            from emo_ray.train.lora import export_merged
+
+            export_merged(module, cfg.train.lora, out, model_path)
         module.save_pretrained(out, state_dict=state)
         AutoTokenizer.from_pretrained(model_path).save_pretrained(out)
