@@ -204,6 +204,7 @@ def paper_trial_configs(sweep: str = "paper") -> dict:
     """One resolved training config per model of the sweep (the objective with the largest loss
     layer, EMO, at the largest data volume)."""
     from emo_ray import typed_config
+    from emo_ray.losses import get_spec
     from emo_ray.sweep.spec import SweepConfig, sweep_config_path, trial_config, trials
 
     # The sweep's training side only (trial_config validates each trial's training config); the
@@ -211,7 +212,7 @@ def paper_trial_configs(sweep: str = "paper") -> dict:
     spec = typed_config.build(SweepConfig, typed_config.load_tree(sweep_config_path(sweep), None, None), "sweep")
     out = {}
     for t in trials(spec):
-        if t.model not in out or t.loss == "emo":
+        if t.model not in out or get_spec(t.loss).needs_cost_embedding:  # any EMO variant
             out[t.model] = trial_config(spec, t)
     return out
 

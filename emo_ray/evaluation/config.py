@@ -128,6 +128,11 @@ class ICLConfig:
     scorer: Literal["shared_prefix", "plain"] = "shared_prefix"
     normalization: Literal["token_mean", "openicl", "sum"] = "token_mean"
     """How a prompt's NLL becomes its perplexity score, see ``icl.predict.NORMALIZATIONS``."""
+    wording: Literal["official", "paper"] = "official"
+    """Which template of each task fills the prompts: ``official``, the task's ``template``, as in
+    DRSY/EMO ``continual_finetuning/icl.py`` (the code that produced the paper's ICL numbers), or
+    ``paper``, its ``paper_template``, as printed in the paper's Table 5 (a task without one fails
+    at load time)."""
     batch_items: int = 4
     """Items per scoring forward pass."""
     skip_unavailable: bool = False
@@ -178,7 +183,7 @@ def validate(cfg: EvalConfig) -> None:
                 _check_model("generation.surrogate", g.surrogate)
         if cfg.icl_enabled:
             for t in i.tasks:
-                load_task(t)  # a typo in a task name or file fails here, not after a model loaded
+                load_task(t, wording=i.wording)  # a typo or a missing wording fails here, not after a model loaded
     except ValueError as err:
         raise EvalConfigError(str(err)) from None
     checks = [

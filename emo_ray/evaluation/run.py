@@ -70,7 +70,7 @@ def run_evaluation(model_path: str, cfg: EvalConfig) -> EvalResult:
     # Check every task config before the first model loads: a typo fails in seconds.
     if cfg.icl_enabled:
         for t in cfg.icl.tasks:
-            load_task(t)
+            load_task(t, wording=cfg.icl.wording)
     with ray_session(cfg.execution):
         if cfg.generation_enabled:
             for corpus in cfg.generation.corpora:

@@ -84,7 +84,7 @@ def build_rows(data: TaskData, items: list[int], demos: list[list[int]]) -> list
 
 def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionResult:
     t0 = time.perf_counter()
-    task = load_task(task_name)
+    task = load_task(task_name, wording=cfg.icl.wording)
     if cfg.icl.demonstrations >= 0:
         task = replace(task, demonstrations=cfg.icl.demonstrations)
     data = load_task_data(task)
@@ -119,7 +119,7 @@ def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionRe
     retr = "fixed" if task.selection == "fixed" else f"topk({resolve_retriever(cfg.icl.retriever)})"
     params = {
         key: (
-            f"template={task.template!r} label_words={list(task.label_words)} demonstrations={task.demonstrations} "
+            f"wording={cfg.icl.wording} template={task.template!r} label_words={list(task.label_words)} demonstrations={task.demonstrations} "
             f"selection={retr} train={task.train} test={task.test} num_items={len(items)} item_seed={cfg.icl.seed} "
             f"scorer={cfg.icl.scorer} normalization={cfg.icl.normalization} tie_break=train_label_prior"
         )

@@ -10,6 +10,11 @@ pass its name):
     train: ${EMO_RAY_DATA}/my_task/train.jsonl    # or hf:NAME[:CONFIG]:SPLIT
     test: ${EMO_RAY_DATA}/my_task/test.jsonl
 
+A task may also give ``paper_template``: the same prompt as printed in the paper's Table 5, where
+that wording differs from the official code's. ``icl.wording: paper`` selects it (``load_task(name,
+wording="paper")``); the default ``official`` keeps ``template``, the DRSY/EMO icl.py wording that
+produced the paper's numbers.
+
 Placeholders are ``{field}`` or ``{field[i]}`` (an element of a list field, e.g. MMLU choices);
 they are filled in one pass, so braces inside the data are never re-interpreted.
 """
@@ -66,14 +71,23 @@ class Task:
     paper_name: str = ""
     reference: str = ""
     """Where the template comes from."""
+    paper_template: str = ""
+    """The template as printed in the paper's Table 5 (``icl.wording: paper``); same placeholders
+    as ``template``. Empty: none transcribed, and ``wording="paper"`` fails for this task."""
 
 
 def task_names() -> list[str]:
     return sorted(p.stem for p in TASK_DIR.glob("*.yaml"))
 
 
-def load_task(name_or_path: str) -> Task:
-    """A task by name (a YAML file in ``TASK_DIR``) or by path to a YAML file."""
+WORDINGS = ("official", "paper")
+
+
+def load_task(name_or_path: str, wording: str = "official") -> Task:
+    """A task by name (a YAML file in ``TASK_DIR``) or by path to a YAML file. ``wording="paper"``
+    returns it with ``template`` replaced by its ``paper_template`` (paper Table 5)."""
+    if wording not in WORDINGS:
+        raise TaskError(f"ICL wording {wording!r} is not one of {list(WORDINGS)}")
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = TASK_DIR / f"{name_or_path}.yaml"
@@ -94,6 +108,15 @@ def load_task(name_or_path: str) -> Task:
     if not task.label_words:
         task = replace(task, label_words=tuple(read_label_words(task)))
     validate_task(task)
+    if task.paper_template:
+        validate_task(replace(task, template=task.paper_template))
+    if wording == "paper":
+        if not task.paper_template:
+            raise TaskError(
+                f"task {task.name!r} ({path}) has no paper_template (Table 5 wording); "
+                f"use icl.wording=official or add one to the task YAML"
+            )
+        task = replace(task, template=task.paper_template)
     return task
 
 
