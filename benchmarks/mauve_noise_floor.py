@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import random
 import time
@@ -31,6 +32,10 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[100, 200, 400])
     ap.add_argument("--repeats", type=int, default=12, help="random halves per size (human vs human)")
     ap.add_argument("--shuffled-repeats", type=int, default=3)
+    ap.add_argument("--buckets", nargs="+", type=int, default=[0],
+                    help="k-means buckets; 0 = mauve-text's default (n/10)")
+    ap.add_argument("--pool", type=int, default=800,
+                    help="windows featurized per corpus (fixed, so the feature cache serves every size)")
     ap.add_argument("--featurizer", default="smollm2-135m")
     ap.add_argument("--pooling", default="mean")
     ap.add_argument("--layer", type=int, default=-8)
@@ -51,11 +56,11 @@ def main() -> None:
     path = materialize(args.featurizer)
     tok = load_tokenizer(path)
     ex = ExecutionConfig(executor="local", cpus_per_actor=torch.get_num_threads(), dtype=args.dtype, progress_bar=False)
-    cfg = MauveConfig(featurizer=args.featurizer, pooling=args.pooling, layer=args.layer)
+    base = MauveConfig(featurizer=args.featurizer, pooling=args.pooling, layer=args.layer)
     rows = []
     for name in args.corpora:
         prompts, counts = make_prompts(get_corpus(name), tok, num_prompts=0, seed=0)
-        need = 2 * max(args.sizes)
+        need = max(args.pool, 2 * max(args.sizes))
         sizes = [n for n in args.sizes if 2 * n <= len(prompts)]
         if len(sizes) < len(args.sizes):
             print(f"{name}: {len(prompts)} windows; sizes above {len(prompts) // 2} per side skipped")
@@ -64,12 +69,13 @@ def main() -> None:
         rng = random.Random(0)
         shuffled = [" ".join(rng.sample(t.split(), len(t.split()))) for t in texts]
         t0 = time.perf_counter()
-        human = featurize(texts, path, pooling=args.pooling, max_tokens=cfg.max_tokens, batch_size=16,
+        human = featurize(texts, path, pooling=args.pooling, max_tokens=base.max_tokens, batch_size=16,
                           execution=ex, cache=True, layer=args.layer)
-        shuf = featurize(shuffled, path, pooling=args.pooling, max_tokens=cfg.max_tokens, batch_size=16,
+        shuf = featurize(shuffled, path, pooling=args.pooling, max_tokens=base.max_tokens, batch_size=16,
                          execution=ex, cache=True, layer=args.layer)
         feat_s = time.perf_counter() - t0
-        for n in sizes:
+        for n, buckets in [(n, b) for n in sizes for b in args.buckets]:
+            cfg = dataclasses.replace(base, num_buckets=buckets)
             hh, hs = [], []
             gen = np.random.default_rng(n)
             for r in range(args.repeats):
@@ -78,7 +84,7 @@ def main() -> None:
                 if r < args.shuffled_repeats:
                     hs.append(mauve(human[idx[:n]], shuf[idx[n:]], cfg))
             sd = float(np.std(hh, ddof=1))
-            row = {"corpus": name, "n_per_side": n, "repeats": len(hh), "hh_mean": round(float(np.mean(hh)), 4),
+            row = {"corpus": name, "n_per_side": n, "buckets": buckets or f"auto({max(1, n // 10)})", "repeats": len(hh), "hh_mean": round(float(np.mean(hh)), 4),
                    "hh_std": round(sd, 4), "hh_half_width_95": round(1.96 * sd, 4),
                    "shuffled_mean": round(float(np.mean(hs)), 4), "featurize_s_all": round(feat_s, 1),
                    "windows": counts["windows"]}
@@ -89,9 +95,10 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    print(f"\n{'corpus':<12} {'n/side':>6} {'hh mean':>8} {'hh 95% hw':>9} {'shuffled':>8}")
+    print(f"\n{'corpus':<12} {'n/side':>6} {'buckets':>9} {'hh mean':>8} {'hh 95% hw':>9} {'shuffled':>8}")
     for r in rows:
-        print(f"{r['corpus']:<12} {r['n_per_side']:>6} {r['hh_mean']:>8.3f} {r['hh_half_width_95']:>9.3f} {r['shuffled_mean']:>8.3f}")
+        print(f"{r['corpus']:<12} {r['n_per_side']:>6} {r['buckets']:>9} {r['hh_mean']:>8.3f} "
+              f"{r['hh_half_width_95']:>9.3f} {r['shuffled_mean']:>8.3f}")
     print(f"wrote {args.out}")
 
 

@@ -264,8 +264,11 @@ def check_vocab(packed, model_path: str) -> None:
 
 def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
     """``train.cost_embedding_model``, materialised once here, and its vocabulary checked against
-    the trained model's (hidden sizes may differ); None when the run uses its own head."""
-    if not cfg.train.cost_embedding_model:
+    the trained model's (hidden sizes may differ); None when the run uses its own head or its
+    objective has no cost embedding (then the setting is ignored, like ``train.cost_embedding``)."""
+    from emo_ray.losses import get_spec
+
+    if not cfg.train.cost_embedding_model or not get_spec(cfg.train.loss).needs_cost_embedding:
         return None
     from emo_ray.models import materialize
     from emo_ray.models.cost_embedding import head_vocab_size

@@ -297,7 +297,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                        "train.trainable_params": trainable_parameters(engine.module)},
                       {"emo_ray.resumed_from_step": step})
         sink.resume()  # an earlier attempt (worker restart, restarted driver) may have logged steps
-        if t.cost_embedding_model:
+        if t.cost_embedding_model and objective.cost_embedding_shape:
             sink.describe({"train.cost_embedding_shape": list(objective.cost_embedding_shape)}, {})
     select_best = t.select_checkpoint == "best_val_loss"
     best_dir = loop_config.get("best_model_dir") or ""

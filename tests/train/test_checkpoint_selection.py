@@ -15,7 +15,6 @@ from emo_ray.train import best_model
     (["train.select_checkpoint=best_val_loss", "train.eval_every=5", "data.validation_fraction=0"],
      "needs validation data"),
     (["train.select_checkpoint=best", "train.eval_every=5"], "select_checkpoint"),
-    (["train.loss=mle", "train.cost_embedding_model=tiny-llama"], "EMO family.*'mle'"),
     (["train.cost_embedding=adaptive", "train.cost_embedding_model=tiny-llama"], "cost_embedding=adaptive"),
 ])
 def test_config_errors(overrides, message):
@@ -31,6 +30,15 @@ def test_valid_selection_configs():
                              "data.validation_fraction=0", "data.validation=${EMO_RAY_DATA}/wikitext-2/valid.jsonl"])
     assert cfg.data.validation_fraction == 0
     assert load_config(None, ["train.loss=emo_mode2", "train.cost_embedding_model=tiny-llama"]).train.cost_embedding_model
+
+
+def test_cost_embedding_model_is_ignored_without_a_cost_embedding():
+    """A sweep sets it once for every objective (table3, as the official LoRA script): MLE
+    neither fails nor loads the other model."""
+    from emo_ray.train.launch import _check_cost_embedding_model
+
+    cfg = load_config(None, ["train.loss=mle", "train.cost_embedding_model=/no/such/model"])
+    assert _check_cost_embedding_model(cfg, "unused") is None
 
 
 def test_vocab_mismatch_is_an_early_config_error(tmp_path, monkeypatch):
