@@ -7,6 +7,7 @@
     emo-ray report <sweep name or parent run id> [--alpha 0.001]
     emo-ray show-config configs/smollm2_wikitext2.yaml ray.num_workers=1
     emo-ray ls [losses|sweeps|configs|tasks|corpora|models]
+    emo-ray sample-corpus configs/oracle/cpu_sample.yaml sizes.train=512
 
 ``emo-ray COMMAND --help`` lists every field of that command's config with its default and doc.
 A config error (unknown key, wrong type, value out of range) is one line on stderr and exit code
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 EXIT_CONFIG = 2
-KINDS = ("train", "eval", "sweep")
+KINDS = ("train", "eval", "sweep", "sample-corpus")
 
 
 class UsageError(Exception):
@@ -45,7 +46,9 @@ def _config_defaults(kind: str):
     from emo_ray.evaluation.config import EvalConfig
     from emo_ray.sweep.spec import SweepConfig
 
-    return {"train": Config, "eval": EvalConfig, "sweep": SweepConfig}[kind]()
+    from emo_ray.data.oracle_corpus import OracleCorpusConfig
+
+    return {"train": Config, "eval": EvalConfig, "sweep": SweepConfig, "sample-corpus": OracleCorpusConfig}[kind]()
 
 
 def _fields_help(kind: str) -> str:
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
             "sweep config: a path or a name in configs/sweeps/ (emo-ray ls sweeps)")
     p.add_argument("--dry-run", action="store_true", help="print the trial grid and compute estimate, run nothing")
     p.add_argument("--resume", action="store_true", help="continue a stopped sweep: finished trials are kept")
+    add("sample-corpus", "sample the oracle experiment's corpus (paper 4.1.3) on Ray Data", "sample-corpus",
+        "corpus sampling config (configs/oracle/*_sample.yaml)")
     p = add("show-config", "print the resolved config (train, eval or sweep) and exit", None,
             "any config file, or a sweep name")
     p.add_argument("--kind", choices=KINDS, help="config kind (default: guessed from the file)")
@@ -142,6 +147,8 @@ def _guess_kind(path: str) -> str:
         tree = read_yaml(path)
     if "grid" in tree or "train_config" in tree:
         return "sweep"
+    if "oracle" in tree and isinstance(tree["oracle"], str):
+        return "sample-corpus"
     if tree.keys() & {"icl", "generation", "mauve", "oracle", "execution", "icl_enabled", "generation_enabled"} \
             or isinstance(tree.get("model"), str):
         return "eval"
@@ -152,9 +159,11 @@ def load(kind: str, config: str | None, overrides: list[str]):
     """The validated typed config of ``kind``; any problem raises ``ConfigError``."""
     from emo_ray.config import ConfigError, load_config
     from emo_ray.evaluation.config import load_eval_config
+    from emo_ray.data.oracle_corpus import load_oracle_corpus_config
     from emo_ray.sweep.spec import load_sweep_config
 
-    loader = {"train": load_config, "eval": load_eval_config, "sweep": load_sweep_config}[kind]
+    loader = {"train": load_config, "eval": load_eval_config, "sweep": load_sweep_config,
+              "sample-corpus": load_oracle_corpus_config}[kind]
     try:
         return loader(config, overrides)
     except ConfigError:
@@ -195,6 +204,16 @@ def cmd_sweep(args) -> int:
         return 0
     summary = run_sweep(sweep, resume=args.resume)
     _summary("print_sweep_summary", summary, sweep)
+    return 0
+
+
+def cmd_sample_corpus(args) -> int:
+    from emo_ray.data.oracle_corpus import output_path, sample_corpus
+
+    cfg = load("sample-corpus", args.config, args.overrides)
+    record = sample_corpus(cfg)
+    counts = ", ".join(f"{s} {v['paragraphs']}" for s, v in record["splits"].items())
+    print(f"oracle corpus of {cfg.oracle} in {output_path(cfg)}: {counts} paragraphs", flush=True)
     return 0
 
 
@@ -315,7 +334,7 @@ _LIST = {"losses": _ls_losses, "sweeps": _ls_sweeps, "configs": _ls_configs, "ta
          "corpora": _ls_corpora, "models": _ls_models}
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "aggregate": cmd_aggregate,
-            "report": cmd_report,
+            "report": cmd_report, "sample-corpus": cmd_sample_corpus,
             "show-config": cmd_show_config, "ls": cmd_ls}
 
 
@@ -350,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         args.command, args.what = "ls", "losses"
     if getattr(args, "verbose", False):
         os.environ["EMO_RAY_VERBOSE"] = "1"  # read by the driver and forwarded to every Ray worker
-    if args.command in ("train", "eval", "sweep", "aggregate", "report"):
+    if args.command in ("train", "eval", "sweep", "aggregate", "report", "sample-corpus"):
         from emo_ray import console
 
         console.prepare_process_env()  # library chatter down (MLflow, Ray, DeepSpeed) unless -v
