@@ -277,7 +277,7 @@ def validate(cfg: Config) -> None:
         (t.dead_patience >= 1, f"train.dead_patience must be at least 1, got {t.dead_patience}"),
         (t.debug_fail_at_step >= 0, f"train.debug_fail_at_step must be >= 0, got {t.debug_fail_at_step}"),
         (t.lora.rank >= 0, f"train.lora.rank must be >= 0 (0: LoRA off), got {t.lora.rank}"),
-        (t.lora.rank == 0 or (_finite(t.lora.alpha) and t.lora.alpha > 0), f"train.lora.alpha must be a finite positive number, got {t.lora.alpha}"),
+        (_finite(t.lora.alpha) and t.lora.alpha > 0, f"train.lora.alpha must be a finite positive number, got {t.lora.alpha}"),
         (0.0 <= t.lora.dropout < 1.0, f"train.lora.dropout must lie in [0, 1), got {t.lora.dropout}"),
         (t.lora.rank == 0 or len(t.lora.target_modules) > 0, "train.lora.target_modules must name at least one module"),
         (t.lora.rank == 0 or t.zero_stage < 3,
