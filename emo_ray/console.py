@@ -97,6 +97,8 @@ def quiet_libraries() -> None:
         return
     filter_harmless_warnings()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its loggers
+    # "Downloading artifacts: 100%" per artifact read back (emo-ray report reads one per run and table)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "deepspeed", "DeepSpeed", "accelerate", "datasets"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Ray Data re-reads RAY_DATA_LOG_LEVEL whenever it configures its loggers; this process may
