@@ -149,6 +149,8 @@ def _guess_kind(path: str) -> str:
         return "sweep"
     if "oracle" in tree and isinstance(tree["oracle"], str):
         return "sample-corpus"
+    if {"source", "prefix_tokens", "gen_tokens"} <= tree.keys():  # a corpus definition (generation.corpora)
+        return "corpus"
     if tree.keys() & {"icl", "generation", "mauve", "oracle", "execution", "icl_enabled", "generation_enabled"} \
             or isinstance(tree.get("model"), str):
         return "eval"
@@ -239,13 +241,14 @@ def cmd_report(args) -> int:
 
     from emo_ray import tracking
     from emo_ray.report import report_and_log
+    from emo_ray.report.collect import ReportError
 
     uri = tracking.tracking_uri(args.tracking_uri)
     try:
         report = report_and_log(args.sweep, uri, args.alpha, args.out)
     except MlflowException as e:
         raise UsageError(f"sweep {args.sweep!r} in {uri}: {e.message}") from None
-    except ValueError as e:  # unknown sweep, no finished child run, bad alpha
+    except ReportError as e:  # unknown sweep, no finished child run, bad alpha; a bug keeps its traceback
         raise UsageError(f"sweep {args.sweep!r}: {e}") from None
     print(report.markdown)
     return 0
@@ -256,6 +259,17 @@ def cmd_show_config(args) -> int:
 
     config, overrides = _split_overrides(args.config, args.overrides)
     kind = args.kind or (_guess_kind(config) if config else "train")
+    if kind == "corpus":
+        from emo_ray.config import ConfigError
+        from emo_ray.evaluation.corpora import CorpusError, load_corpus_file
+
+        if overrides:
+            raise UsageError(f"{config} is a corpus definition; it takes no key=value overrides")
+        try:
+            print(typed_config.to_yaml(load_corpus_file(config)), end="")
+        except CorpusError as e:
+            raise ConfigError(str(e)) from None
+        return 0
     print(typed_config.to_yaml(load(kind, config, overrides)), end="")
     return 0
 
@@ -306,7 +320,7 @@ def _ls_configs() -> list[str]:
     out = []
     for path in sorted((REPO_ROOT / "configs").rglob("*.yaml")):
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        out.append(f"{str(path.relative_to(REPO_ROOT)):38s} {_guess_kind(str(path)):5s}  {first}")
+        out.append(f"{str(path.relative_to(REPO_ROOT)):38s} {_guess_kind(str(path)):13s}  {first}")
     return out
 
 

@@ -82,6 +82,21 @@ def test_show_config_guesses_the_kind(capsys):
     assert "seeds:\n  - 3" in capsys.readouterr().out
     assert main(["show-config", str(ROOT / "configs/eval/quick.yaml")]) == 0
     assert "icl:" in capsys.readouterr().out
+    corpus = str(ROOT / "configs/oracle/cpu_test_corpus.yaml")
+    assert main(["show-config", corpus]) == 0
+    assert "prefix_tokens: 16" in capsys.readouterr().out
+    assert main(["show-config", corpus, "gen_tokens=3"]) == 2
+    assert "corpus definition; it takes no key=value overrides" in capsys.readouterr().err
+
+
+def test_ls_configs_names_each_kind(capsys):
+    assert main(["ls", "configs"]) == 0
+    kinds = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines()}
+    assert kinds["configs/oracle/cpu_test_corpus.yaml"] == "corpus"
+    assert kinds["configs/oracle/cpu_sample.yaml"] == "sample-corpus"
+    assert kinds["configs/sweeps/table1-cpu.yaml"] == "sweep"
+    assert kinds["configs/eval/table1_cpu.yaml"] == "eval"
+    assert kinds["configs/tiny_smoke.yaml"] == "train"
 
 
 def test_entry_scripts_are_thin_wrappers_without_path_hacks(tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from emo_ray import stats
 from emo_ray.report import figure, tables
-from emo_ray.report.collect import Artifacts, child_runs, resolve_parent
+from emo_ray.report.collect import Artifacts, ReportError, child_runs, resolve_parent
 
 ARTIFACT_DIR = "report"
 
@@ -33,7 +33,7 @@ def _tests_markdown(tests: pd.DataFrame, alpha: float) -> str:
     for t in tests.to_dict("records"):
         p = "—" if pd.isna(t["p_value"]) else f"{t['p_value']:.2g}"
         ph = "—" if pd.isna(t["p_holm"]) else f"{t['p_holm']:.2g}" + ("*" if t["significant"] else "")
-        mdd = "—" if not math.isfinite(t["mdd"]) else f"{t['mdd']:.3g}"
+        mdd = ("none" if math.isinf(t["mdd"]) else "—") if not math.isfinite(t["mdd"]) else f"{t['mdd']:.3g}"
         diff = "—" if pd.isna(t["diff"]) else f"{t['diff']:+.4g}"
         where = [x for x in (t["domain"], t["model"], f"{int(t['tokens']):,} tok") if x] if several else [t["domain"]]
         who = t["objective"] + (f" [{', '.join(w for w in where if w)}]" if any(where) else "")
@@ -48,7 +48,7 @@ def build_report(parent_ref: str, tracking_uri: str, alpha: float = 0.001) -> Re
     from mlflow import MlflowClient
 
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise ReportError(f"alpha must be in (0, 1), got {alpha}")
     client = MlflowClient(tracking_uri)
     parent = resolve_parent(client, parent_ref)
     runs = child_runs(parent, tracking_uri)
@@ -67,7 +67,8 @@ def build_report(parent_ref: str, tracking_uri: str, alpha: float = 0.001) -> Re
           f"model, at Holm-adjusted p < {alpha:g} ({stats.HOLM_NOTE}, across the comparisons of each table). "
           "Each cell keeps the best hyperparameter set of its objective (by the table's seed-mean score: MAUVE for "
           "tables 1-2, average ICL accuracy for table 3), shown in parentheses. MDD: the smallest difference the "
-          "test would detect with power 0.8 at this n (nan: identical arms or too few pairs).", ""]
+          "test would detect with power 0.8 at this n (—: identical arms or too few pairs; none: no possible accuracy "
+          "difference is detectable at this n).", ""]
     if len(seeds) < 2:
         md += ["**One training seed**: intervals over seeds are missing; generation intervals and tests are over "
                "sampling runs only, ICL tests are exact McNemar on items.", ""]

@@ -337,7 +337,14 @@ def icl_test(a: pd.DataFrame, b: pd.DataFrame, artifacts, task: str, alpha: floa
         mdd = stats.min_detectable_accuracy_difference(t.n, rate, alpha=alpha, power=POWER) if rate > 0 else math.nan
         return t, "", mdd
     x, y = j["a"].to_numpy(float), j["b"].to_numpy(float)
-    return stats.paired_bootstrap(x, y, n_perm=N_PERM), "", _safe_mdd(x - y, alpha)
+    return stats.paired_bootstrap(x, y, n_perm=N_PERM), "", accuracy_mdd(x - y, alpha)
+
+
+def accuracy_mdd(diffs: np.ndarray, alpha: float) -> float:
+    """MDD of a mean accuracy difference; accuracies differ by at most 1, so an MDD above 1 means
+    that no possible difference is detectable at this n (``inf``, rendered "none")."""
+    mdd = _safe_mdd(diffs, alpha)
+    return math.inf if mdd > 1 else mdd
 
 
 def table3_icl(runs: pd.DataFrame, artifacts, alpha: float) -> Table:

@@ -36,3 +36,29 @@ def test_per_row_generators_make_rows_independent_of_the_batch():
 def test_unknown_decoder_lists_valid():
     with pytest.raises(ValueError, match="valid: \\['ancestral'"):
         get_decoder("beam")
+
+
+def test_draws_follow_the_distribution_and_never_pick_a_dropped_token():
+    """The inverse-CDF draw is exact: 20,000 draws of one row pass a chi-square test against the
+    truncated distribution (a biased sampler, e.g. an off-by-one in the CDF search, fails it at
+    this n), and tokens that top-k removed never appear."""
+    from scipy import stats
+
+    probs = torch.tensor([0.4, 0.25, 0.2, 0.1, 0.04, 0.01])
+    logits = probs.log().expand(20_000, -1)
+    gens = [torch.Generator().manual_seed(s) for s in range(20_000)]
+    draws = choose(logits, Decoder(top_k=4), gens)
+    counts = torch.bincount(draws, minlength=6)
+    assert counts[4:].sum() == 0
+    kept = probs[:4] / probs[:4].sum()
+    expected = kept.double().numpy() * counts[:4].sum().item()
+    assert stats.chisquare(counts[:4].numpy(), expected).pvalue > 1e-3
+    # a vocabulary-sized row: the draw lands on the single token that holds the mass
+    big = torch.full((2, 49_152), -1e4)
+    big[0, 49_151], big[1, 0] = 0.0, 0.0
+    assert choose(big, DECODERS["ancestral"], [torch.Generator().manual_seed(s) for s in (0, 1)]).tolist() == [49_151, 0]
+
+
+def test_one_generator_per_row_is_required():
+    with pytest.raises(ValueError, match="3 rows but 2 generators"):
+        choose(torch.randn(3, 5), DECODERS["ancestral"], [torch.Generator(), torch.Generator()])

@@ -2,6 +2,7 @@
 runs carrying trial records, per-sampling-run metrics and per-item artifacts, as a sweep leaves
 them. EMO is planted far better than MLE; TaiLr is an exact copy of MLE (must never be marked)."""
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -161,3 +162,31 @@ def test_cli_prints_the_report_and_answers_an_unknown_sweep_with_exit_2(tmp_path
     assert main(["report", "no-such-sweep", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert "neither a run id nor the name of a sweep" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_turns_report_errors_into_usage_errors_but_keeps_a_bugs_traceback(tmp_path, capsys, monkeypatch):
+    import emo_ray.report
+    from emo_ray.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["report", "any", "--tracking-uri", uri, "--alpha", "1.5"]) == 2
+    assert "alpha must be in (0, 1), got 1.5" in capsys.readouterr().err
+
+    def broken(*args, **kwargs):  # a ValueError from inside the statistics is a bug, not a usage error
+        raise ValueError("math domain error")
+
+    monkeypatch.setattr(emo_ray.report, "report_and_log", broken)
+    with pytest.raises(ValueError, match="math domain error"):
+        main(["report", "any", "--tracking-uri", uri])
+
+
+def test_an_accuracy_mdd_above_one_reads_none():
+    from emo_ray.report import render, tables
+
+    assert math.isinf(tables.accuracy_mdd(np.array([1.0, 0.0, -1.0, 0.5]), 0.001))  # 4 items: nothing detectable
+    many = np.tile([0.0, 1.0, 0.0, -1.0, 0.0], 400)
+    assert 0 < tables.accuracy_mdd(many, 0.001) < 0.2
+    row = dict(objective="emo", column="sst2", versus="MLE", diff=0.1, p_value=0.5, p_holm=1.0, significant=False,
+               n=4, method="paired bootstrap", domain="", model="m", tokens=0)
+    md = render._tests_markdown(pd.DataFrame([{**row, "mdd": math.inf}, {**row, "mdd": math.nan}]), 0.001)
+    assert "| none |" in md and "| — |" in md
