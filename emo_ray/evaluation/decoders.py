@@ -68,6 +68,6 @@ def choose(logits: torch.Tensor, dec: Decoder, generators: list[torch.Generator]
     if len(generators) != probs.size(0):
         raise ValueError(f"{probs.size(0)} rows but {len(generators)} generators")
     cdf = probs.double().cumsum(-1)
-    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(cdf.device)
+    u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators])  # host, as the generators
     target = u.unsqueeze(-1) * cdf[:, -1:]
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=probs.size(-1) - 1)
