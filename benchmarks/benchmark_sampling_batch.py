@@ -12,11 +12,11 @@ every ratio comes from the same run (the box may be shared: read ratios, not abs
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 from unittest import mock
 
+import pandas as pd
 import torch
 
 from emo_ray.evaluation import decoders
@@ -65,10 +65,7 @@ def main(argv=None) -> None:
     for r in rows:
         r[f"inverse_cdf_vs_batch_{rows[0]['batch']}"] = round(r["inverse_cdf_tok_s"] / base, 2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    pd.DataFrame(rows).to_csv(args.out, index=False)
     print(f"{'batch':>6} {'multinomial':>12} {'inverse CDF':>12} {'speed-up':>9}   tok/s, 1 thread, bf16 -> {args.out}")
     for r in rows:
         print(f"{r['batch']:>6} {r['multinomial_tok_s']:>12} {r['inverse_cdf_tok_s']:>12} {r['speedup']:>8}x")
