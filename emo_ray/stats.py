@@ -7,6 +7,8 @@ functions over numpy arrays (or lists) that return floats or small frozen record
 * ``mean_interval``: seed mean with a Student-t interval (few seeds, so t rather than normal);
 * ``mcnemar_exact``: paired per-item correctness (ICL accuracy) of two objectives;
 * ``paired_bootstrap``: paired continuous scores (MAUVE, oracle perplexity per prompt or run);
+* ``two_sample_test``: the same for two independent samples with nothing to pair on (the
+  sampling runs of a fine-tuned model against those of the pre-trained model);
 * ``holm``: Holm-Bonferroni adjustment when one table makes several comparisons;
 * ``min_detectable_difference`` / ``min_detectable_accuracy_difference``: what a design can see;
 * ``fit_power_law``: the scaling-law fit ``y = a * x**b`` with bootstrap intervals, or a reason
@@ -47,7 +49,8 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairedTest:
-    """Result of a paired comparison of arm ``a`` against arm ``b``.
+    """Result of a comparison of arm ``a`` against arm ``b``: paired (McNemar, paired bootstrap;
+    ``n`` pairs) or, from ``two_sample_test``, unpaired (``n`` observations in both arms).
 
     ``diff`` is ``stat(a) - stat(b)`` (accuracy difference for McNemar); ``low``/``high`` its
     interval at ``level`` (all three nan when the test does not produce one); ``method`` names the procedure so a report
@@ -215,6 +218,46 @@ def paired_bootstrap(
                       f"paired sign-flip permutation test; {used} bootstrap interval")
 
 
+def two_sample_test(
+    a: ArrayLike,
+    b: ArrayLike,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+    n_perm: int | None = None,
+) -> PairedTest:
+    """Difference of the means of two independent samples, for scores with nothing to pair on:
+    the 3 seeds x 5 sampling runs of a fine-tuned model against the 5 sampling runs of the
+    pre-trained model share no training seed, and repeating the pre-trained runs to fill pairs
+    would count them three times.
+
+    * ``diff = mean(a) - mean(b)``; ``n`` in the result is ``len(a) + len(b)``.
+    * Interval: ``scipy.stats.bootstrap(paired=False)``, each arm resampled on its own, BCa
+      (percentile when both arms are constant, where BCa is undefined).
+    * p-value: two-sample randomisation test, ``scipy.stats.permutation_test`` with
+      ``permutation_type='independent'`` (the pooled scores re-split at random into arms of the
+      original sizes). Exact (every split) when C(n_a + n_b, n_a) <= ``n_perm`` (15 vs 5 runs:
+      15,504 splits, smallest two-sided p = 2/15,504), else Monte Carlo; never 0.
+    """
+    _check_level(level)
+    x, y = _finite_1d(a, "a", min_len=2), _finite_1d(b, "b", min_len=2)
+
+    def diff_stat(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(u, axis=axis) - np.mean(v, axis=axis)
+
+    diff = float(diff_stat(x, y))
+    rng = np.random.default_rng(seed)
+    used = "percentile" if np.ptp(x) == 0.0 and np.ptp(y) == 0.0 else "BCa"
+    boot = stats.bootstrap((x, y), diff_stat, n_resamples=n_boot, paired=False, vectorized=True,
+                           confidence_level=level, method=used, rng=rng)
+    perm = stats.permutation_test((x, y), diff_stat, permutation_type="independent", vectorized=True,
+                                  n_resamples=n_perm or n_boot, alternative="two-sided", rng=rng,
+                                  batch=10_000)
+    low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    return PairedTest(diff, min(float(perm.pvalue), 1.0), len(x) + len(y), low, high, level,
+                      f"two-sample permutation test; {used} bootstrap interval")
+
+
 # --------------------------------------------------------------------------- multiplicity
 
 
@@ -250,14 +293,15 @@ def _t_power(nc: float, df: float, alpha: float) -> float:
 
 
 def min_detectable_difference(
-    sd: float, n: int, alpha: float = 0.05, power: float = 0.8, paired: bool = True
+    sd: float, n: int, alpha: float = 0.05, power: float = 0.8, paired: bool = True, n_b: int | None = None
 ) -> float:
     """Smallest true mean difference a two-sided t-test detects with probability ``power``.
 
     ``paired=True``: one-sample t-test on n paired differences (same seed for both objectives),
     ``sd`` is the sd of those differences, df = n-1, noncentrality ``delta * sqrt(n) / sd``.
-    ``paired=False``: two-sample equal-variance t-test with n seeds per arm, ``sd`` the per-arm
-    sd, df = 2n-2, noncentrality ``delta / (sd * sqrt(2/n))``.
+    ``paired=False``: two-sample equal-variance t-test with n observations in one arm and ``n_b``
+    (default n) in the other, ``sd`` the pooled per-arm sd, df = n + n_b - 2, noncentrality
+    ``delta / (sd * sqrt(1/n + 1/n_b))``.
     The power curve of the noncentral t (``scipy.stats.nct``) is inverted with ``brentq``; no
     normal approximation, so it stays right at 3-5 seeds.
     """
@@ -268,12 +312,15 @@ def min_detectable_difference(
         raise ValueError(f"power must be in (alpha, 1) = ({alpha}, 1), got {power}")
     if n < 2:
         raise ValueError(f"n must be >= 2 for a t-test, got {n}")
-    df = n - 1 if paired else 2 * n - 2
+    if n_b is not None and (paired or n_b < 1):
+        raise ValueError(f"n_b is the second arm of an unpaired test and must be >= 1, got {n_b} (paired={paired})")
+    n_b = n if n_b is None else n_b
+    df = n - 1 if paired else n + n_b - 2
     hi = 1.0
     while _t_power(hi, df, alpha) < power:  # power rises with nc; bracket the root
         hi *= 2
     nc = optimize.brentq(lambda c: _t_power(c, df, alpha) - power, 0.0, hi, xtol=1e-10)
-    scale = sd / math.sqrt(n) if paired else sd * math.sqrt(2 / n)
+    scale = sd / math.sqrt(n) if paired else sd * math.sqrt(1 / n + 1 / n_b)
     return float(nc * scale)
 
 

@@ -1,5 +1,5 @@
-"""The paper's tables as data: values with 95% intervals, paired tests against MLE (and the
-pre-trained model for ICL), Holm correction across a table's comparisons, marks at ``alpha``.
+"""The paper's tables as data: values with 95% intervals, tests against MLE and against the
+pre-trained model, Holm correction across a table's comparisons, marks at ``alpha``.
 
 Every cell keeps the best hyperparameter set of its (domain, model, data volume, objective),
 chosen by its seed-mean score as ``emo_ray.sweep.aggregate`` does (paper 4.2.2); the kept set is
@@ -94,6 +94,25 @@ def _safe_mdd(diffs: np.ndarray, alpha: float) -> float:
     return stats.min_detectable_difference(float(np.std(diffs, ddof=1)), len(diffs), alpha=alpha, power=POWER)
 
 
+def _safe_mdd_two_sample(x: np.ndarray, y: np.ndarray, alpha: float) -> float:
+    """Minimal detectable difference of a two-sample t-test with these arm sizes and their pooled
+    sd (power 0.8, ``alpha``); nan when neither arm has any spread."""
+    nx, ny = len(x), len(y)
+    pooled = math.sqrt(((nx - 1) * np.var(x, ddof=1) + (ny - 1) * np.var(y, ddof=1)) / (nx + ny - 2))
+    if not pooled > 0:
+        return math.nan
+    return stats.min_detectable_difference(pooled, nx, alpha=alpha, power=POWER, paired=False, n_b=ny)
+
+
+def pretrained_runs_test(a: pd.DataFrame, pre: pd.DataFrame, alpha: float) -> tuple[stats.PairedTest | None, str, float]:
+    """A fine-tuned arm's sampling runs (seeds x sampling runs) against the pre-trained model's
+    (sampling runs of one model): unpaired, as no training seed links them."""
+    x, y = a["value"].to_numpy(float), pre["value"].to_numpy(float)
+    if len(x) < 2 or len(y) < 2:
+        return None, f"{len(x)} vs {len(y)} sampling run(s); the two-sample test needs >= 2 per arm", math.nan
+    return stats.two_sample_test(x, y, n_perm=N_PERM), "", _safe_mdd_two_sample(x, y, alpha)
+
+
 def paired_runs_test(a: pd.DataFrame, b: pd.DataFrame, alpha: float) -> tuple[stats.PairedTest | None, str, float]:
     """Paired bootstrap over sampling runs matched on (training seed, sampling seed)."""
     j = a.merge(b, on=["seed", "sample_seed"], suffixes=("_a", "_b"))
@@ -106,10 +125,25 @@ def paired_runs_test(a: pd.DataFrame, b: pd.DataFrame, alpha: float) -> tuple[st
 # --------------------------------------------------------------------------- generation (tables 1, 2)
 
 
-def generation_long(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-sampling-run scores joined with their trial fields, fine-tuned runs only."""
-    long = sampling_scores(runs[~runs["pretrained"]])
-    return long.merge(runs[["run_id", *CELL, "hparams", "seed"]], on="run_id")
+def generation_long(runs: pd.DataFrame, pretrained: bool = False) -> pd.DataFrame:
+    """Per-sampling-run scores joined with their trial fields: of the fine-tuned runs, or with
+    ``pretrained`` of the pre-trained evaluations (objective ``pre-trained``, tokens 0)."""
+    sel = runs[runs["pretrained"] == pretrained]
+    if pretrained:
+        sel = sel.assign(objective=PRETRAINED_ROW, tokens=0)
+    return sampling_scores(sel).merge(sel[["run_id", *CELL, "hparams", "seed"]], on="run_id")
+
+
+def _pretrained_arm(pre: pd.DataFrame, row: dict) -> pd.DataFrame:
+    """The pre-trained model's scores in a fine-tuned row's (domain, corpus, decoder, model)."""
+    return pre[(pre.domain == row["domain"]) & (pre.corpus == row["corpus"]) & (pre.decoder == row["decoder"])
+               & (pre.model == row["model"])]
+
+
+def _pretrained_note(pre: pd.DataFrame) -> list[str]:
+    return [] if not pre.empty else [
+        "no pre-trained generation scores (evaluate_pretrained off, or its evaluation failed): no pre-trained row "
+        "and no tests against it"]
 
 
 def _gen_best(long: pd.DataFrame) -> pd.DataFrame:
@@ -138,7 +172,8 @@ def _row_label(row: dict, several_cells: bool, hparams: str) -> str:
 
 def table1_mauve(runs: pd.DataFrame, alpha: float) -> Table:
     """Table 1: MAUVE per corpus (domain) x objective, mean and 95% interval over training seeds
-    x sampling runs; paired test vs MLE over matched sampling runs."""
+    x sampling runs, the pre-trained model as a row; paired test vs MLE over matched sampling
+    runs, two-sample test vs the pre-trained model's sampling runs."""
     title = "Table 1: MAUVE per corpus and objective"
     long = generation_long(runs)
     long = long[long.metric == "mauve"]
@@ -147,16 +182,24 @@ def table1_mauve(runs: pd.DataFrame, alpha: float) -> Table:
                      "(`eval/gen/<corpus>/<decoder>/seed<s>/mauve`): the sweep ran no generation evaluation.*",
                      pd.DataFrame(), ["no MAUVE scores"])
     best = _gen_best(long)
+    pre = generation_long(runs, pretrained=True)
+    pre = pre[pre.metric == "mauve"]
     several_dec = best["decoder"].nunique() > 1
     several_cells = best[["model", "tokens"]].drop_duplicates().shape[0] > 1
     frame_rows, tests = [], []
-    for (domain, corpus, decoder, model, tokens, objective), g in best.groupby(
+    for (domain, corpus, decoder, model, tokens, objective), g in pd.concat([best, pre]).groupby(
             ["domain", "corpus", "decoder", "model", "tokens", "objective"]):
         iv = interval(g["value"])
         cell = {"domain": domain, "model": model, "tokens": tokens, "objective": objective}
         col = _column_label(domain, corpus, decoder, several_dec)
         frame_rows.append({**cell, "corpus": corpus, "decoder": decoder, "hparams": g["hparams"].iloc[0],
                            "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "column": col})
+        if objective == PRETRAINED_ROW:
+            continue
+        arm = _pretrained_arm(pre, {"domain": domain, "corpus": corpus, "decoder": decoder, "model": model})
+        if not arm.empty:
+            t, why, mdd = pretrained_runs_test(g, arm, alpha)
+            tests.append(_test_row("table1", cell, col, PRETRAINED_ROW, t, why, mdd))
         if objective != BASELINE:
             base = best[(best.domain == domain) & (best.corpus == corpus) & (best.decoder == decoder)
                         & (best.model == model) & (best.tokens == tokens) & (best.objective == BASELINE)]
@@ -168,7 +211,7 @@ def table1_mauve(runs: pd.DataFrame, alpha: float) -> Table:
     frame = pd.DataFrame(frame_rows)
     tests = _holm_marks(pd.DataFrame(tests), alpha)
     return Table("table1_mauve", title, frame, _grid_markdown(frame, tests, several_cells), tests,
-                 _test_notes(tests, alpha))
+                 _pretrained_note(pre) + _test_notes(tests, alpha))
 
 
 def _grid_markdown(frame: pd.DataFrame, tests: pd.DataFrame, several_cells: bool, domain_in_row: bool = False) -> str:
@@ -220,8 +263,10 @@ def _test_notes(tests: pd.DataFrame, alpha: float) -> list[str]:
 
 
 def table2_generation(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
-    """Table 2: oracle perplexity, MAUVE, ROUGE-1, ROUGE-L per objective (best set by MAUVE);
-    MAUVE tested paired over sampling runs, oracle perplexity paired over prompts."""
+    """Table 2: oracle perplexity, MAUVE, ROUGE-1, ROUGE-L per objective (best set by MAUVE), the
+    pre-trained model as a row. Oracle perplexity is tested paired over prompts against MLE and
+    against the pre-trained model; MAUVE paired over sampling runs against MLE, two-sample
+    against the pre-trained model's runs."""
     title = "Table 2: open-ended generation metrics per objective"
     long = generation_long(runs)
     if long.empty:
@@ -229,7 +274,8 @@ def table2_generation(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
                      "*No child run logged per-sampling-run generation scores: the sweep ran no generation evaluation.*",
                      pd.DataFrame(), ["no generation scores"])
     mauve_best = _gen_best(long[long.metric == "mauve"]) if (long.metric == "mauve").any() else long
-    long = long[long.run_id.isin(mauve_best.run_id)]
+    pre = generation_long(runs, pretrained=True)
+    long = pd.concat([long[long.run_id.isin(mauve_best.run_id)], pre])
     metrics = [("oracle_ppl", "oracle ppl", 2), ("mauve", "MAUVE", 3), ("rouge1", "ROUGE-1", 3), ("rougeL", "ROUGE-L", 3)]
     keys = ["domain", "corpus", "decoder", "model", "tokens", "objective"]
     frame_rows, tests = [], []
@@ -241,12 +287,20 @@ def table2_generation(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
             row.update({f"{m}_mean": iv.mean if iv else math.nan, f"{m}_low": iv.low if iv else math.nan,
                         f"{m}_high": iv.high if iv else math.nan, f"{m}_n": iv.n if iv else 0})
         frame_rows.append(row)
-        if row["objective"] == BASELINE:
+        if row["objective"] == PRETRAINED_ROW:
             continue
         cell = {k: row[k] for k in CELL}
+        col_suffix = f"{row['corpus']}/{row['decoder']}"
+        arm = _pretrained_arm(pre, row)
+        if not arm.empty:
+            t, why, mdd = pretrained_runs_test(g[g.metric == "mauve"], arm[arm.metric == "mauve"], alpha)
+            tests.append(_test_row("table2", cell, f"MAUVE {col_suffix}", PRETRAINED_ROW, t, why, mdd))
+            t, why, mdd = prompt_nll_test(g, arm, artifacts, row["corpus"], row["decoder"], alpha)
+            tests.append(_test_row("table2", cell, f"oracle ppl {col_suffix}", PRETRAINED_ROW, t, why, mdd))
+        if row["objective"] == BASELINE:
+            continue
         base = long[(long.domain == row["domain"]) & (long.corpus == row["corpus"]) & (long.decoder == row["decoder"])
                     & (long.model == row["model"]) & (long.tokens == row["tokens"]) & (long.objective == BASELINE)]
-        col_suffix = f"{row['corpus']}/{row['decoder']}"
         if base.empty:
             tests.append(_test_row("table2", cell, f"MAUVE {col_suffix}", BASELINE, None, "no MLE run in this cell", math.nan))
             continue
@@ -256,21 +310,26 @@ def table2_generation(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
         tests.append(_test_row("table2", cell, f"oracle ppl {col_suffix}", BASELINE, t, why, mdd))
     frame = pd.DataFrame(frame_rows)
     tests = _holm_marks(pd.DataFrame(tests), alpha)
-    sig = {(t["domain"], t["model"], t["tokens"], t["objective"], t["column"]) for t in tests.to_dict("records")
-           if t["significant"]} if not tests.empty else set()
-    several_cells = frame[["model", "tokens"]].drop_duplicates().shape[0] > 1
+    marks = {}
+    for t in tests.to_dict("records") if not tests.empty else []:
+        if t["significant"]:
+            key = (t["domain"], t["model"], t["tokens"], t["objective"], t["column"])
+            marks[key] = marks.get(key, "") + (MARK_VS_BASELINE if t["versus"] == BASELINE else MARK_VS_PRETRAINED)
+    tuned = frame[frame.objective != PRETRAINED_ROW]
+    several_cells = tuned[["model", "tokens"]].drop_duplicates().shape[0] > 1
     body = []
-    for r in frame.sort_values(["domain", "corpus", "decoder", "model", "tokens"]).to_dict("records"):
+    order = frame.assign(_rank=[(o != PRETRAINED_ROW, o != BASELINE, o) for o in frame.objective])
+    for r in order.sort_values(["domain", "corpus", "decoder", "model", "tokens", "_rank"], kind="stable").to_dict("records"):
         cells = []
         for m, label, digits in metrics:
             iv = stats.Interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"], int(r[f"{m}_n"]),
                                 (r[f"{m}_high"] - r[f"{m}_low"]) / 2, LEVEL)
             mark_key = (r["domain"], r["model"], r["tokens"], r["objective"], f"{label} {r['corpus']}/{r['decoder']}")
-            cells.append(("—" if not r[f"{m}_n"] else fmt(iv, digits)) + (MARK_VS_BASELINE if mark_key in sig else ""))
+            cells.append(("—" if not r[f"{m}_n"] else fmt(iv, digits)) + marks.get(mark_key, ""))
         body.append([_column_label(r["domain"], r["corpus"], r["decoder"], True),
                      _row_label(r, several_cells, r["hparams"]), *cells])
     md = md_table(["corpus / decoder", "objective", *[l for _, l, _ in metrics]], body)
-    return Table("table2_generation", title, frame, md, tests, _test_notes(tests, alpha))
+    return Table("table2_generation", title, frame, md, tests, _pretrained_note(pre) + _test_notes(tests, alpha))
 
 
 def _prompt_nll(runs: pd.DataFrame, artifacts, corpus: str, decoder: str) -> pd.Series | None:

@@ -1,6 +1,7 @@
 """``emo-ray report`` on a small stored sweep: a local MLflow store with a parent run and child
 runs carrying trial records, per-sampling-run metrics and per-item artifacts, as a sweep leaves
-them. EMO is planted far better than MLE; TaiLr is an exact copy of MLE (must never be marked)."""
+them. EMO is planted far better than MLE; TaiLr is an exact copy of MLE (must never be marked);
+the pre-trained model draws fresh numbers of MLE's quality (EMO differs from it, MLE does not)."""
 import json
 import math
 
@@ -42,7 +43,7 @@ def _child(client, exp, parent, trial: Trial, *, icl=True, gen=True):
             metrics[f"eval/icl/{task}/accuracy"] = float(correct[t].mean())
             client.log_table(rid, pd.DataFrame({"item": range(N_ITEMS), "correct": correct[t]}), f"icl/{task}.json")
         metrics["eval/icl/avg_accuracy"] = float(correct.mean())
-    if gen and not trial.pretrained:
+    if gen:
         rows = []
         for s, m in zip(SAMPLE_SEEDS, mauves):
             for name, v in (("mauve", m), ("oracle_ppl", float(np.exp(nlls.mean()))), ("rouge1", 0.3), ("rougeL", 0.2)):
@@ -91,6 +92,14 @@ def test_planted_difference_is_marked_identical_arms_are_not(tmp_path):
         assert len(emo) and emo[emo.versus == "mle"]["significant"].all(), name
         assert not tailr[tailr.versus == "mle"]["significant"].any(), name
         assert (tailr[tailr.versus == "mle"]["p_value"] > 0.5).all()  # the same numbers: no evidence at all
+        vs_pre = tests[tests.versus == "pre-trained"]
+        assert set(vs_pre.objective) == {"mle", "tailr", "emo"}, name  # MLE too: does fine-tuning move it at all?
+        assert vs_pre[vs_pre.objective == "emo"]["significant"].all(), name
+        assert not vs_pre[vs_pre.objective != "emo"]["significant"].any(), name
+        assert np.isfinite(vs_pre["mdd"]).all() and vs_pre["p_value"].notna().all(), name
+    gen_pre = _tests(report, "table1_mauve").query("versus == 'pre-trained'")
+    assert gen_pre["method"].str.contains("two-sample permutation").all()  # nothing pairs a pre-trained run
+    assert (gen_pre["n"] == 2 * len(SAMPLE_SEEDS)).all()
     icl = _tests(report, "table3_icl")
     assert icl["method"].str.contains("McNemar").all()  # one seed: exact test on items
     assert (icl[icl.objective == "emo"]["versus"] == "pre-trained").any()
@@ -99,7 +108,11 @@ def test_planted_difference_is_marked_identical_arms_are_not(tmp_path):
     assert "Table 1" in md and "Table 2" in md and "Table 3" in md and "pre-trained" in md
     emo_row = next(l for l in md.splitlines() if l.startswith("| emo"))
     tailr_row = next(l for l in md.splitlines() if l.startswith("| tailr"))
-    assert "*" in emo_row and "*" not in tailr_row
+    assert "*" in emo_row and "†" in emo_row and "*" not in tailr_row and "†" not in tailr_row
+    table1 = pd.read_csv(out / "table1_mauve.csv")
+    assert set(table1.objective) == {"mle", "tailr", "emo", "pre-trained"}
+    assert next(l for l in md.splitlines() if l.startswith("| ")  and "wikitext-2" in l and "ancestral" in l
+                ).split("|")[2].strip() == "pre-trained"  # Table 2 lists the pre-trained model first
     assert "One training seed" in md and "(n=1)" in md
     # Figure 1 at one data volume and one model: no fit, and the report says why.
     assert "no power law" in md and "1 distinct x" in md
@@ -131,7 +144,9 @@ def test_several_seeds_use_the_bootstrap_and_keep_the_best_gamma(tmp_path):
     assert t3[t3.objective == "tailr"]["hparams"].nunique() == 1
     assert "tailr (gamma=" in report.markdown
     t1 = next(t for t in report.tables if t.name == "table1_mauve").frame
-    assert (t1["n"] == 2 * len(SAMPLE_SEEDS)).all()  # seeds x sampling runs
+    tuned = t1.objective != "pre-trained"
+    assert (t1[tuned]["n"] == 2 * len(SAMPLE_SEEDS)).all()  # seeds x sampling runs
+    assert (t1[~tuned]["n"] == len(SAMPLE_SEEDS)).all()  # one pre-trained evaluation
     assert "One training seed" not in report.markdown
     # 10 ICL comparisons: with 200k sign flips (p floor ~1e-5) Holm still marks the planted gain at
     # p < 0.001 (with the function's default 10k it could not), and identical arms stay unmarked.
@@ -148,6 +163,7 @@ def test_missing_pieces_are_stated_not_invented(tmp_path):
     uri2, parent2, _ = stored_sweep(tmp_path / "b", pretrained=False, icl=True, gen=False)
     md2 = build_report(parent2, uri2).markdown
     assert "ran no generation evaluation" in md2 and "no pre-trained run" in md2
+    assert "no pre-trained generation scores" in md
     assert "pre-trained |" not in md2 and "| pre-trained" not in md2
 
 
