@@ -206,3 +206,18 @@ def test_an_accuracy_mdd_above_one_reads_none():
                n=4, method="paired bootstrap", domain="", model="m", tokens=0)
     md = render._tests_markdown(pd.DataFrame([{**row, "mdd": math.inf}, {**row, "mdd": math.nan}]), 0.001)
     assert "| none |" in md and "| — |" in md
+
+
+def test_a_two_sample_test_at_its_floor_is_explained_when_holm_leaves_it_unmarked():
+    from emo_ray.report import tables
+
+    # 15 fine-tuned runs all above 5 pre-trained ones: the exact test's smallest p, 2 / C(20, 5).
+    tuned, pre = pd.DataFrame({"value": np.linspace(0.97, 0.99, 15)}), pd.DataFrame({"value": np.linspace(0.90, 0.94, 5)})
+    t, why, mdd = tables.pretrained_runs_test(tuned, pre, alpha=0.001)
+    assert t.p_value == pytest.approx(2 / 15_504) and "at its floor 2/15,504" in t.method and not why
+    cell = {"domain": "webtext", "model": MODEL, "tokens": 4096, "objective": "emo"}
+    rows = [tables._test_row("table1", cell, "webtext", tables.PRETRAINED_ROW, t, why, mdd)] * 14
+    notes = tables._test_notes(tables._holm_marks(pd.DataFrame(rows), 0.001), 0.001)
+    assert any("14 two-sample comparison(s) at the smallest p" in n and "Holm over 14" in n for n in notes)
+    one = tables._holm_marks(pd.DataFrame(rows[:1]), 0.001)
+    assert one["significant"].all() and not any("smallest p" in n for n in tables._test_notes(one, 0.001))
