@@ -208,14 +208,20 @@ def paired_bootstrap(
     used = method
     if np.ptp(x - y) == 0.0:
         used = "percentile"  # BCa's acceleration divides by the jackknife spread, which is 0 here
-    boot = stats.bootstrap((x, y), diff_stat, n_resamples=n_boot, paired=True, vectorized=True,
-                           confidence_level=level, method=used, rng=rng)
-    perm = stats.permutation_test((x, y), diff_stat, permutation_type="samples", vectorized=True,
-                                  n_resamples=n_perm or n_boot, alternative="two-sided", rng=rng,
+    low, high, p = _resample(x, y, diff_stat, True, used, n_boot, n_perm or n_boot, level, rng)
+    return PairedTest(diff, p, len(x), low, high, level, f"paired sign-flip permutation test; {used} bootstrap interval")
+
+
+def _resample(x: np.ndarray, y: np.ndarray, diff_stat: Callable[..., np.ndarray], paired: bool, method: str,
+              n_boot: int, n_perm: int, level: float, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Bootstrap interval and two-sided permutation p-value of ``diff_stat(x, y)``: paired
+    (resample pairs; swap within pairs) or independent (resample each arm; re-split the pool)."""
+    boot = stats.bootstrap((x, y), diff_stat, n_resamples=n_boot, paired=paired, vectorized=True,
+                           confidence_level=level, method=method, rng=rng)
+    perm = stats.permutation_test((x, y), diff_stat, permutation_type="samples" if paired else "independent",
+                                  vectorized=True, n_resamples=n_perm, alternative="two-sided", rng=rng,
                                   batch=10_000)
-    low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
-    return PairedTest(diff, min(float(perm.pvalue), 1.0), len(x), low, high, level,
-                      f"paired sign-flip permutation test; {used} bootstrap interval")
+    return float(boot.confidence_interval.low), float(boot.confidence_interval.high), min(float(perm.pvalue), 1.0)
 
 
 def two_sample_test(
@@ -248,14 +254,8 @@ def two_sample_test(
     diff = float(diff_stat(x, y))
     rng = np.random.default_rng(seed)
     used = "percentile" if np.ptp(x) == 0.0 and np.ptp(y) == 0.0 else "BCa"
-    boot = stats.bootstrap((x, y), diff_stat, n_resamples=n_boot, paired=False, vectorized=True,
-                           confidence_level=level, method=used, rng=rng)
-    perm = stats.permutation_test((x, y), diff_stat, permutation_type="independent", vectorized=True,
-                                  n_resamples=n_perm or n_boot, alternative="two-sided", rng=rng,
-                                  batch=10_000)
-    low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
-    return PairedTest(diff, min(float(perm.pvalue), 1.0), len(x) + len(y), low, high, level,
-                      f"two-sample permutation test; {used} bootstrap interval")
+    low, high, p = _resample(x, y, diff_stat, False, used, n_boot, n_perm or n_boot, level, rng)
+    return PairedTest(diff, p, len(x) + len(y), low, high, level, f"two-sample permutation test; {used} bootstrap interval")
 
 
 # --------------------------------------------------------------------------- multiplicity
