@@ -220,15 +220,21 @@ def table1_mauve(runs: pd.DataFrame, alpha: float) -> Table:
                  _pretrained_note(pre) + _test_notes(tests, alpha))
 
 
-def _grid_markdown(frame: pd.DataFrame, tests: pd.DataFrame, several_cells: bool, domain_in_row: bool = False) -> str:
-    """Rows = ([domain,] model, tokens, objective) with the kept hyperparameters; columns =
-    ``frame.column`` (Table 1 has the domain in its columns, Table 3 in its rows)."""
-    cols = list(dict.fromkeys(frame["column"]))
+def _marks(tests: pd.DataFrame) -> dict:
+    """(domain, model, tokens, objective, column) -> its marks: `*` vs MLE, `†` vs pre-trained."""
     marks = {}
     for t in tests.to_dict("records") if not tests.empty else []:
         if t["significant"]:
             key = (t["domain"], t["model"], t["tokens"], t["objective"], t["column"])
             marks[key] = marks.get(key, "") + (MARK_VS_BASELINE if t["versus"] == BASELINE else MARK_VS_PRETRAINED)
+    return marks
+
+
+def _grid_markdown(frame: pd.DataFrame, tests: pd.DataFrame, several_cells: bool, domain_in_row: bool = False) -> str:
+    """Rows = ([domain,] model, tokens, objective) with the kept hyperparameters; columns =
+    ``frame.column`` (Table 1 has the domain in its columns, Table 3 in its rows)."""
+    cols = list(dict.fromkeys(frame["column"]))
+    marks = _marks(tests)
     rows = {}
     for r in frame.to_dict("records"):
         rk = (r["domain"] if domain_in_row else "", r["model"], r["tokens"], r["objective"])
@@ -321,11 +327,7 @@ def table2_generation(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
         tests.append(_test_row("table2", cell, f"oracle ppl {col_suffix}", BASELINE, t, why, mdd))
     frame = pd.DataFrame(frame_rows)
     tests = _holm_marks(pd.DataFrame(tests), alpha)
-    marks = {}
-    for t in tests.to_dict("records") if not tests.empty else []:
-        if t["significant"]:
-            key = (t["domain"], t["model"], t["tokens"], t["objective"], t["column"])
-            marks[key] = marks.get(key, "") + (MARK_VS_BASELINE if t["versus"] == BASELINE else MARK_VS_PRETRAINED)
+    marks = _marks(tests)
     tuned = frame[frame.objective != PRETRAINED_ROW]
     several_cells = tuned[["model", "tokens"]].drop_duplicates().shape[0] > 1
     body = []
