@@ -284,6 +284,11 @@ def validate(cfg: Config) -> None:
          "train.lora.rank > 0 needs train.zero_stage 0-2 (ZeRO-3 partitions the base weights the LoRA merge reads)"),
         (t.loss_chunk_size > 0, f"train.loss_chunk_size must be positive, got {t.loss_chunk_size}"),
         (t.eval_every >= 0, f"train.eval_every must be >= 0 (0: only at the end), got {t.eval_every}"),
+        (t.select_checkpoint != "best_val_loss" or t.lora.rank == 0,
+         "train.select_checkpoint=best_val_loss cannot be combined with train.lora (the candidate export "
+         "merges the adapters into the live model mid-run); use select_checkpoint=last"),
+        (_one_path_component(r.run_name),
+         f"ray.run_name must be one path component (no '/', '\\', '.' or '..'), got {r.run_name!r}"),
         (t.select_checkpoint != "best_val_loss" or t.eval_every > 0,
          "train.select_checkpoint=best_val_loss needs train.eval_every > 0 (validation during training)"),
         (t.select_checkpoint != "best_val_loss" or bool(d.validation.strip()) or d.validation_fraction > 0,
@@ -310,6 +315,12 @@ def validate(cfg: Config) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+
+
+def _one_path_component(name: str) -> bool:
+    """``ray.run_name`` names a folder under ``ray.storage_path``: anything else (``../x``, ``a/b``)
+    would write checkpoints and the run record outside it, or point a resume at another tree."""
+    return name == "" or (name not in (".", "..") and not any(c in name for c in "/\\\0"))
 
 
 def to_flat(cfg: Config) -> dict[str, Any]:

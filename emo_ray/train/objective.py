@@ -16,10 +16,16 @@ def chunked_is_exact(cfg: Config, model) -> bool:
     """The chunked path multiplies hidden states by the head weight itself, so it is exact only
     when logits are exactly ``h @ W.T (+ b)``: a plain linear head, no logit soft-capping, and a
     loss with a chunked form. Any ZeRO stage: under ZeRO-3 the loop runs as the head's forward
-    (``_as_forward``), so DeepSpeed gathers the partitioned head for it and takes its gradient."""
+    (``_as_forward``), so DeepSpeed gathers the partitioned head for it and takes its gradient.
+
+    Not under fp16: the chunked kernel computes the logit gradient in the forward pass and would
+    store it in fp16 *before* DeepSpeed's loss scale reaches it in backward, so entries below
+    fp16's subnormal range (p < ~1e-4 at a scale of 1) become 0 and the rest lose precision. The
+    materialised loss backpropagates the scaled loss through an fp32 softmax instead."""
     head = model.get_output_embeddings()
     return (
-        isinstance(head, torch.nn.Linear)
+        cfg.train.precision != "fp16"
+        and isinstance(head, torch.nn.Linear)
         and getattr(model.config, "final_logit_softcapping", None) is None
         and has_chunked_form(cfg.train.loss)
     )
@@ -72,7 +78,8 @@ def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -
         raise ValueError(
             f"train.loss_impl=chunked is not exact for this setup (loss {t.loss!r}, head "
             f"{type(model.get_output_embeddings()).__name__}, logit soft-capping "
-            f"{getattr(model.config, 'final_logit_softcapping', None)}); use 'reference' or 'auto'"
+            f"{getattr(model.config, 'final_logit_softcapping', None)}, precision {t.precision}); "
+            "use 'reference' or 'auto'"
         )
     chunked = impl == "chunked" or (impl == "auto" and exact)
     fixed = None
