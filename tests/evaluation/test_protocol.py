@@ -11,7 +11,7 @@ from emo_ray.evaluation.config import PROTOCOLS, EvalConfigError, from_flat, loa
 from emo_ray.evaluation.corpora import Corpus
 from emo_ray.evaluation.decoders import get_decoder
 from emo_ray.evaluation.generation import Sampler, make_prompts, official_rows, sample, word_windows
-from tests.evaluation.conftest import write_jsonl
+from tests.evaluation.conftest import needs_data, write_jsonl
 
 
 def words(n: int, tag: str = "w") -> str:
@@ -161,3 +161,24 @@ def test_a_bad_protocol_value_is_a_one_line_error(override, message):
     with pytest.raises(EvalConfigError, match=message) as err:
         load_eval_config(None, [override])
     assert "\n" not in str(err.value)
+
+
+@needs_data
+def test_official_protocol_end_to_end_states_what_it_did(tmp_path, tiny_path):
+    from emo_ray.evaluation.open_ended import evaluate_corpus
+
+    tree = {"protocol": "official", "model": "tiny-llama", "icl_enabled": False,
+            "generation": {"corpora": ["wikitext-2"], "num_prompts": 12, "seeds": [0], "batch_size": 6},
+            "mauve": {"featurizer": "tiny-llama", "pooling": "mean", "cache": False}, "oracle": {"model": "tiny-llama"},
+            "execution": {"executor": "local", "cpus_per_actor": 1, "progress_bar": False}}
+    cfg = load_eval_config(tree=tree)
+    res = evaluate_corpus(tiny_path, "wikitext-2", cfg)
+    table = res.tables["generations/wikitext-2.json"]
+    # 80 forced tokens, then one free step (official max_new_tokens = decode_newlen + 1)
+    assert set(table["n_gen_tokens"]) <= {80, 81} and not table["empty"].any()
+    assert all(len(r.split(" ")) == 81 and r.startswith(" ") for r in table["reference"])  # " " + 80 words
+    p = res.params
+    assert "protocol=official window_unit=words" in p["gen/wikitext-2/prompts"] and "scan_rows=4031" in p["gen/wikitext-2/prompts"]
+    assert "windows=936" in p["gen/wikitext-2/prompts"] and "num_prompts=12" in p["gen/wikitext-2/prompts"]
+    assert "max_new_tokens=81 min_new_tokens=80 stop_at_eos=False" in p["gen/wikitext-2/sampling"]
+    assert "max_tokens=256 include_prefix=True num_buckets=auto" in p["gen/wikitext-2/mauve"]
