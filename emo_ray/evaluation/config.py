@@ -178,14 +178,15 @@ def _project_preset() -> dict[str, dict[str, Any]]:
     return {"generation": {k: getattr(g, k) for k in _GEN_KEYS}, "mauve": {k: getattr(m, k) for k in _MAUVE_KEYS}}
 
 
-_GEN_KEYS = ("window_unit", "stop_at_eos", "extra_tokens")
+_GEN_KEYS = ("window_unit", "stop_at_eos", "extra_tokens", "num_prompts")
 _MAUVE_KEYS = ("featurizer", "pooling", "layer", "max_tokens", "include_prefix", "num_buckets", "scaling_factor",
                "kmeans_explained_var", "kmeans_num_redo", "kmeans_max_iter", "seed")
 PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
     "project": _project_preset(),
     "official": {
         # DRSY/EMO language_modeling/test_utils.py:test_batch (commit 14da9d5)
-        "generation": {"window_unit": "words", "stop_at_eos": False, "extra_tokens": 1},
+        # (num_prompts 0: every row that passes the filters is a prompt, no subsample)
+        "generation": {"window_unit": "words", "stop_at_eos": False, "extra_tokens": 1, "num_prompts": 0},
         # ... mauve.compute_mauve(p_text, q_text, max_text_length=256, featurize_model_name=gpt2-large):
         # texts are prefix + continuation on both sides; every other setting is mauve-text's default
         # (last-token final-layer gpt2-large features, num_buckets 'auto' = n / 10, c = 5, PCA 0.9,
@@ -195,14 +196,14 @@ PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
                   "kmeans_max_iter": 500, "seed": 25},
     },
 }
-"""What ``protocol`` sets. It leaves the sample sizes alone (``num_prompts``, ``seeds``,
-``decoders``): the official ones are all rows, 5 seeds, ancestral (configs/eval/table1.yaml)."""
+"""What ``protocol`` sets. It leaves ``seeds`` and ``decoders`` alone (the official ones are 5
+runs of ``test_batch`` in ``run_lm.py`` and unbiased sampling, set in configs/eval/table1.yaml)."""
 
 
 def apply_protocol(tree: dict) -> dict:
     """``tree`` with the fields of its ``protocol`` filled in where it leaves them unset."""
     name = tree.get("protocol", "project")
-    if name not in PROTOCOLS:
+    if not isinstance(name, str) or name not in PROTOCOLS:
         raise EvalConfigError(f"protocol: {name!r} is not one of {list(PROTOCOLS)}")
     out = dict(tree)
     for section, values in PROTOCOLS[name].items():
@@ -227,6 +228,7 @@ def validate(cfg: EvalConfig) -> None:
     """Cross-field checks a type cannot express; fail before any model loads."""
     from emo_ray.evaluation.corpora import get_corpus
     from emo_ray.evaluation.decoders import get_decoder
+    from emo_ray.evaluation.generation import check_word_windows
 
     from emo_ray.evaluation.icl.tasks import load_task
 
@@ -234,7 +236,9 @@ def validate(cfg: EvalConfig) -> None:
     try:
         if cfg.generation_enabled:
             for name in g.corpora:
-                get_corpus(name)
+                corpus = get_corpus(name)
+                if g.window_unit == "words":  # too few rows pass the official filters: fail now
+                    check_word_windows(corpus, g.num_prompts)
             for name in g.decoders:
                 get_decoder(name)
             if g.precision_recall and g.surrogate:

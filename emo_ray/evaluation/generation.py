@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from emo_ray.data.sources import parse_hf
 from emo_ray.evaluation.corpora import Corpus
 from emo_ray.evaluation.decoders import choose, get_decoder
 from emo_ray.evaluation.executor import ModelActor
-from emo_ray.evaluation.rows import read_rows
+from emo_ray.evaluation.rows import DataUnavailable, read_rows
 
 WIKITEXT_HEADING = re.compile(r"^\s*=( =)* .* =( =)*\s*$")
 WINDOW_UNITS = ("tokens", "words")
@@ -108,6 +109,22 @@ def word_windows(corpus: Corpus) -> tuple[list[tuple[str, str]], dict]:
         words = text.split(" ")
         windows.append((" ".join(words[:k]), " " + " ".join(words[k : k + m])))
     return windows, {"units": len(rows), **{f"skipped_{r}": skipped[r] for r in SKIP_REASONS}, "windows": len(windows)}
+
+
+def check_word_windows(corpus: Corpus, num_prompts: int) -> None:
+    """Config-time check that a local corpus has ``num_prompts`` word windows (0 = all: nothing to
+    check). Hub sources and absent files are left to the run, which reports them itself."""
+    if not num_prompts or parse_hf(corpus.source) is not None:
+        return
+    try:
+        n = word_windows(corpus)[1]["windows"]
+    except DataUnavailable:
+        return
+    if n < num_prompts:
+        raise ValueError(
+            f"{corpus.source}: only {n} rows pass the official filters ({corpus.prefix_tokens} + {corpus.gen_tokens} "
+            f"words), generation.num_prompts={num_prompts}; use at most {n} (or 0 = all)"
+        )
 
 
 def _seeded_take(windows: list, num_prompts: int, seed: int, source: str, what: str) -> list:

@@ -124,19 +124,18 @@ def test_sampler_forces_length_over_prefixes_of_different_lengths(tiny_path, tin
         Sampler(tiny_path, gen_tokens=5, min_tokens=6)
 
 
-GEN_KEYS = ("window_unit", "stop_at_eos", "extra_tokens")
-
-
 def test_official_switch_sets_every_field_and_project_is_the_default():
     off, proj = load_eval_config(None, ["protocol=official"]), load_eval_config()
     assert proj.protocol == "project"
-    assert (off.generation.window_unit, off.generation.stop_at_eos, off.generation.extra_tokens) == ("words", False, 1)
+    g = off.generation
+    assert (g.window_unit, g.stop_at_eos, g.extra_tokens, g.num_prompts) == ("words", False, 1, 0)
     m = off.mauve
     assert (m.max_tokens, m.include_prefix, m.num_buckets, m.pooling, m.layer, m.featurizer) == (256, True, 0, "last", -1, "gpt2-large")
     for name, cfg in (("official", off), ("project", proj)):
         for section, values in PROTOCOLS[name].items():
             assert {k: getattr(getattr(cfg, section), k) for k in values} == values
-    assert (proj.generation.window_unit, proj.generation.stop_at_eos, proj.mauve.max_tokens) == ("tokens", True, 1024)
+    assert (proj.generation.window_unit, proj.generation.stop_at_eos, proj.generation.num_prompts, proj.mauve.max_tokens) \
+        == ("tokens", True, 200, 1024)
     assert from_flat(to_flat(off)) == off  # the resolved values travel (MLflow params, Ray workers)
 
 
@@ -182,3 +181,15 @@ def test_official_protocol_end_to_end_states_what_it_did(tmp_path, tiny_path):
     assert "windows=936" in p["gen/wikitext-2/prompts"] and "num_prompts=12" in p["gen/wikitext-2/prompts"]
     assert "max_new_tokens=81 min_new_tokens=80 stop_at_eos=False" in p["gen/wikitext-2/sampling"]
     assert "max_tokens=256 include_prefix=True num_buckets=auto" in p["gen/wikitext-2/mauve"]
+
+
+def test_too_many_prompts_for_the_word_windows_fails_at_config_load(tmp_path, doc_corpus):
+    path = tmp_path / "docs.yaml"
+    path.write_text(f"source: {doc_corpus.source}\nprefix_tokens: {K}\ngen_tokens: {M}\n")
+    base = ["protocol=official", f"generation.corpora=[{path}]"]
+    assert load_eval_config(None, base + ["generation.num_prompts=2"]).generation.num_prompts == 2
+    with pytest.raises(EvalConfigError, match="only 2 rows pass the official filters \\(3 \\+ 5 words\\), "
+                                              "generation.num_prompts=3; use at most 2 \\(or 0 = all\\)$"):
+        load_eval_config(None, base + ["generation.num_prompts=3"])
+    # token windows count differently: the check is for word windows only
+    assert load_eval_config(None, base + ["generation.num_prompts=3", "protocol=project"]).protocol == "project"
