@@ -51,6 +51,8 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         {"prompt_id": p.prompt_id, "seed": s, "decoder": d, "prefix_ids": p.prefix_ids}
         for d in g.decoders for s in g.seeds for p in prompts
     ]
+    if g.window_unit == "words":  # a prompt's seeds side by side: longer equal-length runs per sampling batch
+        rows.sort(key=lambda r: (g.decoders.index(r["decoder"]), r["prompt_id"]))
     t_gen = time.perf_counter()
     max_new, min_new = corpus.gen_tokens + g.extra_tokens, 0 if g.stop_at_eos else corpus.gen_tokens
     gens = map_rows(rows, Sampler, {"model_path": model_path, "gen_tokens": max_new, "min_tokens": min_new},
