@@ -57,7 +57,20 @@ class GenerationConfig:
     prompt_seed: int = 0
     """Seed of the prompt sample (fixed across models so that they see the same prompts)."""
     batch_size: int = 16
-    """Prompts per sampling batch (all prompts of a corpus have the same length: no padding)."""
+    """Prompts per sampling batch (rows of equal prefix length sample together: no padding)."""
+    window_unit: Literal["tokens", "words"] = "tokens"
+    """What a corpus's ``prefix_tokens`` / ``gen_tokens`` count when prompts are cut.
+    ``tokens`` (project): windows of the evaluated model's tokens over every unit. ``words``
+    (official, DRSY/EMO ``test_utils.py:test_batch``): one prompt per dataset row among the first
+    ``scan_rows`` that has >= 100 characters, >= prefix + continuation + 10 words (``split(" ")``)
+    and no ``==``; prefix = its first ``prefix_tokens`` words, human continuation = the next
+    ``gen_tokens`` words; ``gen_tokens`` new tokens are still sampled."""
+    stop_at_eos: bool = True
+    """``true`` (project): a sample ends at EOS. ``false`` (official): EOS cannot be drawn among
+    the first ``gen_tokens`` new tokens (HF ``min_new_tokens``, as ``test_batch``)."""
+    extra_tokens: int = 0
+    """Tokens sampled after the corpus's ``gen_tokens``, where EOS may end a sample again. Official:
+    1 (``test_batch`` passes ``min_new_tokens=decode_newlen, max_new_tokens=decode_newlen+1``)."""
     precision_recall: bool = False
     """Also score the paper's Figure 2 quantities (section 4) on the same prompts:
     ``gen/<corpus>/recall_ce``, forward cross-entropy (human continuations under the evaluated
@@ -144,6 +157,11 @@ class ICLConfig:
 class EvalConfig:
     model: str = "tiny-llama"
     """Registry name, hub id, local folder, or ``mlflow:<run_id>`` (its ``hf_model_path`` tag)."""
+    protocol: Literal["project", "official"] = "project"
+    """Open-ended generation protocol: sets every field of ``PROTOCOLS[protocol]`` that the config
+    does not set itself (explicit values win). ``official``: DRSY/EMO ``test_utils.py:test_batch``
+    (word windows with its row filters, forced length, mauve-text defaults with
+    ``max_text_length=256``); ``project``: the dataclass defaults. See docs/evaluation.md."""
     generation_enabled: bool = True
     icl_enabled: bool = True
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -155,12 +173,53 @@ class EvalConfig:
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="emo-ray-eval"))
 
 
+def _project_preset() -> dict[str, dict[str, Any]]:
+    g, m = GenerationConfig(), MauveConfig()
+    return {"generation": {k: getattr(g, k) for k in _GEN_KEYS}, "mauve": {k: getattr(m, k) for k in _MAUVE_KEYS}}
+
+
+_GEN_KEYS = ("window_unit", "stop_at_eos", "extra_tokens", "num_prompts")
+_MAUVE_KEYS = ("featurizer", "pooling", "layer", "max_tokens", "include_prefix", "num_buckets", "scaling_factor",
+               "kmeans_explained_var", "kmeans_num_redo", "kmeans_max_iter", "seed")
+PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
+    "project": _project_preset(),
+    "official": {
+        # DRSY/EMO language_modeling/test_utils.py:test_batch (commit 14da9d5)
+        # (num_prompts 0: every row that passes the filters is a prompt, no subsample)
+        "generation": {"window_unit": "words", "stop_at_eos": False, "extra_tokens": 1, "num_prompts": 0},
+        # ... mauve.compute_mauve(p_text, q_text, max_text_length=256, featurize_model_name=gpt2-large):
+        # texts are prefix + continuation on both sides; every other setting is mauve-text's default
+        # (last-token final-layer gpt2-large features, num_buckets 'auto' = n / 10, c = 5, PCA 0.9,
+        # k-means 5 redos x 500 iterations, seed 25).
+        "mauve": {"featurizer": "gpt2-large", "pooling": "last", "layer": -1, "max_tokens": 256, "include_prefix": True,
+                  "num_buckets": 0, "scaling_factor": 5.0, "kmeans_explained_var": 0.9, "kmeans_num_redo": 5,
+                  "kmeans_max_iter": 500, "seed": 25},
+    },
+}
+"""What ``protocol`` sets. It leaves ``seeds`` and ``decoders`` alone (the official ones are 5
+runs of ``test_batch`` in ``run_lm.py`` and unbiased sampling, set in configs/eval/table1.yaml)."""
+
+
+def apply_protocol(tree: dict) -> dict:
+    """``tree`` with the fields of its ``protocol`` filled in where it leaves them unset."""
+    name = tree.get("protocol", "project")
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        raise EvalConfigError(f"protocol: {name!r} is not one of {list(PROTOCOLS)}")
+    out = dict(tree)
+    for section, values in PROTOCOLS[name].items():
+        given = out.get(section, {})
+        if not isinstance(given, dict):
+            continue  # build() reports the malformed section
+        out[section] = {**values, **given}
+    return out
+
+
 def load_eval_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
                      tree: dict | None = None) -> EvalConfig:
     """YAML file (optional; shipped ``configs/eval/...`` resolve from any working directory), a
-    nested mapping of overrides (typed callers such as a sweep), then ``key=value`` overrides ->
-    validated ``EvalConfig``."""
-    cfg = typed_config.build(EvalConfig, typed_config.load_tree(path, overrides, tree))
+    nested mapping of overrides (typed callers such as a sweep), then ``key=value`` overrides,
+    then the ``protocol``'s values for whatever none of them set -> validated ``EvalConfig``."""
+    cfg = typed_config.build(EvalConfig, apply_protocol(typed_config.load_tree(path, overrides, tree)))
     validate(cfg)
     return cfg
 
@@ -169,6 +228,7 @@ def validate(cfg: EvalConfig) -> None:
     """Cross-field checks a type cannot express; fail before any model loads."""
     from emo_ray.evaluation.corpora import get_corpus
     from emo_ray.evaluation.decoders import get_decoder
+    from emo_ray.evaluation.generation import check_word_windows
 
     from emo_ray.evaluation.icl.tasks import load_task
 
@@ -176,7 +236,9 @@ def validate(cfg: EvalConfig) -> None:
     try:
         if cfg.generation_enabled:
             for name in g.corpora:
-                get_corpus(name)
+                corpus = get_corpus(name)
+                if g.window_unit == "words":  # too few rows pass the official filters: fail now
+                    check_word_windows(corpus, g.num_prompts)
             for name in g.decoders:
                 get_decoder(name)
             if g.precision_recall and g.surrogate:
@@ -202,6 +264,7 @@ def validate(cfg: EvalConfig) -> None:
         (i.demonstrations >= -1, "icl.demonstrations must be >= 0 (or -1 for the task's own)"),
         (e.num_actors >= 1 and e.cpus_per_actor > 0, "execution.num_actors and cpus_per_actor must be positive"),
         (cfg.mauve.num_buckets >= 0, "mauve.num_buckets must be >= 0 (0 = auto)"),
+        (g.extra_tokens >= 0, f"generation.extra_tokens must be >= 0, got {g.extra_tokens}"),
     ]
     for ok, msg in checks:
         if not ok:

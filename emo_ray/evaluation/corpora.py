@@ -7,12 +7,15 @@ drop it in the folder and pass its name):
     source: ${EMO_RAY_DATA}/my_corpus/test.jsonl   # or hf:NAME[:CONFIG]:SPLIT
     prefix_tokens: 20
     gen_tokens: 80
-    text_field: text            # optional; unit, newlines_to_spaces, windows_per_unit too
+    text_field: text            # optional; unit, newlines_to_spaces, windows_per_unit, scan_rows too
 
-Lengths are in tokens of the evaluated model's tokenizer. A prompt is a window of
-``prefix_tokens + gen_tokens`` tokens of a text unit (a document, or a paragraph for WikiText
-whose test split has only 60 articles): the first ``prefix_tokens`` are the prompt, the rest is
-the human continuation that MAUVE and ROUGE compare against.
+``generation.window_unit`` says what the lengths count. ``tokens`` (project protocol): a prompt
+is a window of ``prefix_tokens + gen_tokens`` tokens of the evaluated model's tokenizer in a
+text unit (a document, or a paragraph for WikiText whose test split has only 60 articles): the
+first ``prefix_tokens`` are the prompt, the rest is the human continuation that MAUVE and ROUGE
+compare against. ``words`` (official protocol, DRSY/EMO ``test_utils.py:test_batch``): the same
+two numbers count space-separated words of one row (prefix, then human continuation) and
+``gen_tokens`` new tokens are sampled; see ``generation.word_prompts``.
 """
 from __future__ import annotations
 
@@ -46,12 +49,19 @@ class Corpus:
     """MixCE / EMO preprocessing of WebText: newlines become spaces."""
     windows_per_unit: int = 1
     """Consecutive non-overlapping windows taken from one unit (more prompts from few documents)."""
+    scan_rows: int = 0
+    """Word windows only: read just the first ``scan_rows`` rows of the split (0 = all), as the
+    official ``test_batch`` reads ``eval_num`` rows (4000 for the hub datasets WikiText, PTB and
+    AG News; 5000, i.e. all, for the WebText / WritingPrompts files) in slices of 64, which
+    rounds 4000 up to 4032 rows."""
 
     def __post_init__(self) -> None:
         parse_hf(self.source)  # a malformed hf: spec fails where the corpus is defined
         for k in ("prefix_tokens", "gen_tokens", "windows_per_unit"):
             if getattr(self, k) <= 0:
                 raise CorpusError(f"{k} must be positive, got {getattr(self, k)}")
+        if self.scan_rows < 0:
+            raise CorpusError(f"scan_rows must be >= 0 (0 = all rows), got {self.scan_rows}")
         if self.unit not in UNITS:
             raise CorpusError(f"unit {self.unit!r} is not one of {list(UNITS)}")
 
@@ -59,7 +69,7 @@ class Corpus:
 _FIELDS = {f.name: f for f in fields(Corpus)}
 _REQUIRED = [n for n, f in _FIELDS.items() if f.default is MISSING]
 _TYPES = {"source": str, "prefix_tokens": int, "gen_tokens": int, "text_field": str, "unit": str,
-          "newlines_to_spaces": bool, "windows_per_unit": int}
+          "newlines_to_spaces": bool, "windows_per_unit": int, "scan_rows": int}
 
 
 def load_corpus_file(path: str | Path) -> Corpus:

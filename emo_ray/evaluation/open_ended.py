@@ -45,13 +45,17 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     t0 = time.perf_counter()
     g, ex = cfg.generation, cfg.execution
     corpus = get_corpus(corpus_name)
-    prompts, counts = make_prompts(corpus, load_tokenizer(model_path), num_prompts=g.num_prompts, seed=g.prompt_seed)
+    prompts, counts = make_prompts(corpus, load_tokenizer(model_path), num_prompts=g.num_prompts, seed=g.prompt_seed,
+                                   window_unit=g.window_unit)
     rows = [
         {"prompt_id": p.prompt_id, "seed": s, "decoder": d, "prefix_ids": p.prefix_ids}
         for d in g.decoders for s in g.seeds for p in prompts
     ]
+    if g.window_unit == "words":  # a prompt's seeds side by side: longer equal-length runs per sampling batch
+        rows.sort(key=lambda r: (g.decoders.index(r["decoder"]), r["prompt_id"]))
     t_gen = time.perf_counter()
-    gens = map_rows(rows, Sampler, {"model_path": model_path, "gen_tokens": corpus.gen_tokens},
+    max_new, min_new = corpus.gen_tokens + g.extra_tokens, 0 if g.stop_at_eos else corpus.gen_tokens
+    gens = map_rows(rows, Sampler, {"model_path": model_path, "gen_tokens": max_new, "min_tokens": min_new},
                     execution=ex, batch_size=g.batch_size)
     t_gen = time.perf_counter() - t_gen
     table = pd.DataFrame(gens).drop(columns=["prefix_ids", "gen_ids"])
@@ -137,13 +141,17 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         metrics[f"time/{key}/precision_recall_s"] = t_pr
     params = {
         f"{key}/prompts": (
-            f"source={corpus.source} unit={corpus.unit} prefix_tokens={corpus.prefix_tokens} "
-            f"gen_tokens={corpus.gen_tokens} windows_per_unit={corpus.windows_per_unit} "
+            f"protocol={cfg.protocol} window_unit={g.window_unit} source={corpus.source} unit={corpus.unit} "
+            f"prefix_len={corpus.prefix_tokens} continuation_len={corpus.gen_tokens} "
+            f"windows_per_unit={corpus.windows_per_unit} scan_rows={corpus.scan_rows or 'all'} "
             f"newlines_to_spaces={corpus.newlines_to_spaces} num_prompts={len(prompts)} prompt_seed={g.prompt_seed} "
-            f"units={counts['units']} units_too_short={counts['units_too_short']} windows={counts['windows']}"
+            + " ".join(f"{k}={v}" for k, v in counts.items())
         ),
-        f"{key}/sampling": f"decoders={','.join(g.decoders)} seeds={','.join(map(str, g.seeds))} std=ddof1",
-        f"{key}/mauve": mauve_settings(m),
+        f"{key}/sampling": (
+            f"protocol={cfg.protocol} decoders={','.join(g.decoders)} seeds={','.join(map(str, g.seeds))} std=ddof1 "
+            f"max_new_tokens={max_new} min_new_tokens={min_new} stop_at_eos={g.stop_at_eos}"
+        ),
+        f"{key}/mauve": f"protocol={cfg.protocol} " + mauve_settings(m),
         f"{key}/oracle_ppl": f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
         f"{key}/rouge": rouge_settings(cfg.rouge.use_stemmer),
     }

@@ -23,7 +23,7 @@ TABLE4 = {
     "ag_news": (10, 30),
 }
 SHIPPED = sorted(CORPUS_DIR.glob("*.yaml"))
-VALID_KEYS = "\\['source', 'prefix_tokens', 'gen_tokens', 'text_field', 'unit', 'newlines_to_spaces', 'windows_per_unit'\\]"
+VALID_KEYS = "\\['source', 'prefix_tokens', 'gen_tokens', 'text_field', 'unit', 'newlines_to_spaces', 'windows_per_unit', 'scan_rows'\\]"
 
 
 def test_every_table4_domain_is_shipped():
@@ -40,13 +40,15 @@ def test_shipped_file_loads_with_table4_lengths_and_cites_it(path):
 
 
 def test_shipped_settings_are_unchanged():
-    assert CORPORA["wikitext-2"] == Corpus("${EMO_RAY_DATA}/wikitext-2/test.jsonl", 20, 80, unit="paragraph")
-    assert CORPORA["wikitext-103"] == Corpus("hf:wikitext:wikitext-103-raw-v1:test", 20, 80, unit="paragraph")
+    # scan_rows: the official test_batch reads eval_num=4000 rows in slices of 64 (4032); the local
+    # WikiText-2 file lacks HF's leading blank row
+    assert CORPORA["wikitext-2"] == Corpus("${EMO_RAY_DATA}/wikitext-2/test.jsonl", 20, 80, unit="paragraph", scan_rows=4031)
+    assert CORPORA["wikitext-103"] == Corpus("hf:wikitext:wikitext-103-raw-v1:test", 20, 80, unit="paragraph", scan_rows=4032)
     assert CORPORA["webtext"] == Corpus(
         "${EMO_RAY_DATA}/webtext/test.jsonl", 20, 80, newlines_to_spaces=True, windows_per_unit=2
     )
-    assert CORPORA["ptb"] == Corpus("hf:ptb_text_only:penn_treebank:test", 5, 25, text_field="sentence")
-    assert CORPORA["ag_news"] == Corpus("${EMO_RAY_DATA}/ag_news/test.jsonl", 10, 30)
+    assert CORPORA["ptb"] == Corpus("hf:ptb_text_only:penn_treebank:test", 5, 25, text_field="sentence", scan_rows=4032)
+    assert CORPORA["ag_news"] == Corpus("${EMO_RAY_DATA}/ag_news/test.jsonl", 10, 30, scan_rows=4032)
     assert CORPORA["writingprompts"] == Corpus("hf:euclaise/writingprompts:test", 35, 80, text_field="story")
     assert "hub only" in (CORPUS_DIR / "writingprompts.yaml").read_text()
 
@@ -134,13 +136,14 @@ OK = "source: x.jsonl\nprefix_tokens: 5\ngen_tokens: 25\n"
         ("source: x.jsonl\nprefix_tokens: 5\ngen_tokens: -25\n", "gen_tokens must be positive, got -25"),
         (OK + "windows_per_unit: 0\n", "windows_per_unit must be positive, got 0"),
         (OK + "unit: sentence\n", "unit 'sentence' is not one of \\['document', 'paragraph'\\]"),
+        (OK + "scan_rows: -1\n", "scan_rows must be >= 0 \\(0 = all rows\\), got -1"),
         ("source: 'hf:ptb_text_only'\nprefix_tokens: 5\ngen_tokens: 25\n", "source: 'hf:ptb_text_only': expected hf:NAME\\[:CONFIG\\]:SPLIT"),
         ("- source: x.jsonl\n", "expected a mapping of corpus keys"),
         ("", "expected a mapping of corpus keys .*, got NoneType"),
         ("source: [x.jsonl\n", "not valid YAML"),
     ],
     ids=["unknown-key", "missing-gen", "missing-source", "str-length", "float-length", "bool-length", "int-flag",
-         "list-field", "int-source", "zero-prefix", "negative-gen", "zero-windows", "unknown-unit", "bad-hf",
+         "list-field", "int-source", "zero-prefix", "negative-gen", "zero-windows", "unknown-unit", "negative-scan", "bad-hf",
          "list-file", "empty-file", "yaml-syntax"],
 )
 def test_bad_file_names_the_file_and_the_problem(tmp_path, text, message):
