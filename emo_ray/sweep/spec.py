@@ -167,7 +167,7 @@ def validate(sweep: SweepConfig) -> None:
         (len(g.models) >= 1, "grid.models needs at least one model"),
         (len(g.objectives) >= 1, "grid.objectives needs at least one objective"),
         (len(g.data_tokens) >= 1 and all(_is_volume(t) for t in g.data_tokens),
-         f"grid.data_tokens must be positive token counts or {WHOLE_SPLIT!r} (the whole training split), "
+         f"grid.data_tokens: expected positive token counts or {WHOLE_SPLIT!r} (the whole training split), "
          f"got {list(g.data_tokens)}"),
         (WHOLE_SPLIT not in g.data_tokens or not sweep.epochs,
          f"grid.data_tokens {WHOLE_SPLIT!r}: a whole split's steps cannot follow from epochs={sweep.epochs} "

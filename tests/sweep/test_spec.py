@@ -91,7 +91,7 @@ def test_dry_run_lists_every_trial_and_the_compute():
         (["grid.objectives={mixce: [{gamma: 1.5}]}"], r"grid.objectives.mixce\[0\]: .*gamma"),
         (["grid.objectives={mixce: {gamma: 0.5}}"], r"grid.objectives.mixce: expected a non-empty list"),
         (["grid.objectives={mle: [{}, {}]}"], "listed twice"),
-        (["grid.data_tokens=[2k]"], r"grid.data_tokens must be positive token counts or 'all' .*got \['2k'\]"),
+        (["grid.data_tokens=[2k]"], r"grid.data_tokens: expected positive token counts or 'all' .*got \['2k'\]"),
         (["grid.data_tokens=[0]"], "positive token counts"),
         (["grid.data_tokens=[true]"], r"grid.data_tokens\[0\]: True does not fit"),
         (["grid.data_tokens=[whole]"], r"or 'all' \(the whole training split\)"),
