@@ -1,8 +1,8 @@
 """ICL task definitions are data: one YAML file per task in ``emo_ray/evaluation/tasks/``.
 
-A task is a template (paper Table 5), label words, a train split (the demonstration pool) and a
-test split. Add a task by writing a YAML file, and pass its path (or drop it in the folder and
-pass its name):
+A task is a template (DRSY/EMO icl.py's wording), label words, a train split (the demonstration
+pool) and a test split. Add a task by writing a YAML file, and pass its path (or drop it in the
+folder and pass its name):
 
     name: my_task
     template: 'Review: "{text}" It is {label}.'   # {label} and at least one input field
