@@ -6,7 +6,7 @@ import pytest
 
 from emo_ray.evaluation.icl.prompts import candidate_prompts
 from emo_ray.evaluation.icl.tasks import fill, load_task, load_task_data, task_names
-from tests.evaluation.conftest import needs_data
+from tests.evaluation.conftest import needs_data, needs_minilm
 
 # Tasks whose data is only on the hub (SetFit/CR, SetFit/subj): prompts are built from these rows.
 HUB_ROWS = {
@@ -92,3 +92,31 @@ def test_official_wording_stays_the_default(name):
     assert load_task(name, wording="official") == official
     worded = lambda t: (t.template, t.label_words, t.instruction)  # noqa: E731
     assert (worded(official) != worded(paper)) == (name not in SAME_AS_ICL_PY)
+
+
+PAPER_PROMPT = {  # how a full prompt of the paper's wording starts and ends (with the gold word)
+    "trec": ('Question: "', '" It is about {}.'),
+    "mmlu": ("The following are multiple choice questions (with answers) about  ", "\nAnswer: {}"),
+}
+
+
+@needs_data
+@needs_minilm
+@pytest.mark.parametrize("name", sorted(PAPER_PROMPT))
+def test_paper_wording_evaluates_end_to_end(name, tiny_path):
+    # A retrieved task with a paper label word and the fixed-shot task with a paper instruction:
+    # the evaluation scores the paper's label words and stamps the wording in its parameters.
+    from emo_ray.evaluation.config import EvalConfig, ICLConfig
+    from emo_ray.evaluation.icl.evaluate_task import evaluate_task
+    from tests.evaluation.conftest import LOCAL
+
+    cfg = EvalConfig(icl=ICLConfig(num_items=6, retriever="all-minilm-l6-v2", wording="paper"), execution=LOCAL)
+    res = evaluate_task(tiny_path, name, cfg)
+    assert res.metrics[f"icl/{name}/n_items"] == 6
+    words = set(load_task(name, wording="paper").label_words)
+    table = res.tables[f"icl/{name}.json"]
+    assert set(table["prediction"]) <= words and set(table["gold"]) <= words
+    assert "wording=paper" in res.params[f"icl/{name}"]
+    start, end = PAPER_PROMPT[name]
+    for gold, prompt in zip(table["gold"], table["prompt_for_gold"]):
+        assert prompt.startswith(start) and prompt.endswith(end.format(gold))
