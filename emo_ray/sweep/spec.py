@@ -23,6 +23,9 @@ from emo_ray.config import Config, ConfigError, TrackingConfig, import_plugins, 
 from emo_ray.typed_config import REPO_ROOT, merge
 
 SWEEP_CONFIG_DIR = REPO_ROOT / "configs" / "sweeps"
+WHOLE_SPLIT = "all"
+"""``grid.data_tokens`` entry: train on the whole training split (paper 4.1.1); such a trial has
+``tokens == 0``, the ``data.max_train_tokens`` value that means "all"."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,11 @@ class GridConfig:
     """Objective -> the hyperparameter sets to try, each a mapping of keywords the registered loss
     takes (``emo-ray ls losses``), e.g. ``{mle: [{}], tailr: [{gamma: 0.9}, {gamma: 0.8}]}``.
     The aggregation keeps the best set per cell, as the paper does for gamma (4.2.2)."""
-    data_tokens: tuple[int, ...] = (8192,)
-    """The data-volume axis: training tokens per trial (nested subsets of one corpus)."""
+    data_tokens: tuple[int | str, ...] = (8192,)
+    """The data-volume axis: training tokens per trial (nested subsets of one corpus), or ``all``
+    for the whole training split. A whole split's size is only known once it is tokenised, so its
+    steps cannot follow from ``epochs``: a sweep with ``all`` sets ``epochs: 0`` and gives
+    ``train.max_steps`` in the training config (per domain, in ``grid.domains.<d>.train``)."""
     seeds: tuple[int, ...] = (0,)
     """Training seeds (data order and initialisation of the run); curves show the seed mean."""
     domains: dict = field(default_factory=dict)
@@ -89,6 +95,7 @@ class Trial:
     loss: str
     loss_kwargs: dict
     tokens: int
+    """Training tokens; 0: the whole training split (``grid.data_tokens: [all]``)."""
     seed: int
     domain: str = ""
     """Key of ``grid.domains`` ("" when the sweep has none); records written before domains
@@ -113,7 +120,8 @@ class Trial:
         if self.pretrained:
             return f"{PRETRAINED}-{model}{dom}"
         hp = f"-{self.hparams}" if self.hparams else ""
-        return f"{self.loss}{hp}-{model}-{self.tokens}tok-s{self.seed}{dom}"
+        volume = WHOLE_SPLIT if self.tokens == 0 else f"{self.tokens}tok"
+        return f"{self.loss}{hp}-{model}-{volume}-s{self.seed}{dom}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -158,8 +166,12 @@ def validate(sweep: SweepConfig) -> None:
         (bool(sweep.name) and "/" not in sweep.name, f"name must be a non-empty folder name, got {sweep.name!r}"),
         (len(g.models) >= 1, "grid.models needs at least one model"),
         (len(g.objectives) >= 1, "grid.objectives needs at least one objective"),
-        (len(g.data_tokens) >= 1 and all(t > 0 for t in g.data_tokens),
-         f"grid.data_tokens must be positive token counts, got {list(g.data_tokens)}"),
+        (len(g.data_tokens) >= 1 and all(_is_volume(t) for t in g.data_tokens),
+         f"grid.data_tokens: expected positive token counts or {WHOLE_SPLIT!r} (the whole training split), "
+         f"got {list(g.data_tokens)}"),
+        (WHOLE_SPLIT not in g.data_tokens or not sweep.epochs,
+         f"grid.data_tokens {WHOLE_SPLIT!r}: a whole split's steps cannot follow from epochs={sweep.epochs} "
+         f"before it is tokenised; set epochs: 0 and give train.max_steps (per domain)"),
         (len(g.seeds) >= 1 and all(s >= 0 for s in g.seeds), f"grid.seeds must be seeds >= 0, got {list(g.seeds)}"),
         (len(set(g.seeds)) == len(g.seeds), f"grid.seeds has duplicates: {list(g.seeds)}"),
         (len(set(g.models)) == len(g.models), f"grid.models has duplicates: {list(g.models)}"),
@@ -200,6 +212,10 @@ def validate(sweep: SweepConfig) -> None:
                 eval_config(sweep, domain=domain)
             except ConfigError as e:
                 raise ConfigError(f"grid.domains.{domain}: eval: {e}" if domain else str(e)) from None
+
+
+def _is_volume(t) -> bool:
+    return t == WHOLE_SPLIT or (isinstance(t, int) and not isinstance(t, bool) and t > 0)
 
 
 DOMAIN_KEYS = ("train", "eval")
@@ -243,7 +259,8 @@ def trials(sweep: SweepConfig) -> list[Trial]:
     out = []
     for domain, model, (loss, sets), tokens, seed in itertools.product(
             domain_names(sweep), g.models, g.objectives.items(), g.data_tokens, g.seeds):
-        out.extend(Trial(model, loss, dict(hp), int(tokens), int(seed), domain) for hp in sets)
+        n = 0 if tokens == WHOLE_SPLIT else int(tokens)
+        out.extend(Trial(model, loss, dict(hp), n, int(seed), domain) for hp in sets)
     return out
 
 

@@ -27,7 +27,8 @@ def raw(rel: str) -> dict:
 def test_table1_is_gpt2_per_table4_domain_with_the_papers_grid():
     sweep = raw("configs/sweeps/table1.yaml")
     g = sweep["grid"]
-    assert g["models"] == ["gpt2"] and len(g["seeds"]) == 3 and sweep["epochs"] == 3
+    # [paper 4.1.1] the whole training split of every domain (its steps are per domain: epochs 0)
+    assert g["models"] == ["gpt2"] and len(g["seeds"]) == 3 and g["data_tokens"] == ["all"] and sweep["epochs"] == 0
     assert set(g["domains"]) == TABLE4_DOMAINS
     for name, d in g["domains"].items():
         # each domain is evaluated on its own corpus, whose definition carries Table 4's lengths
@@ -42,8 +43,29 @@ def test_table1_training_is_lr_5e_5_batch_32x256_and_validates_once_per_epoch():
     t, d = train["train"], train["data"]
     per_step = t["micro_batch_size"] * t["grad_accum"] * train["ray"]["num_workers"]
     assert (t["lr"], per_step, d["block_size"]) == (5e-5, 32, 256)
-    (tokens,) = sweep["grid"]["data_tokens"]
-    assert t["eval_every"] == tokens // (per_step * d["block_size"]) and t["select_checkpoint"] == "best_val_loss"
+    assert t["select_checkpoint"] == "best_val_loss"
+    # [paper 4.1.1] 3 epochs, validated once per epoch, in every domain (and the config alone)
+    for steps in [t] + [dom["train"]["train"] for dom in sweep["grid"]["domains"].values()]:
+        assert steps["max_steps"] == 3 * steps["eval_every"]
+
+
+def _comment_number(text: str, pattern: str) -> float:
+    m = re.search(pattern, text)
+    assert m, pattern
+    return float(m.group(1).replace(",", "").replace("M", "e6"))
+
+
+def test_table1_steps_per_epoch_follow_the_stated_split_sizes():
+    text = (ROOT / "configs/sweeps/table1.yaml").read_text()
+    domains = raw("configs/sweeps/table1.yaml")["grid"]["domains"]
+    stated = dict(re.findall(r"#.*?~([\d.]+M) tokens.*?-> ([\d,]+) steps per epoch", text, flags=re.S))
+    assert len(stated) == len(domains) - 1  # WebText's size is measured, stated differently
+    for size, steps in stated.items():
+        # steps per epoch: the split's 256-token blocks in batches of 32 (rounded as stated)
+        assert abs(float(size[:-1]) * 1e6 / 8192 - int(steps.replace(",", ""))) / int(steps.replace(",", "")) < 0.01
+        assert any(d["train"]["train"]["eval_every"] == int(steps.replace(",", "")) for d in domains.values())
+    webtext = domains["webtext"]["train"]["train"]["eval_every"]
+    assert webtext == int(_comment_number(text, r"~(\d+)k after the hold-out") * 1000 // 256 // 32)
 
 
 def test_table1_eval_samples_five_times_per_prefix_with_gpt2_large_mauve():
@@ -64,6 +86,24 @@ def test_llama_sweeps_train_the_official_variants(name):
     assert sweep["evaluate_pretrained"] is True and sweep["epochs"] == 1
     cfg = load_eval_config(ROOT / sweep["eval_config"])
     assert (cfg.icl.normalization, cfg.icl.wording, len(cfg.icl.tasks)) == ("openicl", "official", 8)
+
+
+def test_continual_fine_tuning_volumes_are_the_papers():
+    # [paper 4.2.1] 0.1B tokens of WikiText-103 (Table 3); [paper 4.2.3] Figure 1's data axis has
+    # the text's 4M and 100M points
+    assert raw("configs/sweeps/table3.yaml")["grid"]["data_tokens"] == [100_000_000]
+    axis = raw("configs/sweeps/paper.yaml")["grid"]["data_tokens"]
+    assert {4_000_000, 100_000_000} <= set(axis) and max(axis) == 100_000_000
+
+
+@pytest.mark.parametrize("sweep_name,train_name", [("table3", "table3_llama_lora"), ("paper", "paper_cluster")])
+def test_warmup_is_about_3_percent_of_the_steps(sweep_name, train_name):
+    # [lora.sh] / [fsdp.sh] warmup_ratio 0.03: of table3's one volume; of the paper sweep's smallest
+    sweep, train = raw(f"configs/sweeps/{sweep_name}.yaml"), raw(f"configs/{train_name}.yaml")
+    t = train["train"]
+    per_step = t["micro_batch_size"] * t["grad_accum"] * train["ray"]["num_workers"] * train["data"]["block_size"]
+    steps = math.ceil(sweep["epochs"] * min(sweep["grid"]["data_tokens"]) / per_step)
+    assert t["warmup_steps"] == math.ceil(0.03 * steps)  # HF TrainingArguments.get_warmup_steps rounds up
 
 
 def test_table3_is_the_lora_script_with_the_llama2_13b_cost():

@@ -55,6 +55,18 @@ def test_a_trial_record_round_trips_through_its_dict():
     assert t.key == "tailr-gamma=0.8,min_weight=0.1-smollm2-135m-4096tok-s1"
 
 
+def test_whole_split_trials_read_all_the_data_and_keep_the_configs_steps():
+    sweep = load_sweep_config("cpu-small", ["grid.data_tokens=[all, 4096]", "epochs=0",
+                                            "train_overrides.train.max_steps=7"])
+    whole, part = [t for t in trials(sweep) if t.loss == "mle"]
+    assert (whole.tokens, part.tokens) == (0, 4096)
+    assert whole.key == "mle-tiny-llama-all-s0" and part.key == "mle-tiny-llama-4096tok-s0"
+    cfg = trial_config(sweep, whole)
+    # max_train_tokens 0 is DataConfig's "all"; the steps are the training config's, not a volume's
+    assert (cfg.data.max_train_tokens, cfg.train.max_steps) == (0, 7)
+    assert Trial.from_dict(whole.to_dict()) == whole
+
+
 def test_cpu_sweep_meets_the_acceptance_grid():
     sweep = load_sweep_config("cpu")
     assert set(sweep.grid.objectives) >= {"mle", "tailr", "mixce", "emo"}
@@ -79,8 +91,11 @@ def test_dry_run_lists_every_trial_and_the_compute():
         (["grid.objectives={mixce: [{gamma: 1.5}]}"], r"grid.objectives.mixce\[0\]: .*gamma"),
         (["grid.objectives={mixce: {gamma: 0.5}}"], r"grid.objectives.mixce: expected a non-empty list"),
         (["grid.objectives={mle: [{}, {}]}"], "listed twice"),
-        (["grid.data_tokens=[2k]"], r"grid.data_tokens\[0\]: expected an integer, got '2k'"),
+        (["grid.data_tokens=[2k]"], r"grid.data_tokens: expected positive token counts or 'all' .*got \['2k'\]"),
         (["grid.data_tokens=[0]"], "positive token counts"),
+        (["grid.data_tokens=[true]"], r"grid.data_tokens\[0\]: True does not fit"),
+        (["grid.data_tokens=[whole]"], r"or 'all' \(the whole training split\)"),
+        (["grid.data_tokens=[all]"], r"'all': a whole split's steps cannot follow from epochs=1.0.*set epochs: 0"),
         (["grid.seeds=[0, 0]"], "duplicates"),
         (["grid.modles=[x]"], r"unknown key\(s\) \['modles'\]"),
         (["train_overrides.train.lr=-1"], r"trial mle-.*: train.lr must be a finite positive number"),

@@ -1,8 +1,8 @@
 """ICL task definitions are data: one YAML file per task in ``emo_ray/evaluation/tasks/``.
 
-A task is a template (paper Table 5), label words, a train split (the demonstration pool) and a
-test split. Add a task by writing a YAML file, and pass its path (or drop it in the folder and
-pass its name):
+A task is a template (DRSY/EMO icl.py's wording), label words, a train split (the demonstration
+pool) and a test split. Add a task by writing a YAML file, and pass its path (or drop it in the
+folder and pass its name):
 
     name: my_task
     template: 'Review: "{text}" It is {label}.'   # {label} and at least one input field
@@ -10,13 +10,15 @@ pass its name):
     train: ${EMO_RAY_DATA}/my_task/train.jsonl    # or hf:NAME[:CONFIG]:SPLIT
     test: ${EMO_RAY_DATA}/my_task/test.jsonl
 
-A task may also give ``paper_template``: the same prompt as printed in the paper's Table 5, where
-that wording differs from the official code's. ``icl.wording: paper`` selects it (``load_task(name,
+A task may also give ``paper_template``: the same prompt as printed in the paper's Table 5 (and,
+where Table 5's label words differ from the official ones, ``paper_label_words``; where the paper's
+instruction differs, ``paper_instruction``). ``icl.wording: paper`` selects them (``load_task(name,
 wording="paper")``); the default ``official`` keeps ``template``, the DRSY/EMO icl.py wording that
 produced the paper's numbers.
 
-Placeholders are ``{field}`` or ``{field[i]}`` (an element of a list field, e.g. MMLU choices);
-they are filled in one pass, so braces inside the data are never re-interpreted.
+Placeholders are ``{field}``, ``{field[i]}`` (an element of a list field, e.g. MMLU choices) or
+``{field:spaced}`` (underscores as spaces: Hendrycks et al.'s subject names, ``abstract_algebra`` ->
+``abstract algebra``); they are filled in one pass, so braces inside the data are never re-interpreted.
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ from emo_ray.data.sources import DataError, parse_hf
 from emo_ray.evaluation.config import expand
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
-PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?\}")
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?(?::([A-Za-z_]+))?\}")
+FORMATS = {"spaced": lambda v: v.replace("_", " ")}
+"""``{field:<format>}``: how a field's value is written into the prompt."""
 
 
 class TaskError(ValueError):
@@ -74,6 +78,11 @@ class Task:
     paper_template: str = ""
     """The template as printed in the paper's Table 5 (``icl.wording: paper``); same placeholders
     as ``template``. Empty: none transcribed, and ``wording="paper"`` fails for this task."""
+    paper_label_words: tuple = ()
+    """Label words as Table 5 prints them (``icl.wording: paper``), one per label index like
+    ``label_words``; empty: the same words as ``label_words``."""
+    paper_instruction: str = ""
+    """The instruction under ``icl.wording: paper``; empty: the same as ``instruction``."""
 
 
 def task_names() -> list[str]:
@@ -101,23 +110,42 @@ def load_task(name_or_path: str, wording: str = "official") -> Task:
     missing = {"name", "template", "train", "test"} - set(data)
     if missing:
         raise TaskError(f"{path}: missing key(s) {sorted(missing)}")
-    for k in ("label_words", "input_fields"):
+    for k in ("label_words", "paper_label_words", "input_fields"):
         if k in data:
             data[k] = tuple(data[k])
     task = Task(**data)
     if not task.label_words:
         task = replace(task, label_words=tuple(read_label_words(task)))
     validate_task(task)
-    if task.paper_template:
-        validate_task(replace(task, template=task.paper_template))
+    paper = paper_wording(task)
+    if paper is not None:
+        validate_task(paper)
     if wording == "paper":
-        if not task.paper_template:
+        if paper is None:
             raise TaskError(
                 f"task {task.name!r} ({path}) has no paper_template (Table 5 wording); "
                 f"use icl.wording=official or add one to the task YAML"
             )
-        task = replace(task, template=task.paper_template)
+        return paper
     return task
+
+
+def paper_wording(task: Task) -> Task | None:
+    """The task worded as the paper prints it (Table 5, A.4): ``paper_template`` and, where given,
+    ``paper_label_words`` / ``paper_instruction`` in place of the official ones. None without a
+    ``paper_template``; label or instruction overrides without one are a config error."""
+    if not task.paper_template:
+        if task.paper_label_words or task.paper_instruction:
+            raise TaskError(f"task {task.name!r}: paper_label_words / paper_instruction need a paper_template")
+        return None
+    words = task.paper_label_words or task.label_words
+    if len(words) != len(task.label_words):
+        raise TaskError(
+            f"task {task.name!r}: paper_label_words {list(words)} must name the same {len(task.label_words)} "
+            f"labels as label_words {list(task.label_words)}, in the same order"
+        )
+    return replace(task, template=task.paper_template, label_words=tuple(words),
+                   instruction=task.paper_instruction or task.instruction)
 
 
 def read_label_words(task: Task) -> list[str]:
@@ -135,6 +163,10 @@ def read_label_words(task: Task) -> list[str]:
 def validate_task(task: Task) -> None:
     """Everything a config can get wrong, before any data or model is loaded."""
     used = {m.group(1) for m in PLACEHOLDER.finditer(task.template)}
+    for text in (task.template, task.instruction):
+        bad = sorted({m.group(3) for m in PLACEHOLDER.finditer(text) if m.group(3)} - set(FORMATS))
+        if bad:
+            raise TaskError(f"task {task.name!r}: unknown placeholder format(s) {bad} in {text!r}; valid: {sorted(FORMATS)}")
     if "label" not in used:
         raise TaskError(f"task {task.name!r}: template {task.template!r} has no {{label}} placeholder")
     if not used & set(task.input_fields):
@@ -164,7 +196,7 @@ def fill(template: str, row: dict, label_word: str, *, where: str = "") -> str:
     """Substitute ``{label}`` and ``{field}`` / ``{field[i]}`` in one pass."""
 
     def sub(m: re.Match) -> str:
-        key, idx = m.group(1), m.group(2)
+        key, idx, fmt = m.groups()
         if key == "label":
             return label_word
         if key not in row:
@@ -172,7 +204,9 @@ def fill(template: str, row: dict, label_word: str, *, where: str = "") -> str:
         value = row[key]
         if idx is not None:
             value = value[int(idx)]
-        return str(value)
+        if fmt and fmt not in FORMATS:
+            raise TaskError(f"{where}placeholder {m.group(0)}: unknown format {fmt!r}; valid: {sorted(FORMATS)}")
+        return FORMATS[fmt](str(value)) if fmt else str(value)
 
     return PLACEHOLDER.sub(sub, template)
 

@@ -11,8 +11,9 @@ from tests.evaluation.conftest import needs_data, write_task
 
 LOCAL_TASKS = ["sst2", "trec", "rotten_tomatoes", "tweet_emotion", "ag_news", "mmlu"]
 
-# Paper Table 5 / DRSY/EMO continual_finetuning/icl.py, with <X> -> {text} and the label word.
-TABLE5 = {
+# The official wording: DRSY/EMO continual_finetuning/icl.py, with <X> -> {text} and the label word
+# (the paper's Table 5 wording: test_paper_wording.py).
+ICL_PY = {
     "sst2": ('Review: "{text}" It is {label}.', ["negative", "positive"]),
     "cr": ("Review: {text} It is {label}.", ["negative", "positive"]),
     "tweet_emotion": ("{text} It is {label}.", ["anger", "joy", "optimism", "sadness"]),
@@ -27,14 +28,14 @@ TABLE5 = {
 
 
 def test_all_eight_paper_tasks_are_shipped():
-    assert set(task_names()) == set(TABLE5) | {"mmlu"}
+    assert set(task_names()) == set(ICL_PY) | {"mmlu"}
 
 
 @needs_data
-@pytest.mark.parametrize("name", sorted(TABLE5))
-def test_templates_and_label_words_are_table5(name):
+@pytest.mark.parametrize("name", sorted(ICL_PY))
+def test_templates_and_label_words_are_icl_py(name):
     task = load_task(name)
-    assert (task.template, list(task.label_words)) == TABLE5[name]
+    assert (task.template, list(task.label_words)) == ICL_PY[name]
     assert task.demonstrations == 8 and task.selection == "topk"
 
 

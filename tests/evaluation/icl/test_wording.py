@@ -53,10 +53,45 @@ def test_eval_config_checks_the_wording_of_every_task(tmp_path):
         load_eval_config(tree={"icl": {"tasks": [path], "wording": "table5"}})
 
 
+def test_paper_label_words_replace_the_official_ones_only_under_the_paper_wording(tmp_path):
+    path = write_task(tmp_path, paper_template=PAPER, paper_label_words=["bad", "good"])
+    assert load_task(path).label_words == ("negative", "positive")
+    task = load_task(path, wording="paper")
+    assert task.label_words == ("bad", "good")
+    assert candidate_prompts(task, {"text": "ok"}, [])[1] == "Review: ok Sentiment: good"
+
+
+def test_paper_label_words_must_match_the_label_count(tmp_path):
+    with pytest.raises(TaskError, match="same 2 labels"):
+        load_task(write_task(tmp_path, paper_template=PAPER, paper_label_words=["bad", "ok", "good"]))
+    with pytest.raises(TaskError, match="distinct"):
+        load_task(write_task(tmp_path, paper_template=PAPER, paper_label_words=["bad", "bad"]))
+
+
+def test_paper_overrides_without_a_paper_template_fail(tmp_path):
+    for key, value in (("paper_label_words", ["bad", "good"]), ("paper_instruction", "Rate it.\n")):
+        with pytest.raises(TaskError, match="need a paper_template"):
+            load_task(write_task(tmp_path, **{key: value}))
+
+
+def test_paper_instruction_and_the_spaced_format(tmp_path):
+    path = write_task(tmp_path, instruction="About {topic}:\n", paper_template=PAPER,
+                      paper_instruction="About  {topic:spaced}:\n")
+    item = {"text": "ok", "topic": "high_school_physics"}
+    official, paper = load_task(path), load_task(path, wording="paper")
+    assert candidate_prompts(official, item, [])[0] == 'About high_school_physics:\nReview: "ok" It is negative.'
+    assert candidate_prompts(paper, item, [])[0] == "About  high school physics:\nReview: ok Sentiment: negative"
+
+
+def test_unknown_placeholder_format_fails_at_load(tmp_path):
+    with pytest.raises(TaskError, match="unknown placeholder format.*'upper'"):
+        load_task(write_task(tmp_path, paper_template="Review: {text:upper} It is {label}."))
+
+
 @pytest.mark.parametrize("name", task_names())
-def test_shipped_paper_templates_are_valid_where_given(name):
-    # The official template always loads; a transcribed Table 5 wording must be a valid
-    # template of the same task (same input fields, a {label}).
-    official = load_task(name)
-    if official.paper_template:
-        assert load_task(name, wording="paper").template == official.paper_template
+def test_every_shipped_task_has_a_valid_paper_wording(name):
+    # The official template always loads; the transcribed Table 5 wording is a valid template of
+    # the same task (same input fields, a {label}, as many label words).
+    official, paper = load_task(name), load_task(name, wording="paper")
+    assert official.paper_template and paper.template == official.paper_template
+    assert len(paper.label_words) == len(official.label_words)
