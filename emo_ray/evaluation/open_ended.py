@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from emo_ray.evaluation import precision_recall
+from emo_ray.evaluation import mauve_features, precision_recall
 from emo_ray.evaluation.config import EvalConfig
 from emo_ray.evaluation.corpora import corpus_label, get_corpus
 from emo_ray.evaluation.executor import map_rows
-from emo_ray.evaluation import mauve_features
 from emo_ray.evaluation.featurize import featurize, featurizer_identity, resolved_dtype
 from emo_ray.evaluation.generation import Sampler, make_prompts
 from emo_ray.evaluation.mauve_features import CorpusFeatures, mean_std, texts_array
