@@ -52,6 +52,20 @@ class CorpusFeatures:
     mauve_config: str
     """JSON of the ``MauveConfig`` the run was evaluated with."""
 
+    @classmethod
+    def of(cls, ok, model_feats: np.ndarray, prompts: list, human: np.ndarray, prompts2: list,
+           human2: np.ndarray, cfg: MauveConfig, featurizer: str) -> "CorpusFeatures":
+        """From the evaluation: ``ok``, the non-empty rows of the generation table (in the order
+        of ``model_feats``), and the two sets of human windows with their features."""
+        return cls(
+            model=model_feats, model_row=ok.index.to_numpy(np.int64), model_seed=ok["seed"].to_numpy(np.int64),
+            model_decoder=texts_array(ok["decoder"]), human=human,
+            human_prefix=texts_array(p.prefix for p in prompts), human_reference=texts_array(p.reference for p in prompts),
+            human2=human2, human2_prefix=texts_array(p.prefix for p in prompts2),
+            human2_reference=texts_array(p.reference for p in prompts2),
+            featurizer=featurizer, mauve_config=json.dumps(asdict(cfg)),
+        )
+
     def config(self) -> MauveConfig:
         return MauveConfig(**json.loads(self.mauve_config))
 

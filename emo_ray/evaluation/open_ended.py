@@ -11,9 +11,8 @@ the corpus fails loudly instead of reporting a meaningless number.
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ from emo_ray.evaluation.corpora import corpus_label, get_corpus
 from emo_ray.evaluation.executor import map_rows
 from emo_ray.evaluation.featurize import featurize, featurizer_identity, resolved_dtype
 from emo_ray.evaluation.generation import Sampler, make_prompts
-from emo_ray.evaluation.mauve_features import CorpusFeatures, mean_std, texts_array
+from emo_ray.evaluation.mauve_features import CorpusFeatures, mean_std
 from emo_ray.evaluation.mauve_score import mauve_settings
 from emo_ray.evaluation.oracle_ppl import corpus_perplexity, score_continuations
 from emo_ray.evaluation.rouge import rouge, rouge_settings
@@ -105,7 +104,6 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     }
     if pr is not None:
         metrics[f"{key}/recall_ce"] = pr.recall_ce  # no sampling involved: one number, no seed std
-    feat_of = {idx: k for k, idx in enumerate(ok.index)}
     for dec in g.decoders:
         per_seed: dict[str, list[float]] = {"oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
         if pr is not None:
@@ -134,15 +132,8 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
             metrics[f"{key}/{dec}/{name}_std"] = sd
     # MAUVE, MAUVE* and frontier integral per sampling run, and the ceiling, from the features
     # exactly as logged: ``emo-ray rescore`` under unchanged settings reproduces these numbers.
-    features = CorpusFeatures(
-        model=model_feats, model_row=ok.index.to_numpy(np.int64), model_seed=ok["seed"].to_numpy(np.int64),
-        model_decoder=texts_array(ok["decoder"]), human=human,
-        human_prefix=texts_array(p.prefix for p in prompts), human_reference=texts_array(p.reference for p in prompts),
-        human2=human2, human2_prefix=texts_array(p.prefix for p in human2_prompts),
-        human2_reference=texts_array(p.reference for p in human2_prompts),
-        featurizer=featurizer_identity(feat_path, m.pooling, m.max_tokens, m.layer, resolved_dtype(ex)),
-        mauve_config=json.dumps(asdict(m)),
-    )
+    features = CorpusFeatures.of(ok, model_feats, prompts, human, human2_prompts, human2, m,
+                                 featurizer_identity(feat_path, m.pooling, m.max_tokens, m.layer, resolved_dtype(ex)))
     t_mauve = time.perf_counter()
     metrics.update(mauve_features.all_metrics(features, m, key))
     t_mauve = time.perf_counter() - t_mauve
