@@ -5,6 +5,7 @@
     emo-ray sweep cpu-small grid.seeds='[0, 1]' --dry-run
     emo-ray aggregate <sweep parent run id>
     emo-ray report <sweep name or parent run id> [--alpha 0.001]
+    emo-ray rescore <run id, sweep name or parent run id> mauve.num_buckets=50
     emo-ray show-config configs/smollm2_wikitext2.yaml ray.num_workers=1
     emo-ray ls [losses|sweeps|configs|tasks|corpora|models]
     emo-ray sample-corpus configs/oracle/cpu_sample.yaml sizes.train=512
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.001,
                    help="significance level of the marks, after Holm correction (paper: p < 0.001; default: %(default)s)")
     p.add_argument("--out", default=None, help="also keep the files in this folder")
+    p = sub.add_parser("rescore", help="re-score MAUVE of a stored run or sweep under other MAUVE settings",
+                       description="MAUVE, MAUVE*, frontier integral and the human ceiling again, from the logged "
+                                   "features (no resampling), logged under eval/rescore/<tag>/ (docs/mauve.md).")
+    p.add_argument("ref", help="an evaluation run id, or a sweep's name or parent run id (all its finished trials)")
+    p.add_argument("overrides", nargs="*", help="mauve.key=value (values are YAML), e.g. mauve.num_buckets=50")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     p = sub.add_parser("ls", help="list losses, sweeps, configs, ICL tasks, corpora or models")
     p.add_argument("what", nargs="?", choices=LISTINGS, help="what to list (default: everything)")
     sub.add_parser("losses", help="same as: ls losses")
@@ -254,6 +261,24 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_rescore(args) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from emo_ray import tracking
+    from emo_ray.evaluation.rescore import RescoreError, format_table, rescore
+    from emo_ray.report.collect import ReportError
+
+    uri = tracking.tracking_uri(args.tracking_uri)
+    try:
+        rows = rescore(args.ref, uri, args.overrides)
+    except MlflowException as e:
+        raise UsageError(f"{args.ref!r} in {uri}: {e.message}") from None
+    except (ReportError, RescoreError) as e:  # unknown run or sweep, no features artifact
+        raise UsageError(f"{args.ref!r}: {e}") from None
+    print(format_table(rows))
+    return 0
+
+
 def cmd_show_config(args) -> int:
     from emo_ray import typed_config
 
@@ -348,7 +373,7 @@ _LIST = {"losses": _ls_losses, "sweeps": _ls_sweeps, "configs": _ls_configs, "ta
          "corpora": _ls_corpora, "models": _ls_models}
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "aggregate": cmd_aggregate,
-            "report": cmd_report, "sample-corpus": cmd_sample_corpus,
+            "report": cmd_report, "rescore": cmd_rescore, "sample-corpus": cmd_sample_corpus,
             "show-config": cmd_show_config, "ls": cmd_ls}
 
 
@@ -383,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         args.command, args.what = "ls", "losses"
     if getattr(args, "verbose", False):
         os.environ["EMO_RAY_VERBOSE"] = "1"  # read by the driver and forwarded to every Ray worker
-    if args.command in ("train", "eval", "sweep", "aggregate", "report", "sample-corpus"):
+    if args.command in ("train", "eval", "sweep", "aggregate", "report", "rescore", "sample-corpus"):
         from emo_ray import console
 
         console.prepare_process_env()  # library chatter down (MLflow, Ray, DeepSpeed) unless -v

@@ -91,7 +91,7 @@ def feature_cache_path(identity: str, texts: list[str]) -> Path:
     return cache_dir().parent / "features" / f"{h.hexdigest()[:32]}.npy"
 
 
-def _resolved_dtype(execution) -> str:
+def resolved_dtype(execution) -> str:
     """``execution.dtype`` resolved for the featurizer's device (``auto`` -> bf16/fp32)."""
     from emo_ray.precision import resolve
 
@@ -104,7 +104,7 @@ def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: in
     """(n, d) features of ``texts``; with ``cache`` they are read from / written to disk."""
     from emo_ray.evaluation.executor import map_rows
 
-    dtype = _resolved_dtype(execution)
+    dtype = resolved_dtype(execution)
     path = feature_cache_path(featurizer_identity(model_path, pooling, max_tokens, layer, dtype), texts) if cache else None
     if path is not None and path.exists():
         return np.load(path)

@@ -1,10 +1,30 @@
 """MAUVE (Pillutla et al. 2021) between human and model text, paper 4.1 / Table 1, on features
-computed by ``featurize.py`` and handed to mauve-text as ``p_features`` / ``q_features``."""
+computed by ``featurize.py`` and handed to mauve-text as ``p_features`` / ``q_features``.
+
+Besides MAUVE itself, two numbers from the same quantized histograms are kept: ``mauve_star``,
+MAUVE with add-1/2 (Krichevsky-Trofimov) smoothing of the histograms, which is less biased at
+the small sample sizes an evaluation affords (Pillutla et al., JMLR 2023, section 4), and the
+``frontier_integral`` (Liu et al. 2021), the area under the divergence frontier: 0 for equal
+distributions, 1 for disjoint ones (lower is better, unlike MAUVE)."""
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from emo_ray.evaluation.config import MauveConfig
+
+SCORE_NAMES = ("mauve", "mauve_star", "frontier_integral")
+
+
+@dataclass(frozen=True)
+class MauveScores:
+    mauve: float
+    mauve_star: float
+    frontier_integral: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
 
 
 def mauve_settings(cfg: MauveConfig) -> str:
@@ -17,8 +37,9 @@ def mauve_settings(cfg: MauveConfig) -> str:
     )
 
 
-def mauve(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig) -> float:
-    """MAUVE of human features ``p`` (n, d) against model features ``q`` (m, d), in [0, 1]."""
+def mauve_scores(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig) -> MauveScores:
+    """MAUVE, MAUVE* and frontier integral of human features ``p`` (n, d) against model features
+    ``q`` (m, d), each in [0, 1]."""
     import mauve as mauve_text
 
     if len(p_features) < 2 or len(q_features) < 2:
@@ -34,4 +55,9 @@ def mauve(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig) -> f
         seed=cfg.seed,
         verbose=False,
     )
-    return float(out.mauve)
+    return MauveScores(float(out.mauve), float(out.mauve_star), float(out.frontier_integral))
+
+
+def mauve(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig) -> float:
+    """MAUVE alone (see ``mauve_scores``)."""
+    return mauve_scores(p_features, q_features, cfg).mauve

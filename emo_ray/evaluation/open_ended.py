@@ -1,5 +1,7 @@
 """Open-ended generation evaluation of one corpus (paper 4.1): sample, then MAUVE, oracle
-perplexity and ROUGE per seed, reported as mean and std over the seeds; with
+perplexity and ROUGE per seed, reported as mean and std over the seeds, next to the
+human-vs-human MAUVE ceiling (``mauve_features.py``, whose ``features/<corpus>.npz`` artifact lets
+``emo-ray rescore`` re-score MAUVE under other settings without resampling); with
 ``generation.precision_recall`` also the section-4 / Figure 2 cross-entropies on the same prompts
 and samples (``precision_recall.py``).
 
@@ -10,18 +12,19 @@ the corpus fails loudly instead of reporting a meaningless number.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from emo_ray.evaluation import precision_recall
+from emo_ray.evaluation import mauve_features, precision_recall
 from emo_ray.evaluation.config import EvalConfig
 from emo_ray.evaluation.corpora import corpus_label, get_corpus
 from emo_ray.evaluation.executor import map_rows
-from emo_ray.evaluation.featurize import featurize
+from emo_ray.evaluation.featurize import featurize, featurizer_identity, resolved_dtype
 from emo_ray.evaluation.generation import Sampler, make_prompts
-from emo_ray.evaluation.mauve_score import mauve, mauve_settings
+from emo_ray.evaluation.mauve_features import CorpusFeatures, mean_std
+from emo_ray.evaluation.mauve_score import mauve_settings
 from emo_ray.evaluation.oracle_ppl import corpus_perplexity, score_continuations
 from emo_ray.evaluation.rouge import rouge, rouge_settings
 
@@ -31,12 +34,8 @@ class SectionResult:
     metrics: dict[str, float]
     params: dict[str, str]
     tables: dict[str, pd.DataFrame]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (ddof=1; 0 for a single seed) over seeds."""
-    v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Other artifacts by MLflow artifact path (``features/<corpus>.npz``)."""
 
 
 def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> SectionResult:
@@ -75,6 +74,11 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     t_feat = time.perf_counter()
     human = featurize([side_text(p.prefix, p.reference) for p in prompts], feat_path, cache=m.cache, **fkw)
     model_feats = featurize([side_text(a, b) for a, b in zip(ok["prefix"], ok["generation"])], feat_path, **fkw) if len(ok) else None
+    # The human-vs-human ceiling: a second, disjoint set of as many windows (cached like the first).
+    human2_prompts, ceiling_note = mauve_features.disjoint_windows(corpus, load_tokenizer(model_path), prompts,
+                                                                   seed=g.prompt_seed, window_unit=g.window_unit)
+    human2 = (featurize([side_text(p.prefix, p.reference) for p in human2_prompts], feat_path, cache=m.cache, **fkw)
+              if human2_prompts else np.zeros((0, human.shape[1]), np.float32))
     t_feat = time.perf_counter() - t_feat
 
     # Oracle NLL of every non-empty generation and of the human continuations.
@@ -104,9 +108,8 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     }
     if pr is not None:
         metrics[f"{key}/recall_ce"] = pr.recall_ce  # no sampling involved: one number, no seed std
-    feat_of = {idx: k for k, idx in enumerate(ok.index)}
     for dec in g.decoders:
-        per_seed: dict[str, list[float]] = {"mauve": [], "oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
+        per_seed: dict[str, list[float]] = {"oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
         if pr is not None:
             per_seed["precision_ce"] = []
         for s in g.seeds:
@@ -114,10 +117,8 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
             good = sel[~sel["empty"]]
             if len(good) < 2:
                 raise ValueError(f"{corpus_name} decoder={dec} seed={s}: {len(good)} non-empty generations of {len(sel)}")
-            q = model_feats[[feat_of[i] for i in good.index]]
             r = rouge(list(good["generation"]), list(good["reference"]), use_stemmer=cfg.rouge.use_stemmer)
             vals = {
-                "mauve": mauve(human, q, m),
                 "oracle_ppl": corpus_perplexity(good["oracle_nll_sum"], good["oracle_tokens"]),
                 "rouge1": r["rouge1"],
                 "rougeL": r["rougeL"],
@@ -133,7 +134,15 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
             mu, sd = mean_std(vs)
             metrics[f"{key}/{dec}/{name}_mean"] = mu
             metrics[f"{key}/{dec}/{name}_std"] = sd
+    # MAUVE, MAUVE* and frontier integral per sampling run, and the ceiling, from the features
+    # exactly as logged: ``emo-ray rescore`` under unchanged settings reproduces these numbers.
+    features = CorpusFeatures.of(ok, model_feats, prompts, human, human2_prompts, human2, m,
+                                 featurizer_identity(feat_path, m.pooling, m.max_tokens, m.layer, resolved_dtype(ex)))
+    t_mauve = time.perf_counter()
+    metrics.update(mauve_features.all_metrics(features, m, key))
+    t_mauve = time.perf_counter() - t_mauve
     metrics.update({
+        f"time/{key}/mauve_s": t_mauve,
         f"time/{key}/sample_s": t_gen, f"time/{key}/featurize_s": t_feat,
         f"time/{key}/oracle_s": t_orc, f"time/{key}/total_s": time.perf_counter() - t0,
     })
@@ -152,9 +161,12 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
             f"max_new_tokens={max_new} min_new_tokens={min_new} stop_at_eos={g.stop_at_eos}"
         ),
         f"{key}/mauve": f"protocol={cfg.protocol} " + mauve_settings(m),
+        f"{key}/human_mauve": ceiling_note,
         f"{key}/oracle_ppl": f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
         f"{key}/rouge": rouge_settings(cfg.rouge.use_stemmer),
     }
     if pr is not None:
         params[f"{key}/precision_recall"] = precision_recall.settings(pr)
-    return SectionResult(metrics, params, {f"generations/{corpus_label(corpus_name)}.json": table})
+    label = corpus_label(corpus_name)
+    return SectionResult(metrics, params, {f"generations/{label}.json": table},
+                         {f"features/{label}.npz": features.to_bytes()})

@@ -29,6 +29,8 @@ class EvalResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     """Sections not evaluated, with the reason (recorded and counted, never silently dropped)."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Other artifacts by MLflow artifact path, e.g. ``features/<corpus>.npz`` (``emo-ray rescore``)."""
 
 
 def resolve_model(ref: str, tracking_uri: str | None = None) -> tuple[str, str | None]:
@@ -106,6 +108,7 @@ def _add(result: EvalResult, section) -> None:
     result.metrics.update(section.metrics)
     result.params.update(section.params)
     result.tables.update(section.tables)
+    result.files.update(getattr(section, "files", {}))
 
 
 def evaluate(model_path: str, cfg: EvalConfig) -> dict[str, float]:
@@ -130,6 +133,7 @@ def log_result(result: EvalResult) -> None:
     tracking.log_metrics(tracking.prefixed(result.metrics, METRIC_PREFIX))
     for name, table in result.tables.items():
         mlflow.log_table(data=_jsonable(table), artifact_file=name)
+    _log_files(result.files, mlflow.log_artifact)
 
 
 def log_result_to_run(result: EvalResult, run_id: str, client=None) -> None:
@@ -153,6 +157,20 @@ def log_result_to_run(result: EvalResult, run_id: str, client=None) -> None:
                          tags=[RunTag("emo_ray.evaluated", "true")] if i == 0 else [])
     for name, table in result.tables.items():
         client.log_table(run_id, data=_jsonable(table), artifact_file=name)
+    _log_files(result.files, lambda local, folder: client.log_artifact(run_id, local, folder))
+
+
+def _log_files(files: dict[str, bytes], log_artifact) -> None:
+    """Each ``{artifact path: bytes}`` through ``log_artifact(local file, artifact folder)``."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            folder, _, base = name.rpartition("/")
+            local = Path(tmp) / base
+            local.write_bytes(data)
+            log_artifact(str(local), folder or None)
 
 
 def _finite(v) -> bool:

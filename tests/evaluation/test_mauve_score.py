@@ -1,5 +1,6 @@
-"""MAUVE is high for samples of one distribution and low for different ones; with SmolLM2
-mean-pooled features human text scores high against human text and low against shuffled text."""
+"""MAUVE is high for samples of one distribution and low for different ones (MAUVE* alike; the
+frontier integral the other way round); with SmolLM2 mean-pooled features human text scores high
+against human text and low against shuffled text."""
 from __future__ import annotations
 
 import random
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from emo_ray.evaluation.config import MauveConfig
-from emo_ray.evaluation.mauve_score import mauve, mauve_settings
+from emo_ray.evaluation.mauve_score import MauveScores, mauve, mauve_scores, mauve_settings
 from tests.evaluation.conftest import LOCAL, needs_data, needs_smollm2
 
 
@@ -19,6 +20,19 @@ def test_same_distribution_high_shifted_low():
     cfg = MauveConfig()
     assert mauve(p, q, cfg) > 0.9
     assert mauve(p, far, cfg) < 0.1
+
+
+def test_three_scores_in_range_and_ordered():
+    g = np.random.default_rng(1)
+    p = g.normal(size=(200, 8))
+    cfg = MauveConfig()
+    same, far = mauve_scores(p, g.normal(size=(200, 8)), cfg), mauve_scores(p, g.normal(loc=3.0, size=(200, 8)), cfg)
+    for s in (same, far):
+        assert isinstance(s, MauveScores) and all(0 <= v <= 1 for v in s.as_dict().values()), s
+    assert same.mauve_star > 0.9 and far.mauve_star < 0.1
+    # The frontier integral is a divergence: near 0 for one distribution, near 1 for disjoint ones.
+    assert same.frontier_integral < 0.1 < 0.9 < far.frontier_integral
+    assert mauve(p, p[::-1], cfg) == mauve_scores(p, p[::-1], cfg).mauve
 
 
 def test_settings_are_stamped():
