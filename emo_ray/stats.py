@@ -193,9 +193,12 @@ def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike) -> Comparison:
 
 
 def _t_result(diff: float, se: float, df: float, level: float, method: str, n_a: int, n_b: int) -> Comparison:
-    """Two-sided p-value and t interval ``diff ± t_{df} * se``; with ``se == 0`` (no spread at
-    all) there is no test: p and interval are nan."""
+    """Two-sided p-value and t interval ``diff ± t_{df} * se``. With ``se == 0`` (no spread at
+    all) the t statistic is 0/0 for identical arms, which carry no evidence of a difference (p = 1,
+    the interval the point 0), and undefined otherwise (p and interval nan)."""
     if not se > 0:
+        if diff == 0:
+            return Comparison(0.0, 1.0, 0.0, 0.0, level, method + " (identical arms)", n_a, n_b, se, df)
         return Comparison(diff, math.nan, math.nan, math.nan, level, method + " (no spread: untestable)", n_a, n_b, se, df)
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
     p = float(2 * stats.t.sf(abs(diff) / se, df))
@@ -243,7 +246,8 @@ def paired_t_test(a: ArrayLike, b: ArrayLike, level: float = 0.95) -> Comparison
     x, y = _finite_1d(a, "a", min_len=2), _finite_1d(b, "b", min_len=2)
     _same_length(x, y)
     r = one_sample_t_test(x - y, 0.0, level)
-    return Comparison(r.diff, r.p_value, r.low, r.high, level, "paired t-test", len(x), len(x), r.se, r.df)
+    method = r.method.replace("one-sample t-test vs a fixed score", "paired t-test")
+    return Comparison(r.diff, r.p_value, r.low, r.high, level, method, len(x), len(x), r.se, r.df)
 
 
 # --------------------------------------------------------------------------- multiplicity
