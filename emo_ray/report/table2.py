@@ -11,7 +11,7 @@ import pandas as pd
 
 from emo_ray import stats
 from emo_ray.report import units
-from emo_ray.report.tables import (BASELINE, CELL, PRETRAINED_ROW, Table, _cell_text, _column_label, _finish,
+from emo_ray.report.tables import (BASELINE, CELL, PRETRAINED_ROW, Table, _cell_text, _column_label, finish,
                                    _gen_best, _marks, _row_label, generation_long, mauve_arm, md_table)
 from emo_ray.report.units import LEVEL, Arm
 
@@ -120,7 +120,7 @@ def table2_generation(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
             tests.append(units.test_row("table2", {k: row[k] for k in CELL}, col, versus, t, why, sc))
     frame = pd.DataFrame(frame_rows)
     notes = [] if not pre.empty else ["no pre-trained generation scores: no pre-trained row and no tests against it"]
-    t = _finish("table2_generation", title, frame, "", tests, alpha, notes, arms, {}, runs)
+    t = finish("table2_generation", title, frame, tests, alpha, notes, arms, {})
     t.markdown = _table2_markdown(frame, t.tests)
     return t
 

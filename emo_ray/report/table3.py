@@ -11,7 +11,7 @@ import pandas as pd
 from emo_ray import stats
 from emo_ray.report import units
 from emo_ray.report.collect import ICL_AVG, icl_tasks
-from emo_ray.report.tables import BASELINE, CELL, PRETRAINED_ROW, Table, _finish, _grid_markdown, best_hparams
+from emo_ray.report.tables import BASELINE, CELL, PRETRAINED_ROW, Table, finish, _grid_markdown, best_hparams
 from emo_ray.report.units import FIXED, Arm
 
 
@@ -78,7 +78,7 @@ def table3_icl(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
             if col != "avg" and cell["objective"] != PRETRAINED_ROW:
                 tests += _icl_tests(sel, cell, g, arm, col, metric, artifacts)
     frame = pd.DataFrame(frame_rows)
-    t = _finish("table3_icl", title, frame, "", tests, alpha, notes, {}, {}, runs)
+    t = finish("table3_icl", title, frame, tests, alpha, notes, {}, {})
     frame_md = frame.assign(tokens=[0 if o == PRETRAINED_ROW else t for o, t in zip(frame.objective, frame.tokens)])
     t.markdown = _grid_markdown(frame_md, t.tests, several_cells, domain_in_row=True)
     return t

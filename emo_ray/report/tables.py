@@ -72,22 +72,21 @@ def best_hparams(runs: pd.DataFrame, score: pd.Series, higher: bool) -> pd.DataF
     return r.merge(best, on=[*CELL, "hparams"]).drop(columns="_score")
 
 
-def _finish(name: str, title: str, frame: pd.DataFrame, md: str, tests: list[dict], alpha: float,
-            notes: list[str], arms: dict, deltas: dict[str, float], runs: pd.DataFrame) -> Table:
+def finish(name: str, title: str, frame: pd.DataFrame, tests: list[dict], alpha: float, notes: list[str],
+           arms: dict, deltas: dict[str, float]) -> Table:
     """Holm, MDD and verdicts; variance components of every arm with sampling runs; the power plan
-    for every column with a stated difference."""
+    for every column with a stated difference (``deltas``: column -> difference). The caller
+    renders ``markdown`` from the finished tests (the marks)."""
     tests = units.finalize(pd.DataFrame(tests), alpha)
     var_rows = [planning.variance_row(col, label, a) for (col, label), a in arms.items() if a.runs]
     n_obj = int(((tests["scope"] == units.OBJECTIVE) & tests["p_value"].notna()).sum()) if not tests.empty else 0
     plan_rows = []
     for col, delta in deltas.items():
         tuned = [a for (c, label), a in arms.items() if c == col and a.unit == units.SEED]
-        head = tests[(tests.column == col) & (tests.versus == BASELINE)]["headroom"] if not tests.empty else []
-        row = planning.plan_row(col, tuned, delta, alpha / max(n_obj, 1), float(np.nanmin(head)) if len(head) and
-                                np.isfinite(head).any() else math.nan)
+        row = planning.plan_row(col, tuned, delta, alpha / max(n_obj, 1), _column_headroom(tests, col))
         if row:
             plan_rows.append(row)
-    t = Table(name, title, frame, md, tests, notes + _test_notes(tests),
+    t = Table(name, title, frame, "", tests, notes + _test_notes(tests),
               variance=pd.DataFrame(var_rows), plan=pd.DataFrame(plan_rows))
     if var_rows:
         t.extra.append(("Variance between training seeds", planning.variance_markdown(t.variance, md_table)))
@@ -96,6 +95,12 @@ def _finish(name: str, title: str, frame: pd.DataFrame, md: str, tests: list[dic
         t.extra.append(("Power planning (power 0.8)", plan_md))
         t.notes += plan_notes
     return t
+
+
+def _column_headroom(tests: pd.DataFrame, column: str) -> float:
+    """The smallest headroom of a column's comparisons against MLE; nan when none is known."""
+    h = tests[(tests.column == column) & (tests.versus == BASELINE)]["headroom"].dropna() if not tests.empty else []
+    return float(h.min()) if len(h) else math.nan
 
 
 def _test_notes(tests: pd.DataFrame) -> list[str]:
@@ -215,8 +220,7 @@ def table1_mauve(runs: pd.DataFrame, alpha: float, delta: float = planning.PAPER
     if frame["ceiling"].isna().any():
         notes.append("headroom unknown: no `eval/gen/<corpus>/human_mauve` (human-vs-human ceiling) logged for "
                      + ", ".join(sorted(frame[frame.ceiling.isna()]["corpus"].unique())))
-    t = _finish("table1_mauve", title, frame, "", tests, alpha, notes, arms,
-                {c: delta for c in frame["column"].unique()}, runs)
+    t = finish("table1_mauve", title, frame, tests, alpha, notes, arms, {c: delta for c in frame["column"].unique()})
     t.markdown = _grid_markdown(frame, t.tests, several_cells)
     return t
 

@@ -266,3 +266,19 @@ def test_cli_turns_report_errors_into_usage_errors_but_keeps_a_bugs_traceback(tm
         main(["report", "any", "--tracking-uri", uri])
 
 
+
+
+def test_figure_fits_one_point_per_seed_with_exact_intervals():
+    """Figure 1's fit takes the seeds as points (3 sizes x 2 seeds = 6 points, df 4), not the 3 means."""
+    from emo_ray import stats
+    from emo_ray.report import figure
+
+    sizes, acc = [1e8, 3e8, 1e9], {1e8: (0.50, 0.52), 3e8: (0.55, 0.56), 1e9: (0.60, 0.63)}
+    sel = pd.DataFrame([{"objective": "mle", "domain": "", "n_params": n, "tokens": 4096, "pretrained": False,
+                         "eval/icl/avg_accuracy": a} for n in sizes for a in acc[n]])
+    rows, notes = figure.fits(figure.seed_points(sel))
+    size_fit = rows[rows.axis == "n_params"].iloc[0]
+    expected = stats.fit_power_law(np.repeat(sizes, 2), [a for n in sizes for a in acc[n]])
+    assert size_fit["points"] == 6 and (size_fit["b_low"], size_fit["b_high"]) == pytest.approx((expected.b_low, expected.b_high))
+    assert any("fine-tuning tokens" in n and "1 distinct x" in n for n in notes)
+    assert "points (seeds)" in figure.fits_markdown(rows)
