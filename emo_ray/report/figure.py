@@ -1,10 +1,11 @@
 """Figure 1 of the paper: average ICL accuracy vs model size (at the largest data volume) and vs
 fine-tuning tokens (at the largest model), per objective, with 95% interval bands over seeds, the
 pre-trained model as its own marker, and power-law fits (``stats.fit_power_law``) where >= 3
-distinct x exist; otherwise the reason is returned for the report to print."""
+distinct x exist; otherwise the reason is returned for the report to print. The fits take one
+point per training seed, not the seed means: the seeds are the replicates, and the fit's t
+intervals (df = points - 2) are exact under the log-log linear model only on them."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,18 @@ def figure_points(sel: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seed_points(sel: pd.DataFrame) -> pd.DataFrame:
+    """One row per kept run (a training seed): objective, domain, n_params, tokens and its average
+    ICL accuracy as ``mean`` (the column the curves use), for the fits."""
+    cols = ["objective", "domain", "n_params", "tokens"]
+    if ICL_AVG not in sel.columns:
+        return pd.DataFrame(columns=[*cols, "mean"])
+    return sel.dropna(subset=["n_params", ICL_AVG])[[*cols, ICL_AVG]].rename(columns={ICL_AVG: "mean"})
+
+
 def fits(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Power-law fits per (axis, objective, domain) on the curves drawn; reasons for those not fitted."""
+    """Power-law fits per (axis, objective, domain) on the curves drawn, from ``seed_points``
+    (one point per seed); reasons for those not fitted."""
     rows, notes = [], []
     if points.empty:
         return pd.DataFrame(rows), notes
@@ -42,7 +53,7 @@ def fits(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 notes.append(f"no power law for {label} vs {_axis_name(axis)}: {f.reason}")
                 continue
             rows.append({"axis": axis, "objective": obj, "domain": dom, "a": f.a, "b": f.b, "r2": f.r2,
-                         "b_low": f.b_low, "b_high": f.b_high, "points": f.n})
+                         "a_low": f.a_low, "a_high": f.a_high, "b_low": f.b_low, "b_high": f.b_high, "points": f.n})
     return pd.DataFrame(rows), notes
 
 
@@ -63,9 +74,10 @@ def fits_markdown(fit_rows: pd.DataFrame) -> str:
     if fit_rows.empty:
         return ""
     body = [[_axis_name(r["axis"]), r["objective"] + (f" [{r['domain']}]" if r["domain"] else ""),
-             f"{r['a']:.3g}", f"{r['b']:.3g} [{r['b_low']:.3g}, {r['b_high']:.3g}]", f"{r['r2']:.3f}", r["points"]]
+             f"{r['a']:.3g} [{r['a_low']:.3g}, {r['a_high']:.3g}]", f"{r['b']:.3g} [{r['b_low']:.3g}, {r['b_high']:.3g}]",
+             f"{r['r2']:.3f}", r["points"]]
             for r in fit_rows.to_dict("records")]
-    return md_table(["x", "objective", "a", "b [95% CI]", "R² (log)", "points"], body)
+    return md_table(["x", "objective", "a [95% CI]", "b [95% CI]", "R² (log)", "points (seeds)"], body)
 
 
 def plot(points: pd.DataFrame, fit_rows: pd.DataFrame, path: str) -> None:

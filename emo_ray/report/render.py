@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from emo_ray import stats
-from emo_ray.report import figure, tables
+from emo_ray.report import figure, planning, table2, table3, tables
 from emo_ray.report.collect import Artifacts, ReportError, child_runs, resolve_parent
 
 ARTIFACT_DIR = "report"
@@ -25,58 +25,78 @@ class Report:
     """File name -> path of what was written (``write``)."""
 
 
-def _tests_markdown(tests: pd.DataFrame, alpha: float) -> str:
+def _num(x: float, fmt: str = ".3g") -> str:
+    return "—" if pd.isna(x) else ("∞" if math.isinf(x) else format(x, fmt))
+
+
+def _tests_markdown(tests: pd.DataFrame) -> str:
+    """The comparisons: the test run, its replicates per arm and df, the Holm-adjusted p, the MDD
+    of that test at the level it must reach, the headroom, and the verdict in words."""
     if tests.empty:
         return ""
     body = []
     several = tests[["model", "tokens"]].drop_duplicates().shape[0] > 1
     for t in tests.to_dict("records"):
-        p = "—" if pd.isna(t["p_value"]) else f"{t['p_value']:.2g}"
-        ph = "—" if pd.isna(t["p_holm"]) else f"{t['p_holm']:.2g}" + ("*" if t["significant"] else "")
-        mdd = ("none" if math.isinf(t["mdd"]) else "—") if not math.isfinite(t["mdd"]) else f"{t['mdd']:.3g}"
-        diff = "—" if pd.isna(t["diff"]) else f"{t['diff']:+.4g}"
+        ph = _num(t["p_holm"], ".2g") + ("*" if t["significant"] else "")
+        ci = "" if pd.isna(t["low"]) else f" [{t['low']:+.3g}, {t['high']:+.3g}]"
         where = [x for x in (t["domain"], t["model"], f"{int(t['tokens']):,} tok") if x] if several else [t["domain"]]
         who = t["objective"] + (f" [{', '.join(w for w in where if w)}]" if any(where) else "")
-        body.append([who, t["column"], t["versus"], diff, p, ph, t["n"], mdd, t["method"]])
-    return tables.md_table(["objective", "column", "vs", "diff", "p", "p (Holm)", "n", f"MDD (α={alpha:g}, power 0.8)",
-                            "method"], body)
+        n = f"{t['n_a']} vs {t['n_b']}" if t["n_b"] else f"{t['n_a']} vs fixed"
+        head = "unknown" if t["table"] == "table1" and pd.isna(t["headroom"]) else _num(t["headroom"])  # MAUVE
+        body.append([who, t["column"], t["versus"], t["scope"], _num(t["diff"], "+.4g") + ci, _num(t["p_value"], ".2g"),
+                     ph, n, _num(t["df"], ".3g"), f"{_num(t['mdd'])} (α={_num(t['alpha_test'], '.2g')})", head,
+                     t["verdict"], t["method"]])
+    return tables.md_table(["objective", "column", "vs", "claim about", f"diff [{tables.LEVEL:.0%} CI]", "p",
+                            "p (Holm)", "n per arm", "df", "MDD (power 0.8)", "headroom", "verdict", "test"], body)
 
 
-def build_report(parent_ref: str, tracking_uri: str, alpha: float = 0.001) -> Report:
+def build_report(parent_ref: str, tracking_uri: str, alpha: float = 0.001,
+                 delta_mauve: float = planning.PAPER_DELTA_MAUVE) -> Report:
     """Read the sweep ``parent_ref`` (run id or sweep name) and build every table and Figure 1's
-    data; nothing is written. Missing pieces are stated in the tables, never invented."""
+    data; nothing is written. Missing pieces are stated in the tables, never invented.
+    ``delta_mauve``: the MAUVE difference the power plan sizes a sweep for."""
     from mlflow import MlflowClient
 
     if not 0 < alpha < 1:
         raise ReportError(f"alpha must be in (0, 1), got {alpha}")
+    if not 0 < delta_mauve <= 1:
+        raise ReportError(f"delta_mauve must be in (0, 1], got {delta_mauve}")
     client = MlflowClient(tracking_uri)
     parent = resolve_parent(client, parent_ref)
     runs = child_runs(parent, tracking_uri)
     arts = Artifacts(client)
-    made = [tables.table1_mauve(runs, alpha), tables.table2_generation(runs, arts, alpha),
-            tables.table3_icl(runs, arts, alpha)]
-    points = figure.figure_points(tables.icl_runs(runs))
-    fit_rows, fit_notes = figure.fits(points)
+    made = [tables.table1_mauve(runs, alpha, delta_mauve), table2.table2_generation(runs, arts, alpha),
+            table3.table3_icl(runs, arts, alpha)]
+    sel = table3.icl_runs(runs)
+    points = figure.figure_points(sel)
+    fit_rows, fit_notes = figure.fits(figure.seed_points(sel))
     n_tuned, n_pre = int((~runs.pretrained).sum()), int(runs.pretrained.sum())
     seeds = sorted(runs[~runs.pretrained]["seed"].unique())
     md = [f"# Sweep report ({parent})", "",
           f"{n_tuned} fine-tuned run(s), {n_pre} pre-trained evaluation(s); training seeds {list(map(int, seeds))}.",
-          f"Values: mean ± half width of the {tables.LEVEL:.0%} Student-t interval over training seeds (x sampling "
-          "runs for generation); `(n=1)`: a single value, no interval.",
+          f"Values: mean ± half width of the {tables.LEVEL:.0%} Student-t interval over training seeds, t(S-1) over "
+          "one value per seed (MAUVE, ROUGE: the mean over its sampling runs; oracle perplexity: exp(sum NLL / sum "
+          "tokens) over its generations; ICL: its accuracy); the pre-trained row over its sampling runs. "
+          "`(n=1)`: a single value, no interval.",
           f"Marks: `{tables.MARK_VS_BASELINE}` differs from MLE, `{tables.MARK_VS_PRETRAINED}` from the pre-trained "
           f"model, at Holm-adjusted p < {alpha:g} ({stats.HOLM_NOTE}, across the comparisons of each table). "
           "Each cell keeps the best hyperparameter set of its objective (by the table's seed-mean score: MAUVE for "
-          "tables 1-2, average ICL accuracy for table 3), shown in parentheses. MDD: the smallest difference the "
-          "test would detect with power 0.8 at this n (—: identical arms or too few pairs; none: no possible accuracy "
-          "difference is detectable at this n).", ""]
+          "tables 1-2, average ICL accuracy for table 3), shown in parentheses. Tests run on seed values (Welch; "
+          "one-sample t against a fixed pre-trained score); MDD: the smallest true difference the test that was run "
+          "detects with power 0.8, with its se and df, at α/m (Holm's first step over the m tests of its table); "
+          "headroom: the most the baseline could gain (MAUVE: human-vs-human ceiling minus its score; accuracy: 1 "
+          "minus it); an MDD above the headroom reads \"cannot detect\", never \"no difference\".", ""]
     if len(seeds) < 2:
-        md += ["**One training seed**: intervals over seeds are missing; generation intervals and tests are over "
-               "sampling runs only, ICL tests are exact McNemar on items.", ""]
+        md += ["**One training seed**: nothing can be said about objectives (one seed is one replicate); the tests "
+               "compare checkpoints (ICL: exact McNemar on items; oracle perplexity: paired t over prompts; MAUVE: "
+               "Welch over sampling runs) and mark no cell.", ""]
     for t in made:
         md += [f"## {t.title}", "", t.markdown, ""]
         md += [f"- {n}" for n in t.notes] + ([""] if t.notes else [])
         if not t.tests.empty:
-            md += ["Comparisons:", "", _tests_markdown(t.tests, alpha), ""]
+            md += ["Comparisons:", "", _tests_markdown(t.tests), ""]
+        for heading, body in t.extra:
+            md += [f"{heading}:", "", body, ""]
     md += ["## Figure 1: average ICL accuracy vs model size and fine-tuning tokens", ""]
     if points.empty:
         md += ["*No average ICL accuracy logged: no figure points.*", ""]
@@ -97,6 +117,11 @@ def write(report: Report, folder: str | Path) -> dict[str, str]:
     for t in report.tables:
         files[f"{t.name}.csv"] = folder / f"{t.name}.csv"
         t.frame.to_csv(files[f"{t.name}.csv"], index=False)
+    for t in report.tables:
+        for what in ("variance", "plan"):
+            if not getattr(t, what).empty:
+                files[f"{t.name}_{what}.csv"] = folder / f"{t.name}_{what}.csv"
+                getattr(t, what).to_csv(files[f"{t.name}_{what}.csv"], index=False)
     tests = [t.tests for t in report.tables if not t.tests.empty]
     files["comparisons.csv"] = folder / "comparisons.csv"
     (pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()).to_csv(files["comparisons.csv"], index=False)
@@ -108,12 +133,13 @@ def write(report: Report, folder: str | Path) -> dict[str, str]:
     return report.files
 
 
-def report_and_log(parent_ref: str, tracking_uri: str, alpha: float = 0.001, out_dir: str | None = None) -> Report:
+def report_and_log(parent_ref: str, tracking_uri: str, alpha: float = 0.001, out_dir: str | None = None,
+                   delta_mauve: float = planning.PAPER_DELTA_MAUVE) -> Report:
     """Build the report, write it (to ``out_dir`` or a temporary folder) and log every file under
     ``report/`` on the parent run."""
     from mlflow import MlflowClient
 
-    report = build_report(parent_ref, tracking_uri, alpha)
+    report = build_report(parent_ref, tracking_uri, alpha, delta_mauve)
     client = MlflowClient(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         files = write(report, out_dir or tmp)

@@ -1,7 +1,9 @@
 """``emo-ray report`` on a small stored sweep: a local MLflow store with a parent run and child
 runs carrying trial records, per-sampling-run metrics and per-item artifacts, as a sweep leaves
 them. EMO is planted far better than MLE; TaiLr is an exact copy of MLE (must never be marked);
-the pre-trained model draws fresh numbers of MLE's quality (EMO differs from it, MLE does not)."""
+the pre-trained model draws fresh numbers of MLE's quality (EMO differs from it, MLE does not).
+With one training seed the report compares checkpoints and marks nothing; with several it tests
+objectives on one value per seed."""
 import json
 import math
 
@@ -30,7 +32,7 @@ def _arm(objective: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return correct, mauves, nlls
 
 
-def _child(client, exp, parent, trial: Trial, *, icl=True, gen=True):
+def _child(client, exp, parent, trial: Trial, *, icl=True, gen=True, human_mauve=None):
     from mlflow.entities import Metric
 
     metrics = {}
@@ -51,12 +53,15 @@ def _child(client, exp, parent, trial: Trial, *, icl=True, gen=True):
             rows += [{"prompt_id": p, "seed": s, "decoder": "ancestral", "oracle_nll_sum": float(nlls[p] * 10),
                       "oracle_tokens": 10} for p in range(N_PROMPTS)]
         client.log_table(rid, pd.DataFrame(rows), "generations/wikitext-2.json")
+        if human_mauve is not None:  # the human-vs-human ceiling the evaluation logs per corpus
+            metrics["eval/gen/wikitext-2/human_mauve"] = human_mauve
     client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])  # one commit, not ~70
     client.set_terminated(rid, "FINISHED")
     return rid
 
 
-def stored_sweep(tmp_path, *, seeds=(0,), tokens=(4096,), pretrained=True, icl=True, gen=True, gammas=(None,)):
+def stored_sweep(tmp_path, *, seeds=(0,), tokens=(4096,), pretrained=True, icl=True, gen=True, gammas=(None,),
+                 human_mauve=None):
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -68,9 +73,9 @@ def stored_sweep(tmp_path, *, seeds=(0,), tokens=(4096,), pretrained=True, icl=T
             for obj in QUALITY:
                 for g in (gammas if obj == "tailr" else (None,)):
                     _child(client, exp, parent, Trial(MODEL, obj, {} if g is None else {"gamma": g}, tok, seed),
-                           icl=icl, gen=gen)
+                           icl=icl, gen=gen, human_mauve=human_mauve)
     if pretrained:
-        _child(client, exp, parent, Trial(MODEL, PRETRAINED, {}, 0, 0), icl=icl, gen=gen)
+        _child(client, exp, parent, Trial(MODEL, PRETRAINED, {}, 0, 0), icl=icl, gen=gen, human_mauve=human_mauve)
     client.set_terminated(parent, "FINISHED")
     return uri, parent, client
 
@@ -79,79 +84,144 @@ def _tests(report, table):
     return next(t for t in report.tables if t.name == table).tests
 
 
-def test_planted_difference_is_marked_identical_arms_are_not(tmp_path):
+def _md_row(md: str, start: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith(start))
+
+
+def test_one_seed_compares_checkpoints_and_marks_no_objective(tmp_path):
     from emo_ray.report import report_and_log
 
     uri, parent, client = stored_sweep(tmp_path)
     out = tmp_path / "out"
     report = report_and_log("demo", uri, alpha=0.001, out_dir=str(out))  # by sweep name
     assert report.parent_run_id == parent
-    for name in ("table1_mauve", "table2_generation", "table3_icl"):
+    for name, method, n in (("table1_mauve", "Welch", len(SAMPLE_SEEDS)), ("table2_generation", "paired t-test", N_PROMPTS),
+                            ("table3_icl", "McNemar", N_ITEMS)):
         tests = _tests(report, name)
-        emo, tailr = tests[tests.objective == "emo"], tests[tests.objective == "tailr"]
-        assert len(emo) and emo[emo.versus == "mle"]["significant"].all(), name
-        assert not tailr[tailr.versus == "mle"]["significant"].any(), name
-        assert (tailr[tailr.versus == "mle"]["p_value"] > 0.5).all()  # the same numbers: no evidence at all
+        assert (tests["scope"] == "checkpoint").all() and not tests["significant"].any(), name  # one seed: no objective claim
+        assert tests["method"].str.contains(method).all() and (tests["n_a"] == n).all(), name
+        emo = tests[tests.objective == "emo"]
+        assert set(emo.versus) == {"mle", "pre-trained"} and (emo["p_holm"] < 0.001).all(), name
+        assert emo["verdict"].str.startswith("checkpoint").all(), name  # the planted gain is seen, as a checkpoint's
+        tailr = tests[(tests.objective == "tailr") & (tests.versus == "mle")]
+        assert (tailr["p_value"] > 0.999).all() and (tailr["verdict"] == "not significant").all(), name  # the same numbers
         vs_pre = tests[tests.versus == "pre-trained"]
         assert set(vs_pre.objective) == {"mle", "tailr", "emo"}, name  # MLE too: does fine-tuning move it at all?
-        assert vs_pre[vs_pre.objective == "emo"]["significant"].all(), name
-        assert not vs_pre[vs_pre.objective != "emo"]["significant"].any(), name
         assert np.isfinite(vs_pre["mdd"]).all() and vs_pre["p_value"].notna().all(), name
-    gen_pre = _tests(report, "table1_mauve").query("versus == 'pre-trained'")
-    assert gen_pre["method"].str.contains("two-sample permutation").all()  # nothing pairs a pre-trained run
-    assert (gen_pre["n"] == 2 * len(SAMPLE_SEEDS)).all()
-    icl = _tests(report, "table3_icl")
-    assert icl["method"].str.contains("McNemar").all()  # one seed: exact test on items
-    assert (icl[icl.objective == "emo"]["versus"] == "pre-trained").any()
-    assert np.isfinite(icl[icl.objective == "emo"]["mdd"]).all()
     md = report.markdown
-    assert "Table 1" in md and "Table 2" in md and "Table 3" in md and "pre-trained" in md
-    emo_row = next(l for l in md.splitlines() if l.startswith("| emo"))
-    tailr_row = next(l for l in md.splitlines() if l.startswith("| tailr"))
-    assert "*" in emo_row and "†" in emo_row and "*" not in tailr_row and "†" not in tailr_row
+    assert "One training seed" in md and "(n=1)" in md and "compare two checkpoints" in md
+    assert "*" not in _md_row(md, "| emo") and "†" not in _md_row(md, "| emo")
     table1 = pd.read_csv(out / "table1_mauve.csv")
     assert set(table1.objective) == {"mle", "tailr", "emo", "pre-trained"}
-    assert next(l for l in md.splitlines() if l.startswith("| ")  and "wikitext-2" in l and "ancestral" in l
-                ).split("|")[2].strip() == "pre-trained"  # Table 2 lists the pre-trained model first
-    assert "One training seed" in md and "(n=1)" in md
+    assert _md_row(md, "| wikitext-2 / ancestral").split("|")[2].strip() == "pre-trained"  # Table 2 lists it first
     # Figure 1 at one data volume and one model: no fit, and the report says why.
     assert "no power law" in md and "1 distinct x" in md
     table3 = pd.read_csv(out / "table3_icl.csv")
-    assert set(table3.objective) == {"mle", "tailr", "emo", "pre-trained"}
-    assert set(table3.column) == {*TASKS, "avg"}
+    assert set(table3.objective) == {"mle", "tailr", "emo", "pre-trained"} and set(table3.column) == {*TASKS, "avg"}
     emo_avg = table3[(table3.objective == "emo") & (table3.column == "avg")]["mean"].item()
     assert emo_avg == pytest.approx(client.search_runs([client.get_run(parent).info.experiment_id],
                                     "tags.`emo_ray.trial_id` LIKE 'emo-%'")[0].data.metrics["eval/icl/avg_accuracy"])
     assert (out / "figure1_icl_scaling.png").stat().st_size > 1000
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.md", "report/table1_mauve.csv", "report/table2_generation.csv", "report/table3_icl.csv",
-            "report/comparisons.csv", "report/figure1_icl_scaling.png"} <= logged
+            "report/comparisons.csv", "report/figure1_icl_scaling.png", "report/table1_mauve_variance.csv"} <= logged
 
 
-def test_several_seeds_use_the_bootstrap_and_keep_the_best_gamma(tmp_path):
+SEEDS = (0, 1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def five_seeds(tmp_path_factory):
+    """Five training seeds per objective: a stored sweep the objective-level tests can use."""
+    from emo_ray.report.collect import Artifacts, child_runs
+
+    uri, parent, client = stored_sweep(tmp_path_factory.mktemp("five"), seeds=SEEDS)
+    return uri, parent, child_runs(parent, uri), Artifacts(client)
+
+
+def test_several_seeds_test_objectives_on_one_value_per_seed(five_seeds):
+    from emo_ray import stats
+    from emo_ray.report import build_report
+
+    uri, parent, _, _ = five_seeds
+    report = build_report(parent, uri, alpha=0.01)
+    for name in ("table1_mauve", "table2_generation", "table3_icl"):
+        tests = _tests(report, name)
+        assert (tests["scope"] == "objective").all() and (tests["n_a"] == len(SEEDS)).all(), name
+        emo, tailr = tests[tests.objective == "emo"], tests[tests.objective == "tailr"]
+        assert emo[emo.versus == "mle"]["significant"].all(), name
+        assert not tailr["significant"].any() and (tailr[tailr.versus == "mle"]["p_value"] > 0.999).all(), name
+        # The MDD printed is the test's own: its se and df, at alpha / m of its table.
+        r = tests.iloc[0]
+        assert r["mdd"] == pytest.approx(stats.min_detectable_difference(r["se"], r["df"], alpha=0.01 / len(tests)))
+    t1 = _tests(report, "table1_mauve")
+    pre = t1[t1.versus == "pre-trained"]
+    assert (pre["n_b"] == len(SAMPLE_SEEDS)).all() and pre["method"].str.contains("Hsu").all()  # its sampling runs
+    assert t1[t1.versus == "mle"]["method"].str.contains("Satterthwaite").all()
+    icl_pre = _tests(report, "table3_icl").query("versus == 'pre-trained'")
+    assert icl_pre["method"].str.contains("one-sample").all() and (icl_pre["n_b"] == 0).all()  # a fixed score
+    frame = next(t for t in report.tables if t.name == "table1_mauve").frame
+    assert (frame[frame.objective != "pre-trained"]["n"] == len(SEEDS)).all()  # seeds, not seeds x runs
+    assert (frame[frame.objective == "pre-trained"]["n"] == len(SAMPLE_SEEDS)).all()
+    # Oracle ppl of a seed: exp(sum NLL / sum tokens) over its generations, then the mean over seeds.
+    t2 = next(t for t in report.tables if t.name == "table2_generation").frame
+    expected = np.mean([np.exp(_arm("emo", s)[2].mean()) for s in SEEDS])
+    assert t2[t2.objective == "emo"]["oracle_ppl_mean"].item() == pytest.approx(expected)
+    md = report.markdown
+    assert "*" in _md_row(md, "| emo") and "*" not in _md_row(md, "| tailr") and "One training seed" not in md
+    assert "Variance between training seeds" in md and "seed share" in md and "Power planning" in md
+
+
+def test_several_seeds_keep_the_best_gamma(tmp_path):
     from emo_ray.report import build_report
 
     uri, parent, _ = stored_sweep(tmp_path, seeds=(0, 1), gammas=(0.9, 0.1))
     report = build_report(parent, uri)
-    icl = _tests(report, "table3_icl")
-    assert icl["method"].str.contains("bootstrap").all()
-    emo = icl[(icl.objective == "emo") & (icl.versus == "mle")]
-    assert (emo["p_value"] < 0.001).all() and (emo["diff"] > 0.3).all()
-    tailr = icl[(icl.objective == "tailr") & (icl.versus == "mle")]
-    assert (tailr["p_value"] > 0.5).all()
     # Both gammas draw identical numbers (a tie): the first set in sorted order is kept and named.
     t3 = next(t for t in report.tables if t.name == "table3_icl").frame
     assert t3[t3.objective == "tailr"]["hparams"].nunique() == 1
     assert "tailr (gamma=" in report.markdown
     t1 = next(t for t in report.tables if t.name == "table1_mauve").frame
-    tuned = t1.objective != "pre-trained"
-    assert (t1[tuned]["n"] == 2 * len(SAMPLE_SEEDS)).all()  # seeds x sampling runs
-    assert (t1[~tuned]["n"] == len(SAMPLE_SEEDS)).all()  # one pre-trained evaluation
-    assert "One training seed" not in report.markdown
-    # 10 ICL comparisons: with 200k sign flips (p floor ~1e-5) Holm still marks the planted gain at
-    # p < 0.001 (with the function's default 10k it could not), and identical arms stay unmarked.
-    assert emo["significant"].all() and not tailr["significant"].any()
-    assert "resolution:" not in report.markdown
+    assert (t1[t1.objective != "pre-trained"]["n"] == 2).all()
+
+
+def test_planted_case_with_mdd_above_headroom_prints_cannot_detect(five_seeds):
+    """MLE scores ~0.50 MAUVE; a human-vs-human ceiling of 0.52 leaves 0.02 of headroom, below the
+    MDD of TaiLr vs MLE: "cannot detect", never "no difference". With a ceiling of 0.99 the same
+    comparison could have seen a gain: "not significant"."""
+    from emo_ray.report import render, tables
+
+    _, _, runs, _ = five_seeds
+    low = tables.table1_mauve(runs.assign(**{"eval/gen/wikitext-2/human_mauve": 0.52}), alpha=0.001)
+    row = low.tests.query("objective == 'tailr' and versus == 'mle'").iloc[0]
+    assert row["headroom"] == pytest.approx(0.52 - 0.5, abs=0.01) and row["mdd"] > row["headroom"]
+    assert row["verdict"] == "cannot detect (MDD > headroom)"
+    md = render._tests_markdown(low.tests)
+    assert "cannot detect" in md and "no difference" not in md
+    assert any("exceeds the headroom" in n for n in low.notes)  # the paper's +0.10 cannot fit under 0.52
+    high = tables.table1_mauve(runs.assign(**{"eval/gen/wikitext-2/human_mauve": 0.99}), alpha=0.001)
+    row = high.tests.query("objective == 'tailr' and versus == 'mle'").iloc[0]
+    assert row["mdd"] < row["headroom"] and row["verdict"] == "not significant"
+    unknown = tables.table1_mauve(runs, alpha=0.001)
+    assert unknown.tests["headroom"].isna().all() and any("headroom unknown" in n for n in unknown.notes)
+    assert "| unknown |" in render._tests_markdown(unknown.tests)
+
+
+def test_power_plan_sizes_the_sweep_and_says_when_the_alpha_is_out_of_reach(five_seeds):
+    from emo_ray import stats
+    from emo_ray.report import tables
+
+    _, _, runs, _ = five_seeds
+    t = tables.table1_mauve(runs, alpha=0.001, delta=0.01)
+    plan = t.plan.iloc[0]
+    n_tests = int(t.tests["p_value"].notna().sum())
+    assert plan["alpha_test"] == pytest.approx(0.001 / n_tests)
+    assert plan["seeds_K5"] == stats.seeds_needed(0.01, plan["between"], plan["within"], 5, plan["alpha_test"])
+    assert plan["seeds_K20"] > 5 and any("cannot be earned here" in n for n in t.notes)
+    easy = tables.table1_mauve(runs, alpha=0.001, delta=0.3)  # a gain this size needs few seeds
+    assert easy.plan.iloc[0]["seeds_K5"] <= 5 and not any("cannot be earned" in n for n in easy.notes)
+    share = t.variance.set_index("arm")["seed_share"]
+    assert 0 <= share["mle"] < 0.5  # the store plants no seed effect in MAUVE
 
 
 def test_missing_pieces_are_stated_not_invented(tmp_path):
@@ -196,28 +266,19 @@ def test_cli_turns_report_errors_into_usage_errors_but_keeps_a_bugs_traceback(tm
         main(["report", "any", "--tracking-uri", uri])
 
 
-def test_an_accuracy_mdd_above_one_reads_none():
-    from emo_ray.report import render, tables
-
-    assert math.isinf(tables.accuracy_mdd(np.array([1.0, 0.0, -1.0, 0.5]), 0.001))  # 4 items: nothing detectable
-    many = np.tile([0.0, 1.0, 0.0, -1.0, 0.0], 400)
-    assert 0 < tables.accuracy_mdd(many, 0.001) < 0.2
-    row = dict(objective="emo", column="sst2", versus="MLE", diff=0.1, p_value=0.5, p_holm=1.0, significant=False,
-               n=4, method="paired bootstrap", domain="", model="m", tokens=0)
-    md = render._tests_markdown(pd.DataFrame([{**row, "mdd": math.inf}, {**row, "mdd": math.nan}]), 0.001)
-    assert "| none |" in md and "| — |" in md
 
 
-def test_a_two_sample_test_at_its_floor_is_explained_when_holm_leaves_it_unmarked():
-    from emo_ray.report import tables
+def test_figure_fits_one_point_per_seed_with_exact_intervals():
+    """Figure 1's fit takes the seeds as points (3 sizes x 2 seeds = 6 points, df 4), not the 3 means."""
+    from emo_ray import stats
+    from emo_ray.report import figure
 
-    # 15 fine-tuned runs all above 5 pre-trained ones: the exact test's smallest p, 2 / C(20, 5).
-    tuned, pre = pd.DataFrame({"value": np.linspace(0.97, 0.99, 15)}), pd.DataFrame({"value": np.linspace(0.90, 0.94, 5)})
-    t, why, mdd = tables.pretrained_runs_test(tuned, pre, alpha=0.001)
-    assert t.p_value == pytest.approx(2 / 15_504) and "at its floor 2/15,504" in t.method and not why
-    cell = {"domain": "webtext", "model": MODEL, "tokens": 4096, "objective": "emo"}
-    rows = [tables._test_row("table1", cell, "webtext", tables.PRETRAINED_ROW, t, why, mdd)] * 14
-    notes = tables._test_notes(tables._holm_marks(pd.DataFrame(rows), 0.001), 0.001)
-    assert any("14 two-sample comparison(s) at the smallest p" in n and "Holm over 14" in n for n in notes)
-    one = tables._holm_marks(pd.DataFrame(rows[:1]), 0.001)
-    assert one["significant"].all() and not any("smallest p" in n for n in tables._test_notes(one, 0.001))
+    sizes, acc = [1e8, 3e8, 1e9], {1e8: (0.50, 0.52), 3e8: (0.55, 0.56), 1e9: (0.60, 0.63)}
+    sel = pd.DataFrame([{"objective": "mle", "domain": "", "n_params": n, "tokens": 4096, "pretrained": False,
+                         "eval/icl/avg_accuracy": a} for n in sizes for a in acc[n]])
+    rows, notes = figure.fits(figure.seed_points(sel))
+    size_fit = rows[rows.axis == "n_params"].iloc[0]
+    expected = stats.fit_power_law(np.repeat(sizes, 2), [a for n in sizes for a in acc[n]])
+    assert size_fit["points"] == 6 and (size_fit["b_low"], size_fit["b_high"]) == pytest.approx((expected.b_low, expected.b_high))
+    assert any("fine-tuning tokens" in n and "1 distinct x" in n for n in notes)
+    assert "points (seeds)" in figure.fits_markdown(rows)
