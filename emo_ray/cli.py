@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.001,
                    help="significance level of the marks, after Holm correction (paper: p < 0.001; default: %(default)s)")
     p.add_argument("--out", default=None, help="also keep the files in this folder")
+    p.add_argument("--delta", type=float, default=None,
+                   help="the MAUVE difference the power plan sizes seeds for (default: the paper's +0.10, Table 1)")
     p = sub.add_parser("rescore", help="re-score MAUVE of a stored run or sweep under other MAUVE settings",
                        description="MAUVE, MAUVE*, frontier integral and the human ceiling again, from the logged "
                                    "features (no resampling), logged under eval/rescore/<tag>/ (docs/mauve.md).")
@@ -252,7 +254,8 @@ def cmd_report(args) -> int:
 
     uri = tracking.tracking_uri(args.tracking_uri)
     try:
-        report = report_and_log(args.sweep, uri, args.alpha, args.out)
+        kw = {} if args.delta is None else {"delta_mauve": args.delta}
+        report = report_and_log(args.sweep, uri, args.alpha, args.out, **kw)
     except MlflowException as e:
         raise UsageError(f"sweep {args.sweep!r} in {uri}: {e.message}") from None
     except ReportError as e:  # unknown sweep, no finished child run, bad alpha; a bug keeps its traceback
