@@ -17,7 +17,7 @@ import torch
 from emo_ray.config import Config, from_flat
 from emo_ray.train import best_model
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
-                                           train_precision, use_bf16, use_fp16)
+                                           train_precision, unscaled_grad_norm, use_bf16, use_fp16)
 from emo_ray.train.lora import trainable_parameters
 from emo_ray.train.schedule import lr_multiplier
 from emo_ray.train.safe_load import weights_only_torch_load
@@ -334,7 +334,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     metrics: dict = {}
     skips, skipped_before = 0, int(getattr(engine, "skipped_steps", 0) or 0)  # fp16 overflow skips in a row
     zero_grads = 0  # steps in a row with a gradient norm of exactly 0 (a dead model)
-    stage0_norm = None
+    stage0_norm = loss_scale = None
     while step < t.max_steps:
         t0 = time.perf_counter()
         parts: dict[str, float] = {}
@@ -353,6 +353,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tp = _lap(phase, "backward", tp)
             if engine.is_gradient_accumulation_boundary() and t.zero_stage == 0:
                 stage0_norm = _grad_norm(engine.module)  # DeepSpeed records no global norm without ZeRO
+                loss_scale = getattr(engine.optimizer, "loss_scale", None)  # before step() changes it
             engine.step()  # optimizer on this rank's partition + gather of the updated weights
             _lap(phase, "optimizer", tp)
             consumed += 1
@@ -381,6 +382,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         gn = engine.get_global_grad_norm()
         if gn is None and t.zero_stage == 0:
             gn = stage0_norm
+        gn = unscaled_grad_norm(gn, loss_scale, cfg)
         if gn is not None:
             metrics["grad_norm"] = float(gn)
         if rank == 0 and (step % t.log_every == 0 or step == t.max_steps):
