@@ -179,29 +179,31 @@ def _score_batch(model, batch) -> list[CandidateNLL]:
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     pre = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     # A token counts when it and the token predicting it are real (not left padding).
-    prefix_nll = _masked(_token_nll(pre.logits[:, :-1], ids[:, 1:]), mask[:, :-1] * mask[:, 1:]).sum(-1).cpu()  # (B,)
+    prefix_nll = _masked(_token_nll(pre.logits[:, :-1], ids[:, 1:]), mask[:, :-1] * mask[:, 1:]).sum(-1)  # (B,)
     last_logp = torch.log_softmax(pre.logits[:, -1].float(), dim=-1)  # (B, V): predicts 1st continuation token
     cache = pre.past_key_values
     del pre
-    out = []
-    for b, cands in enumerate(batch):
-        nll = [float(prefix_nll[b]) + _continuation_nll(model, cache, b, mask[b : b + 1], plen[b], last_logp[b], c[plen[b] :])
-               for c in cands]
-        out.append(CandidateNLL(np.array(nll), np.array([len(c) for c in cands])))
-    return out
+    # (B, C) on the device, read back once: no host sync per candidate, the passes queue up.
+    totals = torch.stack([
+        torch.stack([_continuation_nll(model, cache, b, mask[b : b + 1], plen[b], last_logp[b], c[plen[b] :])
+                     for c in cands]) + prefix_nll[b]
+        for b, cands in enumerate(batch)
+    ]).cpu().numpy()
+    return [CandidateNLL(totals[b].copy(), np.array([len(c) for c in cands])) for b, cands in enumerate(batch)]
 
 
-def _continuation_nll(model, cache, b: int, prefix_mask, plen: int, first_logp, cont) -> float:
-    """NLL of ``cont`` (one candidate's tokens after its item's prefix) on row ``b`` of the cache."""
+def _continuation_nll(model, cache, b: int, prefix_mask, plen: int, first_logp, cont) -> torch.Tensor:
+    """NLL (0-dim float64, on the device) of ``cont``, one candidate's tokens after its item's
+    prefix, on row ``b`` of the cache."""
     cids = torch.tensor([list(cont)], device=prefix_mask.device)
-    first = -float(first_logp[cids[0, 0]])
+    first = -first_logp[cids[0, 0]].double()
     if cids.shape[1] == 1:  # the prefix pass already predicted the only token
         return first
     full_mask = torch.cat([prefix_mask, torch.ones_like(cids)], dim=1)
     cpos = plen + torch.arange(cids.shape[1], device=cids.device).unsqueeze(0)
     logits = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos,
                    past_key_values=_item_cache(cache, b), use_cache=True).logits
-    return first + float(_token_nll(logits[:, :-1], cids[:, 1:]).sum())
+    return first + _token_nll(logits[:, :-1], cids[:, 1:]).sum()
 
 
 SCORERS = {"plain": score_plain, "shared_prefix": score_shared_prefix}
