@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from emo_ray.typed_config import ConfigError
+
 ACCELERATOR_PREFIX = "accelerator_type:"
 """Ray's resource naming a node's GPU model (``ray.util.accelerators``); ``ray start`` adds
 ``accelerator_type:A100: 1`` on a p4d node by itself, cluster.yaml declares it for planning."""
@@ -25,8 +27,10 @@ AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
 MEMORY_MODEL = Path(__file__).resolve().parent.parent / "scripts" / "memory_model.py"
 
 
-class PlacementError(ValueError):
-    """A GPU run fits no node type of the cluster (too many workers per node, or too little memory)."""
+class PlacementError(ConfigError):
+    """A GPU run fits no node type of the cluster (too many workers per node, or too little
+    memory), or the cluster config does not say which GPUs a node type has: the CLI reports it
+    as a config error, before any trial starts."""
 
 
 @dataclass(frozen=True)
@@ -147,11 +151,16 @@ def concurrency(placements: list[Placement], conf: dict) -> int:
 
 
 def trial_accelerator(cfg, cluster_config: str | Path | None = AUTOSCALER_CONFIG) -> str | None:
-    """The accelerator type a GPU training run is pinned to on this cluster; None without an
-    autoscaler config (a laptop, a static cluster) or for a model the memory model lacks."""
-    conf = read_cluster_config(cluster_config)
-    if not cfg.ray.use_gpu or conf is None:
+    """The accelerator type a GPU training run is pinned to. On the head node (``emo-ray train``
+    through the Jobs API) the autoscaler's config is there and the memory model chooses. A sweep
+    trial's driver runs on a GPU worker, which has no such file, but runs there because its
+    bundle asked for the accelerator the runner chose (``sweep.runner.trial_pins``): the node's
+    own type. None on a laptop or a static cluster without GPUs, or for an unmodelled model."""
+    if not cfg.ray.use_gpu:
         return None
+    conf = read_cluster_config(cluster_config)
+    if conf is None:
+        return current_node_accelerator()
     return place(cfg, gpu_node_types(conf)).accelerator
 
 

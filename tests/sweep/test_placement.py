@@ -83,9 +83,19 @@ def test_ray_train_packs_a_gpu_run_on_one_node_of_its_accelerator(tmp_path):
     sc = scaling_config(cfg, 8, str(bootstrap))
     assert sc.placement_strategy == "STRICT_PACK" and sc.accelerator_type == "A100"
     assert sc._resources_per_worker_not_none["accelerator_type:A100"] > 0  # what the placement group asks
-    assert scaling_config(cfg, 8, str(tmp_path / "absent.yaml")).accelerator_type is None  # no autoscaler
+    assert scaling_config(cfg, 8, str(tmp_path / "absent.yaml")).accelerator_type is None  # a laptop: no Ray node
     cpu = scaling_config(_configs("cpu-small")[0], 2, str(bootstrap))
     assert cpu.placement_strategy == "PACK" and cpu.accelerator_type is None
+
+
+def test_a_trial_driver_on_a_gpu_worker_pins_its_run_to_that_nodes_accelerator(tmp_path, monkeypatch):
+    """The autoscaler's config lives on the head; a Tune trial's driver runs on the GPU worker its
+    bundle asked for, and pins its Ray Train workers to that node's accelerator type."""
+    from emo_ray.train.launch import scaling_config
+
+    monkeypatch.setattr(placement, "current_node_accelerator", lambda: "A10G")
+    cfg = next(c for c in _configs("table3") if c.model.name == "llama-7b")
+    assert scaling_config(cfg, 1, str(tmp_path / "absent.yaml")).accelerator_type == "A10G"
 
 
 def test_trial_drivers_ask_for_their_trials_accelerator(cluster):
