@@ -17,9 +17,9 @@ def describe(sweep: SweepConfig) -> str:
     """The trial grid, the resources each trial takes and the compute estimate (``--dry-run``)."""
     rows, total = [], 0.0
     grid = trials(sweep)
+    configs = [trial_config(sweep, t) for t in grid]
     width = max(len(t.hparams or "-") for t in grid)
-    for i, t in enumerate(grid):
-        cfg = trial_config(sweep, t)
+    for i, (t, cfg) in enumerate(zip(grid, configs)):
         flops = compute_flops(sweep, t, cfg)
         total += flops or 0.0
         rows.append(f"{i:>3}  {t.model:14s} {t.loss:12s} {t.hparams or '-':{width}s}  "
@@ -30,12 +30,11 @@ def describe(sweep: SweepConfig) -> str:
     for t in pre:
         rows.append(f"{len(rows):>3}  {t.model:14s} {t.loss:12s} {'-':{width}s}  (evaluation of the untrained model)"
                     + (f"  [{t.domain}]" if t.domain else ""))
-    cfg0 = trial_config(sweep, grid[0])
+    cfg0 = configs[0]
     extra = f" + {len(pre)} pre-trained evaluations" if pre else ""
     head = (f"sweep {sweep.name!r}: {len(grid)} trials{extra}; {tokens_per_step(cfg0):,} tokens per optimizer step; "
             f"evaluation: {sweep.eval_config or 'validation perplexity only'}\n"
             f"  #  model          objective    {'hparams':{width}s}       tokens  seed   steps  workers    6·N·D")
-    configs = [trial_config(sweep, t) for t in grid]
     return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)",
                       *describe_placement(sweep, configs)])
 
@@ -148,8 +147,8 @@ def describe_placement(sweep: SweepConfig, configs: list, autoscaler_config: str
 def _preflight(sweep: SweepConfig, configs: list) -> None:
     """Everything a trial would fail on in its first seconds, checked once before any trial is
     scheduled or any MLflow run opened: its data files, the models' weights (offline packages
-    installed?), and the models the evaluation names. (The configs themselves were validated
-    when the sweep config loaded.)"""
+    installed?), the models the evaluation names, and a GPU node type for every trial. (The
+    configs themselves were validated when the sweep config loaded.)"""
     from emo_ray.data.sources import check_sources
     from emo_ray.models import check_available
 
@@ -164,6 +163,7 @@ def _preflight(sweep: SweepConfig, configs: list) -> None:
             models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
     for name in sorted(models):
         check_available(name)
+    trial_placements(configs, read_cluster_config(AUTOSCALER_CONFIG))  # a trial no node type fits
 
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: bool = True) -> dict:
