@@ -5,9 +5,10 @@ Two scorers with the same output, the negative log-likelihood of each candidate'
 
 * ``score_plain``: one forward pass per candidate prompt (what OpenICL does).
 * ``score_shared_prefix``: the candidates of an item differ only in their label words, so the
-  demonstrations and the test input (their longest common *token* prefix) run once; only the label
-  continuation runs per candidate, one candidate at a time on a view of its item's rows of the
-  prefix KV cache. Items of a batch are left-padded so that their prefixes run in one forward pass.
+  demonstrations and the test input (their longest common *token* prefix) run once; then each
+  item's candidate continuations run in one pass on a stride-0 view of that item's row of the
+  prefix KV cache, whose layers do not keep what the pass appends. Items of a batch are
+  left-padded so that their prefixes run in one forward pass.
   (Repeating the cache for every candidate held B x C copies of the prefix: ~33 GB for LLaMA-13B
   at 2k-token MMLU prompts, beside its 26 GB of weights; issue 27.3.)
 
@@ -73,7 +74,7 @@ def _plain_cost(batch) -> int:
 
 
 def _prefix_cost(batch) -> int:
-    """The prefix pass (items x longest prefix) dominates; a continuation pass is one candidate."""
+    """The prefix pass (items x longest prefix) dominates; a continuation pass is one item's."""
     return len(batch) * max(max(len(c) for c in cands) for cands in batch)
 
 
@@ -138,7 +139,7 @@ def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batc
     """Run each item's shared prefix once and every candidate's remaining tokens on its KV cache.
 
     Up to ``batch_items`` items (and ``batch_tokens`` padded prefix tokens) go through one prefix
-    pass (left-padded); then each candidate's continuation runs alone on its item's cache rows.
+    pass (left-padded); then each item's candidate continuations run in one pass on its cache row.
     Items of one batch must have the same number of candidates (true within a task).
     """
     _check(items)
@@ -159,15 +160,32 @@ def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batc
     return out
 
 
-def _item_cache(cache, b: int):
-    """A cache holding row ``b`` of ``cache`` as views (no copy): the continuation's own keys are
-    appended to a new tensor of this one row, and ``cache`` itself is never modified."""
+def _read_only(layer):
+    """Make ``layer.update`` return the concatenated keys and values without keeping them: the
+    (C x (P + T)) concatenation lives while one layer's attention runs, not for the whole pass."""
+    update = layer.update
+
+    def update_without_storing(key_states, value_states, *args, **kwargs):
+        keys, values = layer.keys, layer.values
+        out = update(key_states, value_states, *args, **kwargs)
+        layer.keys, layer.values = keys, values
+        return out
+
+    layer.update = update_without_storing
+    return layer
+
+
+def _item_cache(cache, b: int, rows: int):
+    """Row ``b`` of ``cache`` seen as ``rows`` rows, without a copy: each layer's keys and values
+    are a stride-0 view of that row (``expand``), and the layers do not store what the
+    continuation appends. ``cache`` itself is never modified."""
     item = copy.copy(cache)
     item.layers = []
     for layer in cache.layers:
         view = copy.copy(layer)
-        view.keys, view.values = layer.keys[b : b + 1], layer.values[b : b + 1]
-        item.layers.append(view)
+        view.keys = layer.keys[b : b + 1].expand(rows, *layer.keys.shape[1:])
+        view.values = layer.values[b : b + 1].expand(rows, *layer.values.shape[1:])
+        item.layers.append(_read_only(view))
     return item
 
 
@@ -183,27 +201,28 @@ def _score_batch(model, batch) -> list[CandidateNLL]:
     last_logp = torch.log_softmax(pre.logits[:, -1].float(), dim=-1)  # (B, V): predicts 1st continuation token
     cache = pre.past_key_values
     del pre
-    # (B, C) on the device, read back once: no host sync per candidate, the passes queue up.
+    # (B, C) on the device, read back once: no host sync per item, the passes queue up.
     totals = torch.stack([
-        torch.stack([_continuation_nll(model, cache, b, mask[b : b + 1], plen[b], last_logp[b], c[plen[b] :])
-                     for c in cands]) + prefix_nll[b]
+        _continuations_nll(model, cache, b, mask[b : b + 1], plen[b], last_logp[b], [c[plen[b] :] for c in cands])
+        + prefix_nll[b]
         for b, cands in enumerate(batch)
     ]).cpu().numpy()
     return [CandidateNLL(totals[b].copy(), np.array([len(c) for c in cands])) for b, cands in enumerate(batch)]
 
 
-def _continuation_nll(model, cache, b: int, prefix_mask, plen: int, first_logp, cont) -> torch.Tensor:
-    """NLL (0-dim float64, on the device) of ``cont``, one candidate's tokens after its item's
-    prefix, on row ``b`` of the cache."""
-    cids = torch.tensor([list(cont)], device=prefix_mask.device)
-    first = -first_logp[cids[0, 0]].double()
-    if cids.shape[1] == 1:  # the prefix pass already predicted the only token
+def _continuations_nll(model, cache, b: int, prefix_mask, plen: int, first_logp, conts) -> torch.Tensor:
+    """(C,) float64 NLLs of one item's candidate continuations (right-padded into one pass) on
+    row ``b`` of the prefix cache, seen as C rows without copying it."""
+    cids, cmask = pad_batch([list(c) for c in conts], side="right", device=prefix_mask.device)
+    C, T = cids.shape
+    first = -first_logp[cids[:, 0]].double()  # the prefix pass already predicted each first token
+    if T == 1:
         return first
-    full_mask = torch.cat([prefix_mask, torch.ones_like(cids)], dim=1)
-    cpos = plen + torch.arange(cids.shape[1], device=cids.device).unsqueeze(0)
+    full_mask = torch.cat([prefix_mask.expand(C, -1), cmask], dim=1)
+    cpos = plen + torch.arange(T, device=cids.device).expand(C, T)
     logits = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos,
-                   past_key_values=_item_cache(cache, b), use_cache=True).logits
-    return first + _token_nll(logits[:, :-1], cids[:, 1:]).sum()
+                   past_key_values=_item_cache(cache, b, C), use_cache=True).logits
+    return first + _masked(_token_nll(logits[:, :-1], cids[:, 1:]), cmask[:, 1:]).sum(-1)
 
 
 SCORERS = {"plain": score_plain, "shared_prefix": score_shared_prefix}

@@ -112,15 +112,35 @@ def test_batches_are_bounded_in_tokens_and_score_the_same(tiny):
         token_batches(items, 4, 0, len)
 
 
-def test_continuations_run_on_one_row_of_the_prefix_cache(tiny):
+def test_continuations_read_the_prefix_cache_without_copying_it(tiny):
     """Before: the cache was repeated to B x C rows (B items x C candidates) for the continuation
-    pass; now each candidate runs on a view of its own item's row."""
+    pass, and the pass kept what it appended. Now each item's C candidates read a stride-0 view
+    of the one prefix cache (no copy), and nothing appended stays in it after the pass."""
     model, _ = tiny
     items = _items(4, 5, seed=1)
-    passes, handle = _recorded_passes(model)
+    seen = []
+
+    def before(_module, _args, kwargs):
+        cache = kwargs.get("past_key_values")
+        if cache is not None:
+            keys = cache.layers[0].keys
+            seen.append((keys.shape[0], keys.stride(0), keys.untyped_storage().data_ptr()))
+
+    def after(_module, _args, kwargs, _out):
+        cache = kwargs.get("past_key_values")
+        if cache is not None:
+            keys = cache.layers[0].keys
+            seen.append(("after", keys.stride(0), keys.untyped_storage().data_ptr()))
+
+    handles = [model.register_forward_pre_hook(before, with_kwargs=True),
+               model.register_forward_hook(after, with_kwargs=True)]
     try:
-        score_shared_prefix(model, items, batch_items=4)
+        shared = score_shared_prefix(model, items, batch_items=4)
     finally:
-        handle.remove()
-    continuation_rows = [rows for _, rows in passes if rows]
-    assert len(continuation_rows) == 4 * 5 and set(continuation_rows) == {1}
+        for h in handles:
+            h.remove()
+    assert len(seen) == 2 * 4  # one continuation pass per item, each seen before and after
+    assert {rows for rows, _, _ in seen[::2]} == {5} and {stride for _, stride, _ in seen} == {0}
+    assert len({ptr for _, _, ptr in seen}) == 1  # all read the storage of the one prefix cache
+    for a, b in zip(score_plain(model, items), shared):
+        np.testing.assert_allclose(a.nll_sum, b.nll_sum, rtol=1e-5, atol=1e-4)
