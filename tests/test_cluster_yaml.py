@@ -396,3 +396,24 @@ def test_docs_commands_load():
         elif kind == "sweep":
             sweep = load_sweep_config(args[0], args[1:])
             assert str(sweep.storage_path).startswith("/mnt/efs/"), f"{c}: trials on the workers cannot reach {sweep.storage_path}"
+
+
+def test_gpu_node_types_declare_the_accelerator_type_ray_detects(config):
+    """Training runs, trial drivers and evaluation actors ask for ``accelerator_type:<type>``
+    (emo_ray/placement.py). The autoscaler only launches a node type for such a request when the
+    type declares that resource, and the name must be the one ``ray start`` detects on the node
+    from the GPU's name (a p4d says "A100"), or the declared and detected resources would differ."""
+    from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
+
+    from emo_ray.placement import memory_model
+
+    for name, t in config["available_node_types"].items():
+        res = t.get("resources", {})
+        declared = sorted(k for k in res if k.startswith("accelerator_type:"))
+        if not res.get("GPU"):
+            assert not declared, f"{name} has no GPU but declares {declared}"
+            continue
+        gpu = memory_model().INSTANCE_GPUS[t["node_config"]["InstanceType"]]
+        detected = NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type(f"NVIDIA {gpu.name}")
+        assert declared == [f"accelerator_type:{detected}"], name
+        assert res[declared[0]] == 1  # what Ray sets on a node with that GPU

@@ -117,6 +117,15 @@ def _map_local(rows, actor_cls, kwargs, batch_size, progress) -> list[dict]:
     return out
 
 
+def actor_accelerator(execution: ExecutionConfig) -> str | None:
+    """GPU actors ask for the accelerator type of the node their driver runs on: a sweep trial's
+    driver is pinned to its training node type (emo_ray.sweep.runner.trial_pins), so evaluation
+    reuses those warm nodes and never lands on a smaller GPU that the model does not fit."""
+    from emo_ray.placement import current_node_accelerator
+
+    return current_node_accelerator() if execution.gpus_per_actor > 0 else None
+
+
 def _map_ray(rows, actor_cls, kwargs, batch_size, execution: ExecutionConfig) -> list[dict]:
     import ray.data
 
@@ -141,6 +150,7 @@ def _map_ray(rows, actor_cls, kwargs, batch_size, execution: ExecutionConfig) ->
         compute=ray.data.ActorPoolStrategy(size=max(1, min(int(execution.num_actors), n_blocks))),
         num_cpus=execution.cpus_per_actor,
         num_gpus=execution.gpus_per_actor or None,
+        accelerator_type=actor_accelerator(execution),
     )
     out: list[dict] = []
     bar = _StageBar(len(rows), actor_cls, execution.progress_bar)

@@ -49,6 +49,42 @@ from emo_ray.losses.common import IGNORE_INDEX, LossOutput, matmul_dtype
 CHUNKED_SUPPORTED: frozenset[str] = frozenset(name for name in LOSSES if has_chunked_form(name))
 
 
+def _prepare_cost(cost_embedding: torch.Tensor, device, acc: torch.dtype, mm: torch.dtype) -> tuple:
+    """What the chunk loop reads of a cost embedding: ``(E, r)`` with E on ``device`` in ``acc``
+    and r = 1/||E_v|| (V,), so cos(e_i, e_j) = <e_i, e_j> r_i r_j (as normalize_cost_embedding);
+    plus, when the matmuls run in a lower dtype (autocast), Ê = diag(r) E in that dtype: as large
+    as the bf16 head copy, and it saves a pass over the (chunk x V) cost rows (no per-column
+    1/||E_v|| scaling after the matmul). E is used in place when its dtype and device already fit."""
+    e = cost_embedding.detach().to(device=device, dtype=acc)
+    inv_norm = 1.0 / torch.linalg.vector_norm(e, ord=2, dim=1).clamp_min(1e-12)
+    return (e, inv_norm) if mm == acc else (e, inv_norm, (e * inv_norm.unsqueeze(1)).to(mm))
+
+
+class CostEmbedding:
+    """A *fixed* cost embedding (paper 4.2.1: frozen for the whole run), prepared for the chunk
+    loop once per device and dtypes and reused by every later call (issue 27.8: at ZeRO 0-2 the
+    table stays on the host, and the host-to-device copy, its row norms and its normalised
+    low-precision copy were redone at every micro-step: a V x d copy and two V x d passes each).
+    The adaptive variant (the live head weight) changes every step and is passed as a tensor."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight.detach()
+        self._prepared: dict = {}
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.weight.shape
+
+    def dim(self) -> int:
+        return self.weight.dim()
+
+    def prepared(self, device, acc: torch.dtype, mm: torch.dtype) -> tuple:
+        key = (torch.device(device), acc, mm)
+        if key not in self._prepared:
+            self._prepared[key] = _prepare_cost(self.weight, key[0], acc, mm)
+        return self._prepared[key]
+
+
 class _Plan:
     """Everything about the call except the differentiable tensors (passed to ``apply`` as one
     opaque object, so autograd does not look into it)."""
@@ -77,11 +113,6 @@ def _sweep(h_flat, weight, bias, plan: _Plan, acc, weights=None, grads=None):
     w_mm = weight if weight.dtype == mm else weight.to(mm)
     b_mm = bias if bias is None or bias.dtype == mm else bias.to(mm)
     cost = plan.cost
-    if cost is not None and cost[0].dtype != mm:
-        # Ê = diag(r) E in the matmul dtype: as large as the bf16 head copy, and it saves a pass
-        # over the (chunk x V) cost rows (no per-column 1/||E_v|| scaling after the matmul).
-        e, inv_norm = cost
-        cost = (e, inv_norm, (e * inv_norm.unsqueeze(1)).to(mm))
     ws = Workspace(min(plan.chunk_size, M), V, mm, acc, h_flat.device, need_c)
     mles, emos = [], []
     for start in range(0, M, plan.chunk_size):
@@ -180,7 +211,7 @@ def chunked_loss(
     labels: torch.Tensor,
     *,
     head_bias: torch.Tensor | None = None,
-    cost_embedding: torch.Tensor | None = None,
+    cost_embedding: torch.Tensor | CostEmbedding | None = None,
     chunk_size: int = 1024,
     ignore_index: int = IGNORE_INDEX,
     **hparams: Any,
@@ -197,7 +228,8 @@ def chunked_loss(
 
     Shape:
         hidden_states ``(B, T, d)``, head_weight ``(V, d)``, head_bias ``(V,)``, labels ``(B, T)``,
-        cost_embedding ``(V, d_e)`` (detached; ``head_weight`` itself for the adaptive variant).
+        cost_embedding ``(V, d_e)`` (detached; ``head_weight`` itself for the adaptive variant),
+        or a :class:`CostEmbedding` wrapping a fixed one (prepared once, reused every call).
         Peak extra memory ``O(chunk_size * V)`` plus the ``(B*T, d)``/``(V, d)`` gradients.
     """
     spec = get_spec(name)
@@ -226,10 +258,11 @@ def chunked_loss(
                 f"cost_embedding must be (V={vocab}, d); got {tuple(cost_embedding.shape)}"
                 " (under ZeRO-3 gather the head weight first)"
             )
-        # cos(e_i, e_j) = <e_i, e_j> r_i r_j with r = 1/||e|| (as normalize_cost_embedding). Only
-        # the (V,) norms are new: E itself is used in place unless its dtype/device differ.
-        e = cost_embedding.detach().to(device=hidden_states.device, dtype=acc)
-        cost = (e, 1.0 / torch.linalg.vector_norm(e, ord=2, dim=1).clamp_min(1e-12))
+        mm = matmul_dtype(hidden_states) or hidden_states.dtype
+        if isinstance(cost_embedding, CostEmbedding):
+            cost = cost_embedding.prepared(hidden_states.device, acc, mm)
+        else:
+            cost = _prepare_cost(cost_embedding, hidden_states.device, acc, mm)
 
     B, T, d = hidden_states.shape
     shifted = torch.full_like(labels, ignore_index)
@@ -251,4 +284,4 @@ def chunked_loss(
     return LossOutput(loss, int(positions.numel()), metrics)
 
 
-__all__ = ["CHUNKED_SUPPORTED", "chunked_loss", "has_chunked_form"]
+__all__ = ["CHUNKED_SUPPORTED", "CostEmbedding", "chunked_loss", "has_chunked_form"]

@@ -5,7 +5,8 @@ import dataclasses
 import json
 import os
 
-from emo_ray import console, storage, tracking, typed_config
+from emo_ray import console, placement, storage, tracking, typed_config
+from emo_ray.placement import AUTOSCALER_CONFIG, Placement, gpu_node_types, place, read_cluster_config
 from emo_ray.sweep.spec import (SweepConfig, Trial, compute_flops, domain_names, eval_config, pretrained_trials,
                                  tokens_per_step, trial_config, trials)
 
@@ -16,9 +17,9 @@ def describe(sweep: SweepConfig) -> str:
     """The trial grid, the resources each trial takes and the compute estimate (``--dry-run``)."""
     rows, total = [], 0.0
     grid = trials(sweep)
+    configs = [trial_config(sweep, t) for t in grid]
     width = max(len(t.hparams or "-") for t in grid)
-    for i, t in enumerate(grid):
-        cfg = trial_config(sweep, t)
+    for i, (t, cfg) in enumerate(zip(grid, configs)):
         flops = compute_flops(sweep, t, cfg)
         total += flops or 0.0
         rows.append(f"{i:>3}  {t.model:14s} {t.loss:12s} {t.hparams or '-':{width}s}  "
@@ -29,12 +30,13 @@ def describe(sweep: SweepConfig) -> str:
     for t in pre:
         rows.append(f"{len(rows):>3}  {t.model:14s} {t.loss:12s} {'-':{width}s}  (evaluation of the untrained model)"
                     + (f"  [{t.domain}]" if t.domain else ""))
-    cfg0 = trial_config(sweep, grid[0])
+    cfg0 = configs[0]
     extra = f" + {len(pre)} pre-trained evaluations" if pre else ""
     head = (f"sweep {sweep.name!r}: {len(grid)} trials{extra}; {tokens_per_step(cfg0):,} tokens per optimizer step; "
             f"evaluation: {sweep.eval_config or 'validation perplexity only'}\n"
             f"  #  model          objective    {'hparams':{width}s}       tokens  seed   steps  workers    6·N·D")
-    return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)"])
+    return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)",
+                      *describe_placement(sweep, configs)])
 
 
 TRIAL_SLOT = "emo_ray_trial_slot"
@@ -69,55 +71,84 @@ def _concurrency(cfg, res: dict) -> int:
     return max(1, int((os.cpu_count() or 1) // (cfg.ray.num_workers * cfg.ray.cpus_per_worker)))
 
 
-AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
-"""Where ``ray up`` leaves the cluster config on the head node (what Ray's autoscaler reads)."""
+def cluster_config_for(autoscaler_config: str | None = AUTOSCALER_CONFIG) -> tuple[dict | None, str]:
+    """The cluster config a sweep is planned against: the autoscaler's on the head node, else the
+    repository's cluster.yaml (a dry run on a laptop), with a label for the dry run."""
+    from emo_ray.typed_config import REPO_ROOT
+
+    conf = read_cluster_config(autoscaler_config)
+    if conf is not None:
+        return conf, str(autoscaler_config)
+    return read_cluster_config(REPO_ROOT / "cluster.yaml"), "cluster.yaml"
 
 
-def reachable_resources(current: dict, autoscaler_config: str | None = AUTOSCALER_CONFIG) -> dict:
-    """What the cluster can scale to, not what runs now: an autoscaling cluster starts with no
-    GPU node, so the GPUs present when the sweep starts (0) would run its trials one at a time.
-    Sums ``resources x max_workers`` over the autoscaler's node types (capped by the cluster's
-    own ``max_workers``), plus the head; each resource is at least what is present now."""
-    from pathlib import Path
-
-    import yaml
-
-    path = Path(autoscaler_config).expanduser() if autoscaler_config else None
-    if path is None or not path.exists():
-        return dict(current)
-    conf = yaml.safe_load(path.read_text()) or {}
-    types = conf.get("available_node_types", {}) or {}
-    head = conf.get("head_node_type")
-    budget = conf.get("max_workers")
-    out: dict = {}
-    left = float("inf") if budget is None else int(budget)
-    # The cluster-wide worker budget goes to the node types with the most GPUs first: the upper
-    # bound of what the sweep's trials (GPU-bound) can get at once.
-    order = sorted(types.items(), key=lambda kv: (kv[0] != head, -(kv[1].get("resources") or {}).get("GPU", 0)))
-    for name, t in order:
-        res = t.get("resources", {}) or {}
-        if name == head:
-            n = 1
-        else:
-            n = int(min(int(t.get("max_workers", 0) or 0), left))
-            left -= n
-        for k, v in res.items():
-            out[k] = out.get(k, 0) + v * n
-    return {k: max(out.get(k, 0), current.get(k, 0)) for k in set(out) | set(current)}
+def trial_placements(configs: list, conf: dict | None) -> list[Placement] | None:
+    """Each GPU trial's placement on ``conf``'s node types; None for CPU trials or no cluster
+    config (a static cluster or one GPU box: Ray places the trials as they come)."""
+    if conf is None or not configs or not configs[0].ray.use_gpu:
+        return None
+    nodes = gpu_node_types(conf)
+    return [place(c, nodes) for c in configs]
 
 
-def sweep_concurrency(sweep: SweepConfig, cfg, current: dict, autoscaler_config: str | None = AUTOSCALER_CONFIG) -> int:
-    """``sweep.max_concurrent_trials`` when set, else what the reachable cluster holds at once."""
+def sweep_concurrency(sweep: SweepConfig, configs: list, current: dict,
+                      autoscaler_config: str | None = AUTOSCALER_CONFIG) -> int:
+    """``sweep.max_concurrent_trials`` when set; else, on an autoscaling cluster, what its node
+    types hold at once, counted per node type (emo_ray.placement.concurrency: an 8-GPU trial
+    cannot use two 4-GPU nodes); else what is up now."""
     if sweep.max_concurrent_trials:
         return sweep.max_concurrent_trials
-    return _concurrency(cfg, reachable_resources(current, autoscaler_config))
+    conf = read_cluster_config(autoscaler_config)
+    placements = trial_placements(configs, conf)
+    if placements is None:
+        return _concurrency(configs[0], current)
+    return placement.concurrency(placements, conf)
+
+
+def trial_pins(grid: list, trained: list, configs: list, conf: dict | None) -> dict[str, dict]:
+    """Trial key -> the accelerator resource its driver's bundle asks for: the driver then runs on
+    its training node type, and the evaluation actors it starts ask for the same accelerator
+    (emo_ray.evaluation.executor). A pre-trained evaluation follows its model's trained trials."""
+    placements = trial_placements(configs, conf)
+    if placements is None:
+        return {}
+    by_model = {t.model: p.accelerator for t, p in zip(trained, placements)}
+    accelerator = {t.key: p.accelerator for t, p in zip(trained, placements)}
+    accelerator.update({t.key: by_model.get(t.model) for t in grid[len(trained):]})
+    # A token amount: the node's one accelerator_type unit is shared by everything placed there.
+    return {k: {f"{placement.ACCELERATOR_PREFIX}{a}": 0.001} for k, a in accelerator.items() if a}
+
+
+def describe_placement(sweep: SweepConfig, configs: list, autoscaler_config: str | None = AUTOSCALER_CONFIG) -> list[str]:
+    """Dry-run lines: how many trials run at once and on which node type, per model."""
+    if not configs or not configs[0].ray.use_gpu:
+        return []
+    conf, label = cluster_config_for(autoscaler_config)
+    if conf is None:
+        return ["placement: no cluster config (Ray places GPU trials as they come)"]
+    placements = trial_placements(configs, conf)
+    at_once = sweep.max_concurrent_trials or placement.concurrency(placements, conf)
+    lines = [f"placement on {label}: {at_once} trials at once"
+             + (" (max_concurrent_trials)" if sweep.max_concurrent_trials else "")
+             + "; all workers of a trial on one node (STRICT_PACK)"]
+    peaks: dict = {}  # per model and placement, the heaviest objective (EMO holds the cost embedding)
+    for cfg, p in zip(configs, placements):
+        key = (cfg.model.name, p.workers, p.accelerator, p.node_types)
+        peaks[key] = max(peaks.get(key, 0.0), p.estimate_gb or 0.0) if p.estimate_gb is not None else None
+    for (model, workers, accelerator, nodes), peak in peaks.items():
+        where = ", ".join(f"{n.name} ({n.gpus}x {n.accelerator}: {n.gpus // workers} per node x "
+                          f"{n.max_nodes} nodes)" for n in nodes)
+        need = "not modelled" if peak is None else f"<= {peak:.1f} GB per GPU"
+        pin = f"accelerator_type={accelerator}" if accelerator else "any GPU node"
+        lines.append(f"  {model:14s} {workers}xGPU  {need:>20s}  {pin} on {where}")
+    return lines
 
 
 def _preflight(sweep: SweepConfig, configs: list) -> None:
     """Everything a trial would fail on in its first seconds, checked once before any trial is
     scheduled or any MLflow run opened: its data files, the models' weights (offline packages
-    installed?), and the models the evaluation names. (The configs themselves were validated
-    when the sweep config loaded.)"""
+    installed?), the models the evaluation names, and a GPU node type for every trial. (The
+    configs themselves were validated when the sweep config loaded.)"""
     from emo_ray.data.sources import check_sources
     from emo_ray.models import check_available
 
@@ -132,6 +163,7 @@ def _preflight(sweep: SweepConfig, configs: list) -> None:
             models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
     for name in sorted(models):
         check_available(name)
+    trial_placements(configs, read_cluster_config(AUTOSCALER_CONFIG))  # a trial no node type fits
 
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: bool = True) -> dict:
@@ -178,7 +210,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: boo
 
     local_slots = sweep.max_concurrent_trials or _concurrency(cfg0, {"GPU": torch.cuda.device_count()})
     local = init_ray(cfg0, local_resources={TRIAL_SLOT: local_slots}, concurrent_runs=local_slots)
-    slots = local_slots if local else sweep_concurrency(sweep, cfg0, ray.cluster_resources())
+    slots = local_slots if local else sweep_concurrency(sweep, configs, ray.cluster_resources())
+    pins = {} if local else trial_pins(grid, trained, configs, read_cluster_config(AUTOSCALER_CONFIG))
     # Tune rejects a zero-CPU trial; the trial driver only waits on its TorchTrainer's workers.
     # On a local Ray each trial also reserves the memory its workers will take (trial_memory).
     node_memory = ray.cluster_resources().get("memory") if local else None
@@ -187,7 +220,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: boo
     memory.update({t.key: TRIAL_DRIVER_BYTES if local else MIN_TRIAL_BYTES for t in grid[len(trained):]})
 
     def resources(config: dict) -> tune.PlacementGroupFactory:
-        bundle = {"CPU": 0.01, "memory": memory[Trial.from_dict(config["trial"]).key], **({TRIAL_SLOT: 1} if local else {})}
+        key = Trial.from_dict(config["trial"]).key
+        bundle = {"CPU": 0.01, "memory": memory[key], **({TRIAL_SLOT: 1} if local else {}), **pins.get(key, {})}
         return tune.PlacementGroupFactory([bundle])
 
     trainable = tune.with_resources(run_trial, resources)

@@ -60,14 +60,32 @@ def deepspeed_config(cfg: Config) -> dict:
                 "betas": list(t.betas),
                 "eps": 1e-8,
                 "weight_decay": t.weight_decay,
-                # DeepSpeed's AdamW is a fused kernel compiled at start-up (~100 s on CPU);
-                # torch's AdamW is as fast there. GPUs keep the fused one.
-                "torch_adam": not cfg.ray.use_gpu,
+                **optimizer_impl(cfg.ray.use_gpu),
             },
         },
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }
+
+
+def optimizer_impl(use_gpu: bool) -> dict:
+    """torch's AdamW everywhere, never DeepSpeed's FusedAdam: that one is a CUDA extension
+    JIT-built at start-up (nvcc must be in the image, and DeepSpeed refuses a CUDA major version
+    that differs from the torch wheel's; ~100 s even on CPU). On GPU torch's own fused kernel
+    (``fused=True``, shipped compiled in the wheel) does the same single-kernel update (issue 27.5).
+    DeepSpeed passes the remaining params to ``torch.optim.AdamW`` when ``torch_adam`` is set."""
+    return {"torch_adam": True, **({"fused": True} if use_gpu else {})}
+
+
+def unscaled_grad_norm(norm: float | None, loss_scale: float | None, cfg: Config) -> float | None:
+    """The gradient norm of the loss, not of the loss-scaled gradients. Under fp16 at ZeRO stage 0
+    DeepSpeed wraps torch's AdamW in ``FP16_UnfusedOptimizer``, whose recorded norm (like the norm
+    of the module's gradients) is taken before unscaling; ZeRO 1-3 and the bf16 / fp32 paths
+    already report it unscaled. ``loss_scale``: the scale the step's backward used (read before
+    ``engine.step()``, which may change it)."""
+    if norm is None or not (use_fp16(cfg) and cfg.train.zero_stage == 0 and loss_scale):
+        return norm
+    return float(norm) / float(loss_scale)
 
 
 def prepare_deepspeed_env(use_gpu: bool) -> None:

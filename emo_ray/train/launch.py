@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from emo_ray import console, ray_runtime, tracking
+from emo_ray import console, placement, ray_runtime, tracking
 from emo_ray import storage as storage_lib
 from emo_ray.config import Config, ConfigError, expand_path, to_flat, to_yaml
 
@@ -293,6 +293,22 @@ def _check_model_fits(cfg: Config, model_path: str) -> None:
         raise ConfigError(f"data.block_size {cfg.data.block_size} exceeds the model's {limit} positions")
 
 
+def scaling_config(cfg: Config, world: int, cluster_config: str | None = placement.AUTOSCALER_CONFIG):
+    """Ray Train's workers: one GPU each and, on GPUs, all on one node (STRICT_PACK: the cluster
+    has no EFA, NCCL between nodes would be TCP) of the accelerator type the memory model says
+    the run fits (emo_ray.placement; none without an autoscaler config)."""
+    import ray.train
+
+    gpu = cfg.ray.use_gpu
+    return ray.train.ScalingConfig(
+        num_workers=world,
+        use_gpu=gpu,
+        resources_per_worker={"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if gpu else {})},
+        placement_strategy="STRICT_PACK" if gpu else "PACK",
+        accelerator_type=placement.trial_accelerator(cfg, cluster_config) if gpu else None,
+    )
+
+
 def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None = None,
         tags: dict | None = None, progress: bool | None = None,
         allow_changed_config: bool | None = None) -> FitResult:
@@ -438,11 +454,7 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                     "cost_embedding_model_path": cost_model_path,
                     "best_model_dir": storage_lib.join(storage, name, "best_model"),
                 },
-                scaling_config=ray.train.ScalingConfig(
-                    num_workers=world,
-                    use_gpu=cfg.ray.use_gpu,
-                    resources_per_worker={"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})},
-                ),
+                scaling_config=scaling_config(cfg, world),
                 run_config=ray.train.RunConfig(
                     name=name,
                     storage_path=storage,

@@ -96,17 +96,26 @@ def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -
     elif spec.needs_cost_embedding and t.cost_embedding == "fixed":
         fixed = fixed_cost_embedding(model)
 
-    def cost_embedding(module):
+    on_device: dict = {}  # the fixed table on the compute device, copied once
+
+    def cost_embedding(module, device):
         if not spec.needs_cost_embedding:
             return None
         if fixed is not None:
-            return fixed
+            # At ZeRO 0-2 ``fixed`` was copied from the model before DeepSpeed moved it to the
+            # device: move it once, not at every micro-step (issue 27.8). (The materialised loss
+            # row-normalises it per call, on the device; the chunked path prepares it once.)
+            if device not in on_device:
+                on_device[device] = fixed.to(device)
+            return on_device[device]
         weight = head_weight(module)
         with gathered(weight):
             return weight.detach().clone() if hasattr(weight, "ds_id") else weight.detach()
 
     if chunked:
-        from emo_ray.losses.chunked import chunked_loss
+        from emo_ray.losses.chunked import CostEmbedding, chunked_loss
+
+        fixed_table = CostEmbedding(fixed) if fixed is not None else None  # prepared at first use, then reused
 
         def compute(engine, input_ids, labels=None):
             """``engine(input_ids)`` with the model's forward replaced by body + chunked loss, and
@@ -125,7 +134,7 @@ def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -
                 # cost embedding is that weight, detached: no copy, no second gather.
                 cost = None
                 if spec.needs_cost_embedding:
-                    cost = fixed if fixed is not None else head.weight.detach()
+                    cost = fixed_table if fixed_table is not None else head.weight.detach()
                 res = chunked_loss(
                     t.loss, hidden, head.weight, targets, head_bias=head.bias,
                     cost_embedding=cost, chunk_size=t.loss_chunk_size, **t.loss_kwargs,
@@ -146,7 +155,8 @@ def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -
 
         def compute(engine, input_ids, labels=None):
             logits = engine(input_ids=input_ids).logits
-            fn = get_loss(t.loss, cost_embedding=cost_embedding(getattr(engine, "module", engine)), **t.loss_kwargs)
+            cost = cost_embedding(getattr(engine, "module", engine), logits.device)
+            fn = get_loss(t.loss, cost_embedding=cost, **t.loss_kwargs)
             return fn(logits, input_ids if labels is None else labels)
 
     return Objective(t.loss, chunked, compute, tuple(fixed.shape) if fixed is not None else ())

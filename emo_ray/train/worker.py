@@ -17,60 +17,14 @@ import torch
 from emo_ray.config import Config, from_flat
 from emo_ray.train import best_model
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
-                                           train_precision, use_bf16, use_fp16)
+                                           train_precision, unscaled_grad_norm, use_bf16, use_fp16)
 from emo_ray.train.lora import trainable_parameters
 from emo_ray.train.schedule import lr_multiplier
+from emo_ray.train.sink import ERRORS_METRIC, MlflowSink  # noqa: F401 (MlflowSink: its old home)
 from emo_ray.train.safe_load import weights_only_torch_load
 
 CLIENT_STATE = "emo_ray_state"
 FINAL_STATE = "trainer_state.json"  # step, data position and final metrics of a finished run
-
-
-class MlflowSink:
-    """Rank 0 writes metrics into the run the driver opened, through the client API, so the
-    worker never changes the run's status (the driver ends it FINISHED or FAILED)."""
-
-    def __init__(self, uri: str, run_id: str, enabled: bool):
-        self.enabled = enabled and bool(run_id)
-        if self.enabled:
-            from mlflow import MlflowClient
-
-            self.client, self.run_id = MlflowClient(uri), run_id
-
-    logged_through = 0
-    """Training steps an earlier attempt already logged: replayed after a restore, never logged
-    twice (MLflow's metric history keeps duplicates)."""
-    val_logged_through = 0
-    """The same for validations (``train.eval_every``): a replayed step's validation too."""
-
-    def resume(self, key: str = "train/loss") -> None:
-        """Read how far an earlier attempt of this run logged ``key`` (and ``val/loss``)."""
-        if self.enabled:
-            self.logged_through = max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=0)
-            self.val_logged_through = max((m.step for m in self.client.get_metric_history(self.run_id, "val/loss")),
-                                          default=0)
-
-    def log(self, metrics: dict, step: int, prefix: str = "") -> None:
-        if not self.enabled or (prefix == "train/" and step <= self.logged_through) or \
-                (prefix == "val/" and step <= self.val_logged_through):
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(f"{prefix}{k}", float(v), now, step) for k, v in metrics.items()
-                 if v is not None and math.isfinite(float(v))]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
-
-    def describe(self, params: dict, tags: dict) -> None:
-        """Facts about the run that are not curves: params (same value on a resumed attempt is
-        fine) and tags (the last attempt's value wins)."""
-        if not self.enabled:
-            return
-        from mlflow.entities import Param, RunTag
-
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 class TrainingDiverged(RuntimeError):
@@ -334,7 +288,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     metrics: dict = {}
     skips, skipped_before = 0, int(getattr(engine, "skipped_steps", 0) or 0)  # fp16 overflow skips in a row
     zero_grads = 0  # steps in a row with a gradient norm of exactly 0 (a dead model)
-    stage0_norm = None
+    stage0_norm = loss_scale = None
     while step < t.max_steps:
         t0 = time.perf_counter()
         parts: dict[str, float] = {}
@@ -353,6 +307,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             tp = _lap(phase, "backward", tp)
             if engine.is_gradient_accumulation_boundary() and t.zero_stage == 0:
                 stage0_norm = _grad_norm(engine.module)  # DeepSpeed records no global norm without ZeRO
+                loss_scale = getattr(engine.optimizer, "loss_scale", None)  # before step() changes it
             engine.step()  # optimizer on this rank's partition + gather of the updated weights
             _lap(phase, "optimizer", tp)
             consumed += 1
@@ -381,8 +336,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         gn = engine.get_global_grad_norm()
         if gn is None and t.zero_stage == 0:
             gn = stage0_norm
+        gn = unscaled_grad_norm(gn, loss_scale, cfg)
         if gn is not None:
             metrics["grad_norm"] = float(gn)
+        if sink.errors:  # MLflow calls that failed so far: counted, never raised (emo_ray/train/sink.py)
+            metrics[ERRORS_METRIC] = float(sink.errors)
         if rank == 0 and (step % t.log_every == 0 or step == t.max_steps):
             sink.log({k: v for k, v in metrics.items() if k not in ("step", "epoch")}, step, prefix="train/")
         # Loss is averaged over ranks and the grad norm is global: every rank decides alike.
@@ -399,6 +357,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if diverged:
             if rank == 0:
                 sink.describe({}, {"emo_ray.failure": diverged})
+                sink.close()
             raise TrainingDiverged(diverged)  # no checkpoint, no validation, no export
         if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:
             val = _validate(engine, loop_config["validation_blocks"], rank, world, t.micro_batch_size)
@@ -430,6 +389,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics.update(val_best_loss=best_loss, val_best_step=best_step)
         if rank == 0:
             sink.log({"best_loss": best_loss, "best_step": best_step}, step, prefix="val/")
+    sink.close()  # the queued metrics reach MLflow before the final report ends the run
     save(step, metrics, final=True)
     if select_best and t.final_checkpoint == "weights" and rank == 0:
         # the final checkpoint holds the best export and cannot be trained further: one copy is enough

@@ -25,50 +25,32 @@ def test_reservation_is_capped_at_the_node_and_token_on_gpu():
     assert trial_memory(_cfg("gemma3-270m", use_gpu=True)) == MIN_TRIAL_BYTES
 
 
-def test_cluster_concurrency_comes_from_the_capacity_the_autoscaler_can_reach(tmp_path):
-    """An autoscaling cluster has no GPU node when the sweep starts: the concurrency must come from
-    the node types it can launch (cluster.yaml: 2 x p4d with 8 GPUs, 4 x g5 with 4), not from 0."""
+def test_cluster_concurrency_is_counted_per_node_type(tmp_path):
+    """An autoscaling cluster has no GPU node when the sweep starts: the concurrency comes from the
+    node types it can launch, per type. cluster.yaml: 2 x p4d (8 GPUs), 4 x g5 (4 GPUs); an
+    8-GPU paper trial fits only a p4d node (never 4 + 4 GPUs on two g5), so 2 at once, not 32 // 8."""
     import shutil
 
-    from emo_ray.sweep.runner import reachable_resources, sweep_concurrency
+    from emo_ray.sweep.runner import sweep_concurrency
     from emo_ray.typed_config import REPO_ROOT
 
     sweep = load_sweep_config("paper")
-    cfg = trial_config(sweep, trials(sweep)[0])  # 8 GPU workers per trial
+    configs = [trial_config(sweep, t) for t in trials(sweep)]  # 8 GPU workers per trial
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     shutil.copy(REPO_ROOT / "cluster.yaml", bootstrap)
     head_only = {"CPU": 0.0, "memory": 3e10}  # what ray.cluster_resources() shows at the start
-    reach = reachable_resources(head_only, str(bootstrap))
-    assert reach["GPU"] == 2 * 8 + 4 * 4
-    assert sweep_concurrency(sweep, cfg, head_only, str(bootstrap)) == 32 // 8
-    assert sweep_concurrency(sweep, cfg, head_only, str(tmp_path / "absent.yaml")) == 1  # no autoscaler: what is up
-    assert sweep_concurrency(sweep, cfg, {"GPU": 64.0}, str(bootstrap)) == 8  # more up than the config says
+    assert sweep_concurrency(sweep, configs, head_only, str(bootstrap)) == 2
+    assert sweep_concurrency(sweep, configs, head_only, str(tmp_path / "absent.yaml")) == 1  # no autoscaler: what is up
+    assert sweep_concurrency(sweep, configs, {"GPU": 64.0}, str(tmp_path / "absent.yaml")) == 8  # a static cluster
     pinned = load_sweep_config("paper", ["max_concurrent_trials=3"])
-    assert sweep_concurrency(pinned, cfg, head_only, str(bootstrap)) == 3
+    assert sweep_concurrency(pinned, configs, head_only, str(bootstrap)) == 3
 
 
-def test_the_autoscalers_worker_budget_caps_the_node_types(tmp_path):
-    import yaml
+def test_the_paper_dry_run_says_how_many_trials_run_at_once_and_where():
+    from emo_ray.sweep.runner import describe
 
-    from emo_ray.sweep.runner import reachable_resources
-
-    conf = {"max_workers": 3, "head_node_type": "head",
-            "available_node_types": {"head": {"resources": {"CPU": 0}, "max_workers": 0},
-                                     "gpu": {"resources": {"CPU": 8, "GPU": 4}, "max_workers": 10}}}
-    path = tmp_path / "b.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    assert reachable_resources({}, str(path)) == {"CPU": 24, "GPU": 12}
-
-
-def test_the_worker_budget_is_shared_across_node_types(tmp_path):
-    import yaml
-
-    from emo_ray.sweep.runner import reachable_resources
-
-    conf = {"max_workers": 3, "head_node_type": "head",
-            "available_node_types": {"head": {"resources": {"CPU": 0}, "max_workers": 0},
-                                     "small": {"resources": {"GPU": 1}, "max_workers": 5},
-                                     "big": {"resources": {"GPU": 8}, "max_workers": 2}}}
-    path = tmp_path / "b.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    assert reachable_resources({}, str(path))["GPU"] == 2 * 8 + 1 * 1
+    text = describe(load_sweep_config("paper"))
+    assert "placement on cluster.yaml: 2 trials at once" in text
+    rows = [line for line in text.splitlines() if "accelerator_type=" in line]
+    assert len(rows) == 4  # one per model of the paper's scale axis
+    assert all("accelerator_type=A100 on ray.worker.a100x8" in r and "1 per node x 2 nodes" in r for r in rows)

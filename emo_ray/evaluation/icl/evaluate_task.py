@@ -15,7 +15,7 @@ from emo_ray.evaluation.executor import ModelActor, map_rows, torch_threads
 from emo_ray.evaluation.icl.predict import predict, prior_baseline
 from emo_ray.evaluation.icl.prompts import candidate_prompts
 from emo_ray.evaluation.icl.retriever import embed, fixed_shots, resolve_retriever, topk
-from emo_ray.evaluation.icl.scorer import CandidateNLL, get_scorer
+from emo_ray.evaluation.icl.scorer import BATCH_TOKENS, CandidateNLL, get_scorer
 from emo_ray.evaluation.icl.tasks import TaskData, load_task, load_task_data
 from emo_ray.evaluation.open_ended import SectionResult
 
@@ -24,19 +24,19 @@ class ICLScorer(ModelActor):
     """Ray Data stage: rows ``prompts`` (one per label) -> ``nll_sum, n_tokens`` per candidate."""
 
     def __init__(self, model_path: str, scorer: str, batch_items: int, threads: int = 1, device: str = "cpu",
-                 dtype: str = "fp32"):
+                 dtype: str = "fp32", batch_tokens: int = BATCH_TOKENS):
         super().__init__(threads, device)
         from emo_ray.models.loading import load_for_eval
 
         # dtype: execution.dtype; the head stays fp32, the scorer's log-softmax / NLL sums are fp32
         self.model, self.tokenizer = load_for_eval(model_path, device, dtype=dtype)
         self.score = get_scorer(scorer)
-        self.batch_items = batch_items
+        self.batch_items, self.batch_tokens = batch_items, batch_tokens
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         t0 = time.perf_counter()
         items = [[self.tokenizer(p)["input_ids"] for p in prompts] for prompts in batch["prompts"]]
-        scored = self.score(self.model, items, batch_items=self.batch_items)
+        scored = self.score(self.model, items, batch_items=self.batch_items, batch_tokens=self.batch_tokens)
         per_item = (time.perf_counter() - t0) / len(batch)
         return batch.assign(
             nll_sum=[s.nll_sum for s in scored],
@@ -69,17 +69,44 @@ def demonstration_indices(data: TaskData, items: list[int], cfg: EvalConfig) -> 
     return topk(query, pool, task.demonstrations).tolist()
 
 
-def build_rows(data: TaskData, items: list[int], demos: list[list[int]]) -> list[dict]:
-    task = data.task
-    return [
-        {
-            "item": i,
-            "gold": data.test[i][task.label_field],
-            "demos": d,
-            "prompts": candidate_prompts(task, data.test[i], [data.train[j] for j in d]),
-        }
-        for i, d in zip(items, demos)
-    ]
+def context_limit(model_path: str) -> int | None:
+    """Positions the model was trained on (OPT's learned table, LLaMA's trained range); None
+    when its config names none."""
+    from transformers import AutoConfig
+
+    from emo_ray.models import materialize
+
+    mc = AutoConfig.from_pretrained(materialize(model_path))
+    return getattr(mc, "max_position_embeddings", None) or getattr(mc, "n_positions", None)
+
+
+def fit_demonstrations(task, item: dict, demos: list[dict], n_tokens, limit: int | None) -> tuple[list[str] | None, int]:
+    """The candidate prompts with as many demonstrations as fit, and how many were dropped.
+
+    Demonstrations are dropped from the end of the list, the farthest retrieved (``topk`` lists
+    the nearest first), until every candidate prompt, the longest label included, fits ``limit``
+    tokens: what OpenICL's ``PPLInferencer`` does with ``max_model_token_num``
+    (``ice_idx_list[idx][:-1]`` until the prompt fits). Past the model's positions OPT indexes
+    out of its position table and LLaMA-1 scores outside its trained range. None when even the
+    test input alone does not fit."""
+    for k in range(len(demos), -1, -1):
+        prompts = candidate_prompts(task, item, demos[:k])
+        if limit is None or max(n_tokens(p) for p in prompts) <= limit:
+            return prompts, len(demos) - k
+    return None, len(demos)
+
+
+def build_rows(data: TaskData, items: list[int], demos: list[list[int]], n_tokens=len,
+               limit: int | None = None) -> list[dict]:
+    """One row per test item that fits ``limit`` tokens (``n_tokens`` counts a prompt's tokens),
+    with the demonstrations kept and the number dropped to fit."""
+    task, rows = data.task, []
+    for i, d in zip(items, demos):
+        prompts, dropped = fit_demonstrations(task, data.test[i], [data.train[j] for j in d], n_tokens, limit)
+        if prompts is not None:
+            rows.append({"item": i, "gold": data.test[i][task.label_field], "demos": list(d[: len(d) - dropped]),
+                         "dropped": dropped, "prompts": prompts})
+    return rows
 
 
 def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionResult:
@@ -92,7 +119,11 @@ def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionRe
     t_ret = time.perf_counter()
     demos = demonstration_indices(data, items, cfg)
     t_ret = time.perf_counter() - t_ret
-    rows = build_rows(data, items, demos)
+    from emo_ray.models import load_tokenizer, materialize
+
+    # The actor's tokenizer (load_for_eval resolves the name the same way), in the driver.
+    tokenizer, limit = load_tokenizer(materialize(model_path)), context_limit(model_path)
+    rows = build_rows(data, items, demos, lambda p: len(tokenizer(p)["input_ids"]), limit)
     t_score = time.perf_counter()
     scored = map_rows(
         rows, ICLScorer, {"model_path": model_path, "scorer": cfg.icl.scorer, "batch_items": cfg.icl.batch_items},
@@ -110,7 +141,9 @@ def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionRe
         f"{key}/prior_baseline": prior_baseline(gold, data.label_prior),
         f"{key}/chance": 1.0 / len(task.label_words),
         f"{key}/n_items": float(len(scored)),
-        f"{key}/n_skipped": float(len(items) - len(scored)),
+        f"{key}/n_skipped": float(len(items) - len(scored)),  # items whose test input alone exceeds the context
+        f"{key}/n_demonstrations_dropped": float(sum(r["dropped"] for r in scored)),
+        f"{key}/n_items_shortened": float(sum(r["dropped"] > 0 for r in scored)),
         f"time/{key}/retrieve_s": t_ret,
         f"time/{key}/score_s": t_score,
         f"time/{key}/score_per_item_s": t_score / max(1, len(scored)),
@@ -121,7 +154,8 @@ def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionRe
         key: (
             f"wording={cfg.icl.wording} template={task.template!r} label_words={list(task.label_words)} demonstrations={task.demonstrations} "
             f"selection={retr} train={task.train} test={task.test} num_items={len(items)} item_seed={cfg.icl.seed} "
-            f"scorer={cfg.icl.scorer} normalization={cfg.icl.normalization} tie_break=train_label_prior"
+            f"scorer={cfg.icl.scorer} normalization={cfg.icl.normalization} tie_break=train_label_prior "
+            f"context={limit} (demonstrations dropped, farthest first, to fit)"
         )
     }
     words = task.label_words

@@ -5,9 +5,16 @@ Two scorers with the same output, the negative log-likelihood of each candidate'
 
 * ``score_plain``: one forward pass per candidate prompt (what OpenICL does).
 * ``score_shared_prefix``: the candidates of an item differ only in their label words, so the
-  demonstrations and the test input (their longest common *token* prefix) run once; the KV cache of
-  that prefix is repeated for each candidate and only the label continuation runs per candidate.
-  Items of a batch are left-padded so that their prefixes run in one forward pass.
+  demonstrations and the test input (their longest common *token* prefix) run once; then each
+  item's candidate continuations run in one pass on a stride-0 view of that item's row of the
+  prefix KV cache, whose layers do not keep what the pass appends. Items of a batch are
+  left-padded so that their prefixes run in one forward pass.
+  (Repeating the cache for every candidate held B x C copies of the prefix: ~33 GB for LLaMA-13B
+  at 2k-token MMLU prompts, beside its 26 GB of weights; issue 27.3.)
+
+Both group items into batches of at most ``batch_items`` items and ``batch_tokens`` padded tokens
+per forward pass: a batch of long prompts is smaller, so the fp32 logits and log-probabilities of a
+pass (2 x 4 B x vocabulary per token) stay bounded whatever the prompt lengths.
 
 The common prefix is taken on token ids of the full prompts, not on strings, so a label word that
 merges with the preceding space into one BPE token changes nothing: both scorers see exactly the
@@ -18,6 +25,7 @@ Shapes: an item is ``C`` candidates, each a list of token ids; the result per it
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,6 +46,36 @@ class CandidateNLL:
     @property
     def n_predicted(self) -> np.ndarray:
         return self.n_tokens - 1
+
+
+BATCH_TOKENS = 8192
+"""Default bound on rows x padded length of one forward pass: ~2.6 GB of fp32 logits and
+log-probabilities at LLaMA's 32k vocabulary."""
+
+
+def token_batches(items: Sequence, batch_items: int, batch_tokens: int, cost) -> list[list[int]]:
+    """Consecutive item indices grouped into batches of at most ``batch_items`` items whose
+    ``cost(batch)`` (padded tokens of the batch's largest pass) is at most ``batch_tokens``; an item
+    over the budget on its own still forms a batch of one."""
+    if batch_items < 1 or batch_tokens < 1:
+        raise ValueError(f"batch_items and batch_tokens must be >= 1, got {batch_items} and {batch_tokens}")
+    batches: list[list[int]] = []
+    for i in range(len(items)):
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_items and cost([items[k] for k in last] + [items[i]]) <= batch_tokens:
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _plain_cost(batch) -> int:
+    return sum(len(cands) for cands in batch) * max(len(c) for cands in batch for c in cands)
+
+
+def _prefix_cost(batch) -> int:
+    """The prefix pass (items x longest prefix) dominates; a continuation pass is one item's."""
+    return len(batch) * max(max(len(c) for c in cands) for cands in batch)
 
 
 def _token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -62,14 +100,15 @@ def _check(items: Sequence[Sequence[Sequence[int]]]) -> None:
 
 
 @torch.no_grad()
-def score_plain(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items: int = 4) -> list[CandidateNLL]:
-    """One forward pass per candidate prompt; the candidates of ``batch_items`` items share a
-    right-padded batch."""
+def score_plain(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items: int = 4,
+                batch_tokens: int = BATCH_TOKENS) -> list[CandidateNLL]:
+    """One forward pass per candidate prompt; the candidates of up to ``batch_items`` items (and
+    ``batch_tokens`` padded tokens) share a right-padded batch."""
     _check(items)
     device = input_device(model)
     out: list[CandidateNLL] = []
-    for start in range(0, len(items), batch_items):
-        batch = items[start : start + batch_items]
+    for group in token_batches(items, batch_items, batch_tokens, _plain_cost):
+        batch = [items[k] for k in group]
         flat = [list(c) for cands in batch for c in cands]
         ids, mask = pad_batch(flat, side="right", device=device)
         logits = model(input_ids=ids, attention_mask=mask).logits
@@ -95,33 +134,62 @@ def common_prefix_length(cands: Sequence[Sequence[int]]) -> int:
 
 
 @torch.no_grad()
-def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items: int = 4) -> list[CandidateNLL]:
+def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items: int = 4,
+                        batch_tokens: int = BATCH_TOKENS) -> list[CandidateNLL]:
     """Run each item's shared prefix once and every candidate's remaining tokens on its KV cache.
 
-    ``batch_items`` items go through one prefix pass (left-padded) and one continuation pass of
-    ``batch_items * C`` rows (right-padded). Items of one batch must have the same number of
-    candidates ``C`` (true within a task: C is the number of labels).
+    Up to ``batch_items`` items (and ``batch_tokens`` padded prefix tokens) go through one prefix
+    pass (left-padded); then each item's candidate continuations run in one pass on its cache row.
+    Items of one batch must have the same number of candidates (true within a task).
     """
     _check(items)
     out: list[CandidateNLL] = []
-    for start in range(0, len(items), batch_items):
-        batch = items[start : start + batch_items]
+    for group in token_batches(items, batch_items, batch_tokens, _prefix_cost):
+        batch = [items[k] for k in group]
         n_cands = {len(c) for c in batch}
         if len(n_cands) != 1:
             raise ValueError(f"items of one batch must have the same number of candidates, got {sorted(n_cands)}")
-        C = n_cands.pop()
         shared = [k for k, c in enumerate(batch) if common_prefix_length(c) > 0]
         # Candidates that differ from their first token share nothing: score them plainly.
-        scored = dict(zip(shared, _score_batch(model, [batch[k] for k in shared], C))) if shared else {}
+        scored = dict(zip(shared, _score_batch(model, [batch[k] for k in shared]))) if shared else {}
         alone = [k for k in range(len(batch)) if k not in scored]
         if alone:
-            scored.update(zip(alone, score_plain(model, [batch[k] for k in alone], batch_items=len(alone))))
+            scored.update(zip(alone, score_plain(model, [batch[k] for k in alone], batch_items=len(alone),
+                                                 batch_tokens=batch_tokens)))
         out.extend(scored[k] for k in range(len(batch)))
     return out
 
 
-def _score_batch(model, batch, C: int) -> list[CandidateNLL]:
-    B = len(batch)
+def _read_only(layer):
+    """Make ``layer.update`` return the concatenated keys and values without keeping them: the
+    (C x (P + T)) concatenation lives while one layer's attention runs, not for the whole pass."""
+    update = layer.update
+
+    def update_without_storing(key_states, value_states, *args, **kwargs):
+        keys, values = layer.keys, layer.values
+        out = update(key_states, value_states, *args, **kwargs)
+        layer.keys, layer.values = keys, values
+        return out
+
+    layer.update = update_without_storing
+    return layer
+
+
+def _item_cache(cache, b: int, rows: int):
+    """Row ``b`` of ``cache`` seen as ``rows`` rows, without a copy: each layer's keys and values
+    are a stride-0 view of that row (``expand``), and the layers do not store what the
+    continuation appends. ``cache`` itself is never modified."""
+    item = copy.copy(cache)
+    item.layers = []
+    for layer in cache.layers:
+        view = copy.copy(layer)
+        view.keys = layer.keys[b : b + 1].expand(rows, *layer.keys.shape[1:])
+        view.values = layer.values[b : b + 1].expand(rows, *layer.values.shape[1:])
+        item.layers.append(_read_only(view))
+    return item
+
+
+def _score_batch(model, batch) -> list[CandidateNLL]:
     device = input_device(model)
     plen = [common_prefix_length(c) for c in batch]
     # Prefix pass, left-padded so that every row's last prefix token sits at position P - 1.
@@ -133,21 +201,28 @@ def _score_batch(model, batch, C: int) -> list[CandidateNLL]:
     last_logp = torch.log_softmax(pre.logits[:, -1].float(), dim=-1)  # (B, V): predicts 1st continuation token
     cache = pre.past_key_values
     del pre
-    cache.batch_repeat_interleave(C)  # rows b*C .. b*C+C-1 hold item b's prefix
+    # (B, C) on the device, read back once: no host sync per item, the passes queue up.
+    totals = torch.stack([
+        _continuations_nll(model, cache, b, mask[b : b + 1], plen[b], last_logp[b], [c[plen[b] :] for c in cands])
+        + prefix_nll[b]
+        for b, cands in enumerate(batch)
+    ]).cpu().numpy()
+    return [CandidateNLL(totals[b].copy(), np.array([len(c) for c in cands])) for b, cands in enumerate(batch)]
 
-    conts = [list(c[plen[b] :]) for b, cands in enumerate(batch) for c in cands]
-    cids, cmask = pad_batch(conts, side="right", device=device)
-    T = cids.shape[1]
-    prefix_rows = torch.arange(B, device=device).repeat_interleave(C)
-    full_mask = torch.cat([mask[prefix_rows], cmask], dim=1)
-    cpos = torch.tensor(plen, device=device)[prefix_rows].unsqueeze(1) + torch.arange(T, device=device)
-    logits = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos, past_key_values=cache, use_cache=True).logits
-    first = -last_logp[prefix_rows].gather(-1, cids[:, :1]).squeeze(-1).double()  # (B*C,)
-    rest = (_token_nll(logits[:, :-1], cids[:, 1:]) * cmask[:, 1:]).sum(-1)
-    total = ((first + rest).view(B, C) + prefix_nll.unsqueeze(1)).cpu()
-    return [
-        CandidateNLL(total[b].numpy().copy(), np.array([len(c) for c in cands])) for b, cands in enumerate(batch)
-    ]
+
+def _continuations_nll(model, cache, b: int, prefix_mask, plen: int, first_logp, conts) -> torch.Tensor:
+    """(C,) float64 NLLs of one item's candidate continuations (right-padded into one pass) on
+    row ``b`` of the prefix cache, seen as C rows without copying it."""
+    cids, cmask = pad_batch([list(c) for c in conts], side="right", device=prefix_mask.device)
+    C, T = cids.shape
+    first = -first_logp[cids[:, 0]].double()  # the prefix pass already predicted each first token
+    if T == 1:
+        return first
+    full_mask = torch.cat([prefix_mask.expand(C, -1), cmask], dim=1)
+    cpos = plen + torch.arange(T, device=cids.device).expand(C, T)
+    logits = model(input_ids=cids, attention_mask=full_mask, position_ids=cpos,
+                   past_key_values=_item_cache(cache, b, C), use_cache=True).logits
+    return first + _masked(_token_nll(logits[:, :-1], cids[:, 1:]), cmask[:, 1:]).sum(-1)
 
 
 SCORERS = {"plain": score_plain, "shared_prefix": score_shared_prefix}
