@@ -23,7 +23,7 @@ def describe(sweep: SweepConfig) -> str:
         flops = compute_flops(sweep, t, cfg)
         total += flops or 0.0
         rows.append(f"{i:>3}  {t.model:14s} {t.loss:12s} {t.hparams or '-':{width}s}  "
-                    f"{t.tokens:>11,}  {t.seed:>4}  {cfg.train.max_steps:>6}  "
+                    f"{(f'{t.tokens:,}' if t.tokens else 'all'):>11}  {t.seed:>4}  {cfg.train.max_steps:>6}  "
                     f"{cfg.ray.num_workers}x{'GPU' if cfg.ray.use_gpu else 'CPU'}  "
                     f"{'?' if flops is None else f'{flops:.2e}':>9}" + (f"  [{t.domain}]" if t.domain else ""))
     pre = pretrained_trials(sweep)
