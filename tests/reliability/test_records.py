@@ -151,7 +151,7 @@ def test_feature_cache_writes_atomically(tmp_path, monkeypatch):
     target = tmp_path / "features" / "abc.npy"
     monkeypatch.setattr(fz, "feature_cache_path", lambda identity, texts: target)
     monkeypatch.setattr(fz, "featurizer_identity", lambda *a, **k: "id")
-    monkeypatch.setattr(fz, "_resolved_dtype", lambda execution: "float32")
+    monkeypatch.setattr(fz, "resolved_dtype", lambda execution: "float32")
     seen = []
     real_replace = __import__("os").replace
 
