@@ -166,13 +166,15 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="sampling seeds (runs)")
     ap.add_argument("--gen-tokens", type=int, default=80, help="paper Table 4, WikiText-2")
     ap.add_argument("--sample-batch", type=int, default=125)
-    ap.add_argument("--features", nargs="+", default=["smollm2-135m:mean:-8", "smollm2-135m:last:-1",
-                                                      "gemma3-270m:mean:-8", "gemma3-270m:last:-1"])
-    ap.add_argument("--prefix", nargs="+", type=int, default=[1, 0], help="include_prefix values (1/0)")
+    ap.add_argument("--features", nargs="+", default=[  # the run in benchmarks/README.md
+        "gemma3-270m:mean:-8", "gemma3-270m:last:-1", "smollm2-135m:mean:-8", "smollm2-135m:last:-1",
+        "gemma3-270m:mean:-8/0", "smollm2-135m:mean:-8/0", "gemma3-270m:mean:-4"],
+        help="featurizer:pooling:layer[/include_prefix]")
+    ap.add_argument("--prefix", nargs="+", type=int, default=[1], help="include_prefix values (1/0) of specs without /")
     ap.add_argument("--buckets", nargs="+", type=int, default=[10, 0, 50], help="0 = auto (n/10)")
-    ap.add_argument("--kmeans-seeds", nargs="+", type=int, default=[25, 1, 2], help="first = the evaluation's")
+    ap.add_argument("--kmeans-seeds", nargs="+", type=int, default=[25, 1, 2, 3, 4], help="first = the evaluation's")
     ap.add_argument("--redo", nargs="+", type=int, default=[5], help="k-means restarts (mauve.kmeans_num_redo; 5 = mauve-text)")
-    ap.add_argument("--max-tokens", type=int, default=256, help="official run_lm.py max_text_length")
+    ap.add_argument("--max-tokens", type=int, default=256, help="official test_utils.py max_text_length")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default="", help="generation cache folder (default: beside the feature cache)")
     ap.add_argument("--out", default=str(RESULTS / "mauve_sensitivity.csv"))
