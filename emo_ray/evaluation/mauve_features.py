@@ -132,7 +132,8 @@ def human_metrics(f: CorpusFeatures, cfg: MauveConfig, key: str) -> dict[str, fl
     first, second = (f.human, f.human2) if len(f.human2) else (f.human[0::2], f.human[1::2])
     if len(second) < 2:
         return {}
-    scores = [mauve_scores(first, second, replace(cfg, seed=cfg.seed + k)) for k in range(HUMAN_SEEDS)]
+    # Disjoint k-means seeds per repetition when a score already averages ``kmeans_seeds`` of them.
+    scores = [mauve_scores(first, second, replace(cfg, seed=cfg.seed + k * cfg.kmeans_seeds)) for k in range(HUMAN_SEEDS)]
     mu, sd = mean_std([s.mauve for s in scores])
     return {
         f"{key}/human_mauve": mu,

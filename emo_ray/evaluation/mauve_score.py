@@ -8,7 +8,7 @@ the small sample sizes an evaluation affords (Pillutla et al., JMLR 2023, sectio
 distributions, 1 for disjoint ones (lower is better, unlike MAUVE)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 
 import numpy as np
 
@@ -33,17 +33,23 @@ def mauve_settings(cfg: MauveConfig) -> str:
         f"featurizer={cfg.featurizer} pooling={cfg.pooling} layer={cfg.layer} max_tokens={cfg.max_tokens} "
         f"include_prefix={cfg.include_prefix} num_buckets={cfg.num_buckets or 'auto'} "
         f"scaling_factor={cfg.scaling_factor} kmeans_explained_var={cfg.kmeans_explained_var} "
-        f"kmeans_num_redo={cfg.kmeans_num_redo} kmeans_max_iter={cfg.kmeans_max_iter} seed={cfg.seed}"
+        f"kmeans_num_redo={cfg.kmeans_num_redo} kmeans_max_iter={cfg.kmeans_max_iter} seed={cfg.seed} "
+        f"kmeans_seeds={cfg.kmeans_seeds}"
     )
 
 
 def mauve_scores(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig) -> MauveScores:
     """MAUVE, MAUVE* and frontier integral of human features ``p`` (n, d) against model features
-    ``q`` (m, d), each in [0, 1]."""
-    import mauve as mauve_text
-
+    ``q`` (m, d), each in [0, 1]; each the mean over ``cfg.kmeans_seeds`` quantizations."""
     if len(p_features) < 2 or len(q_features) < 2:
         raise ValueError(f"MAUVE needs at least 2 texts per side, got {len(p_features)} and {len(q_features)}")
+    runs = [_one_quantization(p_features, q_features, cfg, cfg.seed + k) for k in range(cfg.kmeans_seeds)]
+    return MauveScores(*(float(np.mean(v)) for v in zip(*(astuple(r) for r in runs))))
+
+
+def _one_quantization(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig, seed: int) -> MauveScores:
+    import mauve as mauve_text
+
     out = mauve_text.compute_mauve(
         p_features=p_features,
         q_features=q_features,
@@ -52,7 +58,7 @@ def mauve_scores(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfi
         kmeans_explained_var=cfg.kmeans_explained_var,
         kmeans_num_redo=cfg.kmeans_num_redo,
         kmeans_max_iter=cfg.kmeans_max_iter,
-        seed=cfg.seed,
+        seed=seed,
         verbose=False,
     )
     return MauveScores(float(out.mauve), float(out.mauve_star), float(out.frontier_integral))
