@@ -26,7 +26,7 @@ PLAN_RUNS = (1, 5, 20)
 """Sampling runs per seed the plan is printed for (20 approximates 'as many as you like')."""
 CPU_SEEDS = 5
 """Seeds per arm a CPU sweep can afford: table1-cpu's 3 seeds x 4 objectives x 2 corpora took
-4 h (README "Results"), so 5 seeds is ~7 h, the ~8 CPU-hour budget of issue 22."""
+4 h (docs/results.md), so 5 seeds is ~7 h, the ~8 CPU-hour budget of issue 22."""
 PAPER_DELTA_MAUVE = 0.10
 """The paper's MAUVE gain of EMO over MLE on WikiText-2 with GPT-2 (Table 1: 87.5 vs 77.5; 6.2
 points averaged over domains), marked there at p < 0.001 from 3 seeds x 5 sampling runs: the
