@@ -17,6 +17,7 @@ A config error (unknown key, wrong type, value out of range) is one line on stde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -228,56 +229,55 @@ def cmd_sample_corpus(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _store_errors(store_label: str, label: str, *known: type[Exception]):
+    """A read of an MLflow store fails as one usage line: the store's own error under
+    ``store_label``, an expected one (``known``) under ``label``; anything else keeps its traceback."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        raise UsageError(f"{store_label}: {e.message}") from None
+    except known as e:
+        raise UsageError(f"{label}: {e}") from None
+
+
 def cmd_aggregate(args) -> int:
     from emo_ray import tracking
     from emo_ray.sweep.aggregate import aggregate_and_log
 
-    from mlflow.exceptions import MlflowException
-
     uri = tracking.tracking_uri(args.tracking_uri)
-    try:
+    # ValueError: nothing to aggregate yet
+    with _store_errors(f"run {args.parent_run_id!r} in {uri}", f"sweep {args.parent_run_id}", ValueError):
         out = aggregate_and_log(args.parent_run_id, uri, args.metric)
-    except MlflowException as e:
-        raise UsageError(f"run {args.parent_run_id!r} in {uri}: {e.message}") from None
-    except ValueError as e:  # nothing to aggregate yet
-        raise UsageError(f"sweep {args.parent_run_id}: {e}") from None
     _print_fits(out)
     return 0
 
 
 def cmd_report(args) -> int:
-    from mlflow.exceptions import MlflowException
-
     from emo_ray import tracking
     from emo_ray.report import report_and_log
     from emo_ray.report.collect import ReportError
 
     uri = tracking.tracking_uri(args.tracking_uri)
-    try:
-        kw = {} if args.delta is None else {"delta_mauve": args.delta}
+    kw = {} if args.delta is None else {"delta_mauve": args.delta}
+    # ReportError: unknown sweep, no finished child run, bad alpha; a bug keeps its traceback
+    with _store_errors(f"sweep {args.sweep!r} in {uri}", f"sweep {args.sweep!r}", ReportError):
         report = report_and_log(args.sweep, uri, args.alpha, args.out, **kw)
-    except MlflowException as e:
-        raise UsageError(f"sweep {args.sweep!r} in {uri}: {e.message}") from None
-    except ReportError as e:  # unknown sweep, no finished child run, bad alpha; a bug keeps its traceback
-        raise UsageError(f"sweep {args.sweep!r}: {e}") from None
     print(report.markdown)
     return 0
 
 
 def cmd_rescore(args) -> int:
-    from mlflow.exceptions import MlflowException
-
     from emo_ray import tracking
     from emo_ray.evaluation.rescore import RescoreError, format_table, rescore
     from emo_ray.report.collect import ReportError
 
     uri = tracking.tracking_uri(args.tracking_uri)
-    try:
+    # unknown run or sweep, no features artifact
+    with _store_errors(f"{args.ref!r} in {uri}", repr(args.ref), ReportError, RescoreError):
         rows = rescore(args.ref, uri, args.overrides)
-    except MlflowException as e:
-        raise UsageError(f"{args.ref!r} in {uri}: {e.message}") from None
-    except (ReportError, RescoreError) as e:  # unknown run or sweep, no features artifact
-        raise UsageError(f"{args.ref!r}: {e}") from None
     print(format_table(rows))
     return 0
 
