@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import is_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +93,39 @@ def feature_cache_path(identity: str, texts: list[str]) -> Path:
 
 
 def resolved_dtype(execution) -> str:
-    """``execution.dtype`` resolved for the featurizer's device (``auto`` -> bf16/fp32)."""
+    """``execution.dtype`` as the featurizer actors compute it (``auto`` -> bf16/fp32).
+
+    ``auto`` is resolved where the features are computed, not in the caller: a sweep trial's
+    driver runs on a node without CUDA (it would say fp32) while its GPU actors compute bf16, and
+    a cache key or artifact identity saying fp32 would then label bf16 features (issue 27, item 7).
+    ``featurize`` hands the resolved value to the actors, so they compute exactly what the key says."""
     from emo_ray.precision import resolve
 
+    dtype = getattr(execution, "dtype", "fp32")
     device = "cuda" if getattr(execution, "gpus_per_actor", 0) > 0 else "cpu"
-    return resolve(getattr(execution, "dtype", "fp32"), device, what="evaluation")
+    if dtype != "auto" or device == "cpu" or getattr(execution, "executor", "local") != "ray":
+        # Local actors run in this process: resolving here is resolving where they compute.
+        return resolve(dtype, device, what="evaluation")
+    key = (execution.address, float(execution.gpus_per_actor), float(execution.cpus_per_actor))
+    if key not in _ACTOR_DTYPE:
+        _ACTOR_DTYPE[key] = on_actor_slot(execution, resolve, dtype, device, what="evaluation")
+    return _ACTOR_DTYPE[key]
+
+
+_ACTOR_DTYPE: dict[tuple, str] = {}
+"""Per process: the dtype a GPU actor slot resolved ``auto`` to (one probe per execution shape)."""
+
+
+def on_actor_slot(execution, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` run as a Ray task with one featurizer actor's resources (GPUs and
+    accelerator type), i.e. on the kind of node the actors get."""
+    import ray
+
+    from emo_ray.evaluation.executor import actor_accelerator
+
+    remote = ray.remote(num_cpus=min(1.0, execution.cpus_per_actor), num_gpus=execution.gpus_per_actor,
+                        accelerator_type=actor_accelerator(execution))(fn)
+    return ray.get(remote.remote(*args, **kwargs))
 
 
 def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: int, batch_size: int,
@@ -105,6 +134,8 @@ def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: in
     from emo_ray.evaluation.executor import map_rows
 
     dtype = resolved_dtype(execution)
+    if is_dataclass(execution):  # the actors compute in the dtype the key names (stubs pass None)
+        execution = replace(execution, dtype=dtype)
     path = feature_cache_path(featurizer_identity(model_path, pooling, max_tokens, layer, dtype), texts) if cache else None
     if path is not None and path.exists():
         return np.load(path)
