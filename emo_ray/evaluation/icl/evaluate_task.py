@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -109,7 +109,21 @@ def build_rows(data: TaskData, items: list[int], demos: list[list[int]], n_token
     return rows
 
 
-def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionResult:
+@dataclass
+class PreparedTask:
+    """One task up to scoring: its items, demonstrations and candidate prompts (the driver's work)."""
+
+    task: object
+    data: TaskData
+    items: list[int]
+    rows: list[dict]
+    limit: int | None
+    t_ret: float
+    t_prepare: float
+
+
+def prepare_task(model_path: str, task_name: str, cfg: EvalConfig) -> PreparedTask:
+    """Load the task, sample its items, retrieve demonstrations, build the prompts that fit."""
     t0 = time.perf_counter()
     task = load_task(task_name, wording=cfg.icl.wording)
     if cfg.icl.demonstrations >= 0:
@@ -124,12 +138,39 @@ def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionRe
     # The actor's tokenizer (load_for_eval resolves the name the same way), in the driver.
     tokenizer, limit = load_tokenizer(materialize(model_path)), context_limit(model_path)
     rows = build_rows(data, items, demos, lambda p: len(tokenizer(p)["input_ids"]), limit)
-    t_score = time.perf_counter()
+    return PreparedTask(task, data, items, rows, limit, t_ret, time.perf_counter() - t0)
+
+
+def score_tasks(model_path: str, prepared: list[PreparedTask], cfg: EvalConfig) -> tuple[list[list[dict]], float]:
+    """Every task's rows scored in ONE ``map_rows`` call, so one actor pool loads the model once
+    for all tasks (a pool per task reloaded it 8 times per actor: ~2 TB of reads for 13B over
+    the paper evaluation; issue 27, item 9). Returns each task's scored rows, in its own order,
+    and the wall time of the pass. Each item is scored on its own prompts; only the padding of
+    the batches it shares with other items (and so float rounding) depends on its neighbours."""
+    rows = [{**r, "task": k} for k, p in enumerate(prepared) for r in p.rows]
+    t = time.perf_counter()
     scored = map_rows(
         rows, ICLScorer, {"model_path": model_path, "scorer": cfg.icl.scorer, "batch_items": cfg.icl.batch_items},
         execution=cfg.execution, batch_size=max(cfg.icl.batch_items, 4 * cfg.icl.batch_items),
     )
-    t_score = time.perf_counter() - t_score
+    per_task: list[list[dict]] = [[] for _ in prepared]
+    for r in scored:  # map_rows keeps the input order, so each task's rows stay in theirs
+        per_task[int(r.pop("task"))].append(r)
+    return per_task, time.perf_counter() - t
+
+
+def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionResult:
+    """One task on its own (one pool for it); ``run_evaluation`` scores all tasks in one pool."""
+    p = prepare_task(model_path, task_name, cfg)
+    [scored], _ = score_tasks(model_path, [p], cfg)
+    return task_section(p, scored, cfg)
+
+
+def task_section(p: PreparedTask, scored: list[dict], cfg: EvalConfig) -> SectionResult:
+    """Accuracy, baselines, timings, settings and the per-item table of one scored task. Its
+    scoring time is the actor seconds spent on its own rows (the pass is shared between tasks)."""
+    task, data, items, limit = p.task, p.data, p.items, p.limit
+    t_score = float(sum(r["score_seconds"] for r in scored))
     preds = [
         predict(CandidateNLL(np.asarray(r["nll_sum"], float), np.asarray(r["n_tokens"])), data.label_prior, cfg.icl.normalization)
         for r in scored
@@ -144,10 +185,10 @@ def evaluate_task(model_path: str, task_name: str, cfg: EvalConfig) -> SectionRe
         f"{key}/n_skipped": float(len(items) - len(scored)),  # items whose test input alone exceeds the context
         f"{key}/n_demonstrations_dropped": float(sum(r["dropped"] for r in scored)),
         f"{key}/n_items_shortened": float(sum(r["dropped"] > 0 for r in scored)),
-        f"time/{key}/retrieve_s": t_ret,
+        f"time/{key}/retrieve_s": p.t_ret,
         f"time/{key}/score_s": t_score,
         f"time/{key}/score_per_item_s": t_score / max(1, len(scored)),
-        f"time/{key}/total_s": time.perf_counter() - t0,
+        f"time/{key}/total_s": p.t_prepare + t_score,
     }
     retr = "fixed" if task.selection == "fixed" else f"topk({resolve_retriever(cfg.icl.retriever)})"
     params = {
