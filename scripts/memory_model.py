@@ -88,8 +88,21 @@ ALLGATHER_BUCKET = 5e8
 MAX_LIVE_PARAMETERS = 1e9
 SUB_GROUP_SIZE = 1e9
 
-RUNTIME_GB = 2.0
-"""CUDA context and kernels (~0.5-1 GB), NCCL communicators, the data loader's pinned batches."""
+CUDA_CONTEXT_GB = 1.0
+"""Per process on its GPU before any tensor: the CUDA context with the loaded kernel images of
+torch, cuBLAS / cuBLASLt (and their workspaces) and DeepSpeed (~0.5-1 GB on an A100 under CUDA 12;
+counted at the top). An evaluation actor pays this alone."""
+
+NCCL_GB = 1.0
+"""Per training rank of a multi-GPU run: NCCL communicators and their channel buffers
+(``NCCL_BUFFSIZE`` 4 MiB per peer and channel, up to 32 channels on NVSwitch) for the world group
+and ZeRO's collectives. The data loader's pinned batches live in host memory: not counted."""
+
+
+def runtime_gb(world: int) -> float:
+    """The runtime term of one rank: CUDA context, plus NCCL when the run has more than one rank."""
+    return CUDA_CONTEXT_GB + (NCCL_GB if world > 1 else 0.0)
+
 
 REFERENCE_LOSS_BYTES = 24
 """Bytes per (token, vocabulary entry) of the materialised loss layer at its peak (backward):
@@ -122,6 +135,14 @@ class Estimate:
         return self.world <= gpu.count and self.total <= HEADROOM * gpu.memory_gb
 
 
+def chunk_temporaries(a: Arch, C: int) -> float:
+    """Bytes the chunked loss allocates beside its buffers (emo_ray/losses/chunked.py): each
+    chunk's bf16 head-gradient partial ``dz.t() @ h`` before it is summed into the fp32
+    accumulator (V x d x 2 B), the accumulator's cast to the head's dtype in backward (V x d x 2 B),
+    and the chunk's gathered hidden states (bf16) and cost-embedding rows (fp32), C x d x 6 B."""
+    return 2 * a.vocab * a.d * 2 + C * a.d * (2 + 4)
+
+
 def estimate(model: str, *, world: int, micro_batch: int, block_size: int, zero_stage: int,
              checkpointing: bool, chunked: bool, cost_embedding: bool = True, chunk_size: int = 1024) -> Estimate:
     """Per-GPU GB of one training rank, bf16 mixed precision with DeepSpeed's Adam."""
@@ -130,8 +151,10 @@ def estimate(model: str, *, world: int, micro_batch: int, block_size: int, zero_
     N = micro_batch * block_size  # tokens per GPU per micro-step
     # Model states: bf16 params (2) and grads (2), fp32 master, Adam m and v (12), by stage.
     states = {0: 16 * P, 1: 4 * P + 12 * P / W, 2: 2 * P + 14 * P / W, 3: 16 * P / W}[zero_stage]
-    if zero_stage == 3:  # gathered parameters in flight + the gradient reduce bucket
-        buffers = 2 * min(MAX_LIVE_PARAMETERS, P) + 2 * min(REDUCE_BUCKET, P)
+    if zero_stage == 3:
+        # gathered parameters in flight + the gradient reduce bucket (bf16) and the flattened
+        # copy of it that reduce-scatter sends (DeepSpeed 0.19 stage3 ``__avg_scatter_grads``)
+        buffers = 2 * min(MAX_LIVE_PARAMETERS, P) + 2 * 2 * min(REDUCE_BUCKET, P)
         # optimizer step: one sub-group's gradient flattened (bf16) and cast to fp32
         step = states + 6 * min(SUB_GROUP_SIZE, P / W)
     else:
@@ -144,13 +167,13 @@ def estimate(model: str, *, world: int, micro_batch: int, block_size: int, zero_
         activations = per_layer * L
     activations += N * d * 2 * 2  # embedding output and final norm
     cost = (V * d * 4 + V * d * 2) if cost_embedding else 0.0  # normalised fp32 E, the fixed bf16 copy
-    if chunked:  # chunk-sized buffers + fp32 head-gradient accumulator (docs/memory_model.md 3.)
+    if chunked:  # chunk-sized buffers + fp32 head-gradient accumulator (docs/memory_model.md 2.3)
         C = min(chunk_size, N)
-        loss = C * V * (2 + 4 + 4) + V * d * 4 + N * d * 2 + cost
+        loss = C * V * (2 + 4 + 4) + V * d * 4 + N * d * 2 + cost + chunk_temporaries(a, C)
     else:
         loss = REFERENCE_LOSS_BYTES * N * V + cost
     return Estimate(model, W, micro_batch, block_size, zero_stage, checkpointing, chunked,
-                    states / GB, buffers / GB, activations / GB, loss / GB, RUNTIME_GB, step / GB)
+                    states / GB, buffers / GB, activations / GB, loss / GB, runtime_gb(W), step / GB)
 
 
 def estimate_config(cfg) -> Estimate:
@@ -160,9 +183,11 @@ def estimate_config(cfg) -> Estimate:
     from emo_ray.losses import get_spec, has_chunked_form
 
     t = cfg.train
-    # emo_ray.train.objective.chunked_is_exact: a plain linear head (OPT's and LLaMA's are) and a
-    # loss with a chunked form; under ZeRO-3 the chunk loop runs as the head's own forward.
-    chunked = t.loss_impl == "chunked" or (t.loss_impl == "auto" and has_chunked_form(t.loss))
+    # emo_ray.train.objective.chunked_is_exact: a plain linear head (OPT's and LLaMA's are), a
+    # loss with a chunked form, and not fp16 (the chunked kernel would round the logit gradient
+    # to fp16 before the loss scale reaches it): fp16 runs the materialised (reference) loss and
+    # holds its logits. Under ZeRO-3 the chunk loop runs as the head's own forward.
+    chunked = t.precision != "fp16" and (t.loss_impl == "chunked" or (t.loss_impl == "auto" and has_chunked_form(t.loss)))
     return estimate(cfg.model.name, world=cfg.ray.num_workers, micro_batch=t.micro_batch_size,
                     block_size=cfg.data.block_size, zero_stage=t.zero_stage,
                     checkpointing=cfg.model.gradient_checkpointing, chunked=chunked,
@@ -178,6 +203,38 @@ def with_workers(cfg, n: int):
 def eval_weights_gb(model: str, bytes_per_param: int) -> float:
     """An evaluation actor holds the whole model on its one GPU (no sharding)."""
     return ARCHS[model].n_params * bytes_per_param / GB
+
+
+@dataclass(frozen=True)
+class EvalEstimate:
+    """Per-GPU GB of one evaluation actor at its peak, the ICL scorer's prefix pass
+    (emo_ray/evaluation/icl/scorer.py): ``batch_tokens`` padded tokens in one forward pass."""
+
+    weights: float
+    kv_cache: float
+    logits: float
+    runtime: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.kv_cache + self.logits + self.runtime
+
+    def fits(self, gpu: Gpu) -> bool:
+        return self.total <= HEADROOM * gpu.memory_gb
+
+
+def eval_estimate(model: str, bytes_per_param: int, batch_tokens: int | None = None) -> EvalEstimate:
+    """Weights in the evaluation dtype with the output head kept fp32 (``load_for_eval``), the
+    prefix pass's KV cache (keys and values of every layer, bf16 at 2 B/param, else 4 B) and its
+    fp32 logits and log-probabilities (8 B per token and vocabulary entry), the CUDA context."""
+    from emo_ray.evaluation.icl.scorer import BATCH_TOKENS
+
+    a, T = ARCHS[model], batch_tokens or BATCH_TOKENS
+    head_fp32 = a.vocab * a.d * (4 - bytes_per_param) if not a.tied else 0.0
+    weights = a.n_params * bytes_per_param + head_fp32
+    kv = T * a.layers * 2 * a.d * bytes_per_param
+    logits = T * a.vocab * (4 + 4)
+    return EvalEstimate(weights / GB, kv / GB, logits / GB, CUDA_CONTEXT_GB)
 
 
 def cluster_gpu_nodes(path: Path = ROOT / "cluster.yaml") -> dict[str, tuple[str, Gpu]]:
@@ -234,7 +291,7 @@ def fit_table(sweep: str = "paper") -> str:
     ev = eval_bytes_per_param()
     head = ["model", "params", "states", "buffers", "activations", "loss", "runtime", "**train total**"]
     head += [f"fits {n} ({g.count}x {g.memory_gb:.1f} GB)" for n, (_, g) in nodes.items()]
-    head += [f"eval weights ({ev} B/param)"]
+    head += [f"eval actor: weights ({ev} B/param) + ICL KV cache + logits + context"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model, cfg in configs.items():
         e = estimate_config(cfg)
@@ -247,9 +304,10 @@ def fit_table(sweep: str = "paper") -> str:
                              f"{'yes' if alt.fits(gpu) else 'no'} ({alt.total:.1f} GB, {100 * alt.total / gpu.memory_gb:.0f}%)")
             else:
                 cells.append(f"{'yes' if e.fits(gpu) else 'no'} ({100 * e.total / gpu.memory_gb:.0f}%)")
-        w = eval_weights_gb(model, ev)
-        fits = [n for n, (_, g) in nodes.items() if w + RUNTIME_GB <= HEADROOM * g.memory_gb]
-        cells.append(f"{w:.1f} GB: {', '.join(fits) if fits else 'fits no GPU node'}")
+        v = eval_estimate(model, ev)
+        fits = [n for n, (_, g) in nodes.items() if v.fits(g)]
+        cells.append(f"{v.weights:.1f} + {v.kv_cache:.1f} + {v.logits:.1f} + {v.runtime:.1f} = {v.total:.1f} GB: "
+                     f"{', '.join(fits) if fits else 'fits no GPU node'}")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
