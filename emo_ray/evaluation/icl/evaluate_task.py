@@ -16,7 +16,7 @@ from emo_ray.evaluation.icl.predict import predict, prior_baseline
 from emo_ray.evaluation.icl.prompts import candidate_prompts
 from emo_ray.evaluation.icl.retriever import embed, fixed_shots, resolve_retriever, topk
 from emo_ray.evaluation.icl.scorer import BATCH_TOKENS, CandidateNLL, get_scorer
-from emo_ray.evaluation.icl.tasks import TaskData, load_task, load_task_data
+from emo_ray.evaluation.icl.tasks import Task, TaskData, load_task, load_task_data
 from emo_ray.evaluation.open_ended import SectionResult
 
 
@@ -113,7 +113,7 @@ def build_rows(data: TaskData, items: list[int], demos: list[list[int]], n_token
 class PreparedTask:
     """One task up to scoring: its items, demonstrations and candidate prompts (the driver's work)."""
 
-    task: object
+    task: Task
     data: TaskData
     items: list[int]
     rows: list[dict]
