@@ -263,7 +263,8 @@ def check_vocab(packed, model_path: str) -> None:
 
 
 def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
-    """``train.cost_embedding_model``, materialised once here, and its vocabulary checked against
+    """``train.cost_embedding_model``, materialised once here (a hub model: only its config and the
+    shard holding its head, into the shared cache the workers read), and its vocabulary checked against
     the trained model's (hidden sizes may differ); None when the run uses its own head or its
     objective has no cost embedding (then the setting is ignored, like ``train.cost_embedding``)."""
     from emo_ray.losses import get_spec
@@ -271,10 +272,12 @@ def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
     if not cfg.train.cost_embedding_model or not get_spec(cfg.train.loss).needs_cost_embedding:
         return None
     from emo_ray.models import materialize
-    from emo_ray.models.cost_embedding import head_vocab_size
+    from emo_ray.models.cost_embedding import fetch_cost_head, head_vocab_size
 
     try:
         path = materialize(cfg.train.cost_embedding_model)
+        if not Path(path).is_dir():  # a hub id: only its config and the head's shard, fetched once here
+            path = fetch_cost_head(path)
     except FileNotFoundError as e:
         raise ConfigError(f"train.cost_embedding_model: {e}") from None
     other, own = head_vocab_size(path), head_vocab_size(model_path)
