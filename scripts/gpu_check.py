@@ -341,8 +341,16 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="validate every config and print the plan; no GPU needed")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per training run")
     parser.add_argument("--out", default="", help="folder for MLflow and checkpoints (default: a new temporary one)")
+    parser.add_argument("--write-long-mmlu", default="", metavar="DEST",
+                        help="only write the longest-MMLU data root (for the cluster-smoke sweep's EMO_RAY_DATA) and exit")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
+    if args.write_long_mmlu:
+        from emo_ray.typed_config import default_data_dir
+
+        src = Path(os.environ.get("EMO_RAY_DATA") or default_data_dir())
+        print(f"longest {LONG_MMLU_ITEMS} MMLU items of {src}: {longest_mmlu_root(src, Path(args.write_long_mmlu))}")
+        return 0
     out = Path(args.out or tempfile.mkdtemp(prefix="emo_ray_gpu_check_")).resolve()
     steps_ = plan(out, args.steps)
 

@@ -168,3 +168,17 @@ def test_peak_memory_without_nvidia_smi_reads_zero(monkeypatch):
     with gc.PeakMemory(interval=0.01) as mem:
         pass
     assert mem.peak_mib == 0 and gc.PeakMemory.now() == 0
+
+
+def test_write_long_mmlu_only_writes_the_data_root(tmp_path, monkeypatch):
+    import json
+
+    gc = _gpu_check_module()
+    src = tmp_path / "data" / "mmlu"
+    src.mkdir(parents=True)
+    rows = [{"text": "x" * n, "choices": ["a", "b"], "label": 0} for n in range(1, 200)]
+    (src / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("EMO_RAY_DATA", str(tmp_path / "data"))
+    assert gc.main(["--write-long-mmlu", str(tmp_path / "long")]) == 0
+    kept = (tmp_path / "long" / "mmlu" / "test.jsonl").read_text().splitlines()
+    assert len(kept) == gc.LONG_MMLU_ITEMS and json.loads(kept[0])["text"] == "x" * 199
