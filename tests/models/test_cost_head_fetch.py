@@ -74,19 +74,54 @@ def test_driver_fetches_only_config_index_and_the_heads_shard_once(sharded_hub, 
     assert len(fetched) == 3  # cached: the second trial's driver downloads nothing
 
 
-def test_gated_repo_is_one_config_error_naming_the_token_file(monkeypatch):
+def _hub_error(cls, status):
     import httpx2
+
+    response = httpx2.Response(status, request=httpx2.Request("GET", f"https://huggingface.co/{REPO}"))
+    return cls("hub said no", response=response)
+
+
+@pytest.mark.parametrize("error,status,says", [("GatedRepoError", 403, "is gated"),
+                                                ("RepositoryNotFoundError", 401, "no such model")])
+def test_gated_or_unknown_repo_is_one_config_error_naming_the_token_file(monkeypatch, error, status, says):
     import huggingface_hub
-    from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError
+    from huggingface_hub import constants, errors
 
     from emo_ray.models import materialize
     from emo_ray.train.launch import _check_cost_embedding_model
 
-    response = httpx2.Response(403, request=httpx2.Request("GET", f"https://huggingface.co/{REPO}"))
-    gated = GatedRepoError("Access to model is restricted", response=response)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _fake_download(None, [], error=gated))
+    failing = _fake_download(None, [], error=_hub_error(getattr(errors, error), status))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing)
     cfg = _cfg(REPO)
-    with pytest.raises(ConfigError, match="gated") as info:
+    with pytest.raises(ConfigError, match=says) as info:
         _check_cost_embedding_model(cfg, materialize(cfg.model.name))
-    assert str(constants.HF_TOKEN_PATH) in str(info.value) and "train.cost_embedding_model" in str(info.value)
+    message = str(info.value)
+    assert str(constants.HF_TOKEN_PATH) in message and message.startswith("train.cost_embedding_model")
+    assert "\n" not in message and info.value.__cause__ is None  # one line, no hub traceback
+
+
+def test_unsharded_repo_fetches_its_single_file(sharded_hub, tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from safetensors.torch import load_file, save_file
+
+    from emo_ray.models.cost_embedding import fetch_cost_head
+
+    repo, head = sharded_hub
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(repo / "config.json", single / "config.json")
+    tensors = {**load_file(str(repo / "model-00001-of-00002.safetensors")), "lm_head.weight": head.contiguous()}
+    save_file(tensors, str(single / "model.safetensors"))
+    fetched, serve = [], _fake_download(single, [])
+
+    def download(repo_id, filename, **kw):
+        if filename == "model.safetensors.index.json":
+            raise _hub_error(RemoteEntryNotFoundError, 404)
+        fetched.append(filename)
+        return serve(repo_id, filename, **kw)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    path = fetch_cost_head(REPO)
+    assert fetched == ["config.json", "model.safetensors"]
+    assert torch.equal(load_other_head(path, vocab_size=257, dtype=torch.float32), head)
