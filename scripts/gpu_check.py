@@ -10,7 +10,16 @@ On one CUDA GPU, in about 10 minutes, with the project's own CLI and configs:
    within bf16 rounding, and close final validation loss;
 3. ``emo-ray eval configs/eval/quick.yaml`` on the ZeRO-2 export with ``gpus_per_actor: 1``, so
    every evaluation stage (sampling, MAUVE features, oracle perplexity, ICL scoring) runs on cuda;
-4. prints tokens/s (median of the steps after warm-up, from MLflow) and the peak device memory
+4. fp16 LoRA at ZeRO-0 (table3's setting), chunked vs reference loss, with
+   ``select_checkpoint=best_val_loss``: the first-step gradient norms must agree (issue 27.2: the
+   chunked loss rounded its gradient to fp16 before the loss scale; 27.5: the logged norm carried
+   the loss scale); validation runs mid-training on the LoRA model (27.11 refuses
+   ``select_checkpoint=best_val_loss`` with LoRA when the config loads);
+5. the ZeRO-3 run trains with ``gradient_checkpointing`` and its 16-bit export is reloaded with
+   ``from_pretrained``: its validation perplexity must match the one the run logged;
+6. ICL on the longest MMLU test items (``LONG_MMLU_ITEMS``, a data root beside the real one) with
+   OPT-125M (2048 learned positions): demonstrations must be dropped to fit (27.3);
+7. prints tokens/s (median of the steps after warm-up, from MLflow) and the peak device memory
    of each run (``nvidia-smi`` polled every 0.5 s: what the GPU really held, CUDA context included).
 
 Everything goes to a fresh folder (``--out``, default a temporary one): MLflow store, Ray Train
@@ -25,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import shutil
 import statistics
@@ -49,6 +59,16 @@ FIRST_LOSS_RTOL = 2e-2
 rounding its bf16 logits once more (log-softmax of bf16 logits vs fp32 chunks)."""
 VAL_LOSS_RTOL = 5e-2
 """After the same number of bf16 steps the two runs drift apart only by rounding."""
+GRAD_NORM_RTOL = 5e-2
+"""fp16 LoRA, chunked vs reference first-step gradient norm: exact gradients differ by rounding;
+a gradient rounded to fp16 before the loss scale (zeros below p ~ 1.2e-4) or a norm that still
+carries the loss scale (2^16) is off by far more."""
+RELOAD_RTOL = 2e-2
+"""The reloaded ZeRO-3 export's validation NLL vs the run's last ``val/loss`` (bf16 both)."""
+LONG_MMLU_ITEMS = 64
+"""The longest MMLU test items (characters of question + choices): their 5-shot prompts exceed
+OPT's 2048 positions, which used to kill the actor with a CUDA device assert."""
+LORA = ["train.lora.rank=8", "train.lora.alpha=16", "train.lora.target_modules=[q_proj,v_proj]"]
 
 
 @dataclass
@@ -58,6 +78,7 @@ class Step:
     argv: list[str]
     what: str
     result: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
 
 
 def plan(out: Path, steps: int) -> list[Step]:
@@ -74,11 +95,20 @@ def plan(out: Path, steps: int) -> list[Step]:
          "ZeRO-2, bf16, chunked EMO loss"),
         ("zero2-reference", ["train.zero_stage=2", "train.loss_impl=reference"],
          "ZeRO-2, bf16, reference (materialised) EMO loss"),
-        ("zero3", ["train.zero_stage=3", "train.loss_impl=auto"],
-         "ZeRO-3, bf16, the loss ZeRO-3 uses (reference)"),
+        ("zero3", ["train.zero_stage=3", "train.loss_impl=auto", "model.gradient_checkpointing=true"],
+         "ZeRO-3, bf16, the loss ZeRO-3 uses (reference), gradient checkpointing"),
     ]
+    # LoRA with select_checkpoint=best_val_loss (27.11) is refused when the config loads: the
+    # dry run below proves it (test_gpu_check.py); here validation runs mid-training on LoRA.
+    fp16_lora = [*LORA, "train.zero_stage=0", "train.precision=fp16", "train.eval_every=10"]
+    runs += [(f"fp16-lora-{impl}", [*fp16_lora, f"train.loss_impl={impl}"],
+              f"LoRA, fp16, ZeRO-0, {impl} EMO loss, mid-run validation (table3's setting)")
+             for impl in ("chunked", "reference")]
     out_steps = [Step(name, "train", ["train", TRAIN_CONFIG, *common, *extra, f"tracking.run_name=gpu-check-{name}"], what)
                  for name, extra, what in runs]
+    zero3 = out_steps[2]
+    out_steps.append(Step("zero3-reload", "reload", list(zero3.argv),
+                          "reload the ZeRO-3 16-bit export with from_pretrained: same validation perplexity"))
     out_steps.append(Step(
         "eval-cuda", "eval",
         ["eval", EVAL_CONFIG, "model=mlflow:{zero2-chunked}", "execution.num_actors=1",
@@ -86,7 +116,34 @@ def plan(out: Path, steps: int) -> list[Step]:
          "generation.seeds=[0]", "icl.num_items=40", f"tracking.tracking_uri={uri}",
          "tracking.experiment=gpu-check", "tracking.run_name=gpu-check-eval-cuda"],
         "every evaluation stage on cuda (gpus_per_actor: 1): sampling, MAUVE features, oracle ppl, ICL"))
+    out_steps.append(Step(
+        "icl-long-mmlu", "eval",
+        ["eval", EVAL_CONFIG, "model=opt-125m", "generation_enabled=false", "icl.tasks=[mmlu]", "icl.num_items=0",
+         "execution.num_actors=1", "execution.gpus_per_actor=1", "execution.cpus_per_actor=4",
+         f"tracking.tracking_uri={uri}", "tracking.experiment=gpu-check", "tracking.run_name=gpu-check-icl-long-mmlu"],
+        f"ICL on the {LONG_MMLU_ITEMS} longest MMLU items, OPT-125M (2048 positions): demonstrations dropped to fit",
+        env={"EMO_RAY_DATA": str(out / "long-mmlu-data")}))
     return out_steps
+
+
+def longest_mmlu_root(src: Path, dest: Path, n: int = LONG_MMLU_ITEMS) -> Path:
+    """A data root that is ``src`` except that ``mmlu/test.jsonl`` holds only its ``n`` longest
+    items (question + choices, in characters), the ones whose few-shot prompts overflow."""
+    import json
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        if entry.name != "mmlu" and not (dest / entry.name).exists():
+            (dest / entry.name).symlink_to(entry.resolve())
+    mmlu = dest / "mmlu"
+    mmlu.mkdir(exist_ok=True)
+    for entry in (src / "mmlu").iterdir():
+        if entry.name != "test.jsonl" and not (mmlu / entry.name).exists():
+            (mmlu / entry.name).symlink_to(entry.resolve())
+    rows = [json.loads(line) for line in (src / "mmlu" / "test.jsonl").read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda r: len(r["text"]) + sum(len(c) for c in r["choices"]), reverse=True)
+    (mmlu / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:n]))
+    return dest
 
 
 def validate(step: Step) -> str:
@@ -95,9 +152,10 @@ def validate(step: Step) -> str:
     from emo_ray.cli import main as cli
 
     argv = [a.replace("{zero2-chunked}", "0" * 32) for a in step.argv[1:]]  # a run id's shape
+    kind = "train" if step.kind == "reload" else step.kind  # a reload reads its training run's config
     buf, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
-        code = cli(["show-config", "--kind", step.kind, *argv])
+        code = cli(["show-config", "--kind", kind, *argv])
     if code != 0:
         raise SystemExit(f"{step.name}: config invalid: {err.getvalue().strip()}")
     return buf.getvalue()
@@ -168,13 +226,64 @@ def train_numbers(uri: str, run_id: str) -> dict:
     client = MlflowClient(uri)
     tps = [m.value for m in sorted(client.get_metric_history(run_id, "train/tokens_per_s"), key=lambda m: m.step)]
     loss = sorted(client.get_metric_history(run_id, "train/loss"), key=lambda m: m.step)
+    # fp16's first steps may overflow at the initial loss scale: the first finite norm counts
+    # (MLflow's SQL store keeps an inf as the largest float)
+    norm = [m for m in sorted(client.get_metric_history(run_id, "train/grad_norm"), key=lambda m: m.step)
+            if math.isfinite(m.value) and abs(m.value) < 1e300]
     run = client.get_run(run_id)
     return {
         "tokens_per_s": statistics.median(tps[2:] or tps) if tps else float("nan"),
         "first_loss": loss[0].value if loss else float("nan"),
+        "first_grad_norm": norm[0].value if norm else float("nan"),
         "val_loss": run.data.metrics.get("val/loss", float("nan")),
         "chunked": run.data.params.get("train.chunked_loss"),
     }
+
+
+def reload_val_loss(uri: str, run_id: str, train_argv: list[str]) -> float:
+    """Validation NLL of a training run's exported folder (its ``hf_model_path`` tag) reloaded with
+    ``from_pretrained`` on cuda in bf16, over the validation blocks the run itself evaluated: a
+    ZeRO-3 export that missed a gathered shard reloads with random or zero rows and fails here."""
+    import torch
+    from mlflow import MlflowClient
+    from transformers import AutoModelForCausalLM
+
+    from emo_ray.config import load_config
+    from emo_ray.data import prepare_blocks
+    from emo_ray.models import load_tokenizer
+
+    path = MlflowClient(uri).get_run(run_id).data.tags["hf_model_path"]
+    cfg = load_config(train_argv[1], list(train_argv[2:]))
+    blocks = torch.as_tensor(prepare_blocks(cfg.data, load_tokenizer(path)).validation, dtype=torch.long)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to("cuda").eval()
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(blocks), cfg.train.micro_batch_size):
+            ids = blocks[i : i + cfg.train.micro_batch_size].to("cuda")
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            nll += torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+            n += ids[:, 1:].numel()
+    return nll / max(n, 1)
+
+
+def run_step(step: Step, ids: dict, uri: str, env: dict) -> int:
+    """One step: a CLI subprocess (train, eval) or the in-process reload check; 0 on success."""
+    if step.kind == "reload":
+        step.result["reload_val_loss"] = reload_val_loss(uri, ids["zero3"], step.argv)
+        return 0
+    if "EMO_RAY_DATA" in step.env:  # the longest MMLU items, beside the real data root
+        from emo_ray.typed_config import default_data_dir
+
+        longest_mmlu_root(Path(env.get("EMO_RAY_DATA") or default_data_dir()), Path(step.env["EMO_RAY_DATA"]))
+    argv = [a.replace("{zero2-chunked}", ids.get("zero2-chunked", "")) for a in step.argv]
+    print(f"$ emo-ray {' '.join(argv)}", flush=True)
+    return subprocess.call([sys.executable, "-m", "emo_ray.cli", *argv], cwd=ROOT, env={**env, **step.env})
+
+
+def compare(a: dict, b: dict, key: str, rtol: float, what: str) -> bool:
+    rel = abs(a[key] - b[key]) / max(abs(b[key]), 1e-12)
+    print(f"{what} {key}: {a[key]:.5f} vs {b[key]:.5f} (rel {rel:.2e}, tol {rtol:g}) {'ok' if rel <= rtol else 'FAILED'}")
+    return rel <= rtol
 
 
 def real_run(steps_: list[Step], out: Path) -> int:
@@ -183,16 +292,17 @@ def real_run(steps_: list[Step], out: Path) -> int:
     t_start = time.perf_counter()
     ids: dict[str, str] = {}
     for step in steps_:
-        argv = [a.replace("{zero2-chunked}", ids.get("zero2-chunked", "")) for a in step.argv]
-        print(f"\n=== {step.name}: {step.what}\n$ emo-ray {' '.join(argv)}", flush=True)
+        print(f"\n=== {step.name}: {step.what}", flush=True)
         idle = PeakMemory.now()
         t0 = time.perf_counter()
         with PeakMemory() as mem:
-            code = subprocess.call([sys.executable, "-m", "emo_ray.cli", *argv], cwd=ROOT, env=env)
-        step.result = {"seconds": time.perf_counter() - t0, "peak_mib": mem.peak_mib, "idle_mib": idle, "exit": code}
+            code = run_step(step, ids, uri, env)
+        step.result.update({"seconds": time.perf_counter() - t0, "peak_mib": mem.peak_mib, "idle_mib": idle, "exit": code})
         if code != 0:
             print(f"FAILED: {step.name} exited {code}", file=sys.stderr)
             return 1
+        if step.kind == "reload":
+            continue
         ids[step.name] = run_id_by_name(uri, f"gpu-check-{step.name}")
         if step.kind == "train":
             step.result.update(train_numbers(uri, ids[step.name]))
@@ -216,10 +326,11 @@ def real_run(steps_: list[Step], out: Path) -> int:
         print(f"FAILED: loss paths not as planned (chunked={a.get('chunked')}, reference={b.get('chunked')})")
         ok = False
     for key, rtol in (("first_loss", FIRST_LOSS_RTOL), ("val_loss", VAL_LOSS_RTOL)):
-        rel = abs(a[key] - b[key]) / max(abs(b[key]), 1e-12)
-        verdict = "ok" if rel <= rtol else "FAILED"
-        ok &= rel <= rtol
-        print(f"chunked vs reference {key}: {a[key]:.5f} vs {b[key]:.5f} (rel {rel:.2e}, tol {rtol:g}) {verdict}")
+        ok &= compare(a, b, key, rtol, "chunked vs reference")
+    fa, fb = by["fp16-lora-chunked"], by["fp16-lora-reference"]
+    ok &= compare(fa, fb, "first_grad_norm", GRAD_NORM_RTOL, "fp16 LoRA chunked vs reference")
+    reload = {"val_loss": by["zero3-reload"]["reload_val_loss"]}
+    ok &= compare(reload, by["zero3"], "val_loss", RELOAD_RTOL, "ZeRO-3 export reloaded vs logged")
     print(f"total {total:.0f} s (budget {BUDGET_S} s){'' if total <= BUDGET_S else ' -- OVER BUDGET'}")
     print(f"MLflow: mlflow ui --backend-store-uri {uri}")
     return 0 if ok else 1
@@ -230,8 +341,16 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="validate every config and print the plan; no GPU needed")
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per training run")
     parser.add_argument("--out", default="", help="folder for MLflow and checkpoints (default: a new temporary one)")
+    parser.add_argument("--write-long-mmlu", default="", metavar="DEST",
+                        help="only write the longest-MMLU data root (for the cluster-smoke sweep's EMO_RAY_DATA) and exit")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
+    if args.write_long_mmlu:
+        from emo_ray.typed_config import default_data_dir
+
+        src = Path(os.environ.get("EMO_RAY_DATA") or default_data_dir())
+        print(f"longest {LONG_MMLU_ITEMS} MMLU items of {src}: {longest_mmlu_root(src, Path(args.write_long_mmlu))}")
+        return 0
     out = Path(args.out or tempfile.mkdtemp(prefix="emo_ray_gpu_check_")).resolve()
     steps_ = plan(out, args.steps)
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
@@ -101,3 +102,61 @@ def load_other_head(model_path: str, *, vocab_size: int, dtype: torch.dtype, dev
         raise ValueError(f"train.cost_embedding_model {model_path!r}: head weight of shape {tuple(weight.shape)}, "
                          f"expected ({vocab_size}, d)")
     return weight.to(device=device, dtype=dtype).requires_grad_(False)
+
+
+def _cost_head_folder(repo_id: str) -> Path:
+    from emo_ray.models.loading import cache_dir
+
+    return cache_dir() / "cost_heads" / repo_id.replace("/", "--")
+
+
+def _head_shard(repo_id: str, folder: Path, download) -> str:
+    """The safetensors file holding the head: the one the index's weight_map names for it, or
+    the single ``model.safetensors`` of an unsharded repo."""
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    try:
+        index = json.loads(Path(download("model.safetensors.index.json")).read_text())
+    except RemoteEntryNotFoundError:
+        return "model.safetensors"
+    names = _head_tensor_names(str(folder))
+    shard = next((index["weight_map"][n] for n in names if n in index.get("weight_map", {})), None)
+    if shard is None:
+        raise FileNotFoundError(f"{repo_id}: model.safetensors.index.json names no shard for the head ({names})")
+    return shard
+
+
+def fetch_cost_head(repo_id: str) -> str:
+    """Download only ``config.json`` and the one safetensors shard holding the output head of hub
+    model ``repo_id`` into the shared model cache, once (the driver does it; workers read the
+    local folder with ``load_other_head``). LLaMA-2-13B's head is one 0.3 GB shard of 26 GB: a
+    worker loading the whole model on CPU to read it cost minutes and 52 GB of host memory each.
+    Gated or unknown repos give one FileNotFoundError naming the token file."""
+    from filelock import FileLock
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    folder = _cost_head_folder(repo_id)
+    done = folder / ".complete"
+    if done.exists():
+        return str(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def download(filename: str) -> str:
+        return hf_hub_download(repo_id, filename, local_dir=folder)
+
+    with FileLock(str(folder) + ".lock"):
+        try:
+            download("config.json")
+            download(_head_shard(repo_id, folder, download))
+        except GatedRepoError:
+            raise FileNotFoundError(
+                f"{repo_id} is gated on the Hugging Face hub: accept its licence there, then put an access "
+                f"token in {constants.HF_TOKEN_PATH} (chmod 600) or HF_TOKEN on the node that runs the driver "
+                f"(docs/cluster.md, 'Gated cost models')") from None
+        except RepositoryNotFoundError:
+            raise FileNotFoundError(
+                f"{repo_id}: no such model on the Hugging Face hub, or a private one and no valid token in "
+                f"{constants.HF_TOKEN_PATH} / HF_TOKEN (docs/cluster.md, 'Gated cost models')") from None
+        done.touch()
+    return str(folder)

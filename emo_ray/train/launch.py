@@ -263,7 +263,8 @@ def check_vocab(packed, model_path: str) -> None:
 
 
 def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
-    """``train.cost_embedding_model``, materialised once here, and its vocabulary checked against
+    """``train.cost_embedding_model``, materialised once here (a hub model: only its config and the
+    shard holding its head, into the shared cache the workers read), and its vocabulary checked against
     the trained model's (hidden sizes may differ); None when the run uses its own head or its
     objective has no cost embedding (then the setting is ignored, like ``train.cost_embedding``)."""
     from emo_ray.losses import get_spec
@@ -271,10 +272,12 @@ def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
     if not cfg.train.cost_embedding_model or not get_spec(cfg.train.loss).needs_cost_embedding:
         return None
     from emo_ray.models import materialize
-    from emo_ray.models.cost_embedding import head_vocab_size
+    from emo_ray.models.cost_embedding import fetch_cost_head, head_vocab_size
 
     try:
         path = materialize(cfg.train.cost_embedding_model)
+        if not Path(path).is_dir():  # a hub id: only its config and the head's shard, fetched once here
+            path = fetch_cost_head(path)
     except FileNotFoundError as e:
         raise ConfigError(f"train.cost_embedding_model: {e}") from None
     other, own = head_vocab_size(path), head_vocab_size(model_path)
@@ -282,6 +285,22 @@ def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
         raise ConfigError(f"train.cost_embedding_model {cfg.train.cost_embedding_model!r} has vocab_size={other}, "
                           f"but the trained model {cfg.model.name!r} has vocab_size={own}: they must be equal")
     return path
+
+
+def drop_superseded_checkpoints(result) -> list[str]:
+    """With ``train.final_checkpoint=weights``, once the run ended with its final weights
+    committed, delete the full DeepSpeed checkpoints Ray Train still keeps beside them
+    (``keep_checkpoints``): nothing resumes from them any more (a restarted driver stops at the
+    final checkpoint) and for 13B each is 156 GB of EFS (issue 27.4). Returns the deleted paths."""
+    final = result.checkpoint
+    if final is None:
+        return []
+    dropped = []
+    for ckpt, _metrics in getattr(result, "best_checkpoints", None) or []:
+        if ckpt.path != final.path:
+            ckpt.filesystem.delete_dir(ckpt.path)
+            dropped.append(ckpt.path)
+    return dropped
 
 
 def _check_model_fits(cfg: Config, model_path: str) -> None:
@@ -473,6 +492,8 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                 result = trainer.fit()
             if result.error:
                 raise result.error
+            if cfg.train.final_checkpoint == "weights":
+                drop_superseded_checkpoints(result)
             ckpt = _checkpoint_uri(storage, result.checkpoint.path) if result.checkpoint else None
             hf = _exported_model(result.checkpoint, ckpt)
             _record_model(run_id, run_name, ckpt, hf, n_params, cfg)
