@@ -163,7 +163,22 @@ def _preflight(sweep: SweepConfig, configs: list) -> None:
             models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
     for name in sorted(models):
         check_available(name)
+    from emo_ray.train.launch import check_cost_model
+
+    for cfg in _distinct_cost_models(configs):  # a gated hub head fails here, once, not in every trial
+        check_cost_model(cfg)
     trial_placements(configs, read_cluster_config(AUTOSCALER_CONFIG))  # a trial no node type fits
+
+
+def _distinct_cost_models(configs: list) -> list:
+    """One trial config per distinct ``train.cost_embedding_model`` that its objective reads."""
+    from emo_ray.losses import get_spec
+
+    seen: dict = {}
+    for c in configs:
+        if c.train.cost_embedding_model and get_spec(c.train.loss).needs_cost_embedding:
+            seen.setdefault(c.train.cost_embedding_model, c)
+    return list(seen.values())
 
 
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: bool = True) -> dict:

@@ -262,6 +262,14 @@ def check_vocab(packed, model_path: str) -> None:
                           f"vocab_size={vocab}: tokenizer and model do not match")
 
 
+def check_cost_model(cfg: Config) -> str | None:
+    """The sweep pre-flight's form of ``_check_cost_embedding_model``: the cost head fetched (a hub
+    model: config and head shard only, into the shared cache) or one ConfigError, before any trial."""
+    from emo_ray.models import materialize
+
+    return _check_cost_embedding_model(cfg, materialize(cfg.model.name))
+
+
 def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
     """``train.cost_embedding_model``, materialised once here (a hub model: only its config and the
     shard holding its head, into the shared cache the workers read), and its vocabulary checked against
