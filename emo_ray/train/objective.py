@@ -9,6 +9,7 @@ import torch
 
 from emo_ray.config import Config
 from emo_ray.losses import LossOutput, get_loss, get_spec, has_chunked_form
+from emo_ray.losses.emo import normalize_cost_embedding
 from emo_ray.models.cost_embedding import fixed_cost_embedding, gathered, head_weight
 
 
@@ -103,10 +104,10 @@ def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -
             return None
         if fixed is not None:
             # At ZeRO 0-2 ``fixed`` was copied from the model before DeepSpeed moved it to the
-            # device: move it once, not at every micro-step (issue 27.8). (The materialised loss
-            # row-normalises it per call, on the device; the chunked path prepares it once.)
+            # device: move it once, not at every micro-step (issue 27.8), and row-normalise it once
+            # for the materialised loss (the chunked path prepares its own copy once).
             if device not in on_device:
-                on_device[device] = fixed.to(device)
+                on_device[device] = fixed.to(device) if chunked else normalize_cost_embedding(fixed.to(device))
             return on_device[device]
         weight = head_weight(module)
         with gathered(weight):
