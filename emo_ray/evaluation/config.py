@@ -136,6 +136,9 @@ class ICLConfig:
     """Task names (``emo_ray/evaluation/tasks/*.yaml``) or paths to task YAML files."""
     num_items: int = 0
     """Test items per task: a seeded sample (0 = the whole test split)."""
+    item_selection: Literal["random", "longest"] = "random"
+    """Which ``num_items``: a seeded sample, or the items with the longest prompts (a smoke test of
+    position limits and memory)."""
     seed: int = 0
     demonstrations: int = -1
     """Override of every task's demonstration count (-1: the task's own, 8 or MMLU's 5)."""

@@ -45,12 +45,28 @@ class ICLScorer(ModelActor):
         )
 
 
-def select_items(data: TaskData, num_items: int, seed: int) -> list[int]:
-    """A seeded sample of test indices (kept in file order), or all of them."""
+def select_items(data: TaskData, num_items: int, seed: int, how: str = "random") -> list[int]:
+    """``num_items`` test indices (kept in file order), or all of them: a seeded sample, or with
+    ``how="longest"`` the items with the longest prompts (a smoke test of position limits and
+    memory before a paper-scale run: ``configs/sweeps/cluster-smoke.yaml``)."""
     n = len(data.test)
     if not num_items or num_items >= n:
         return list(range(n))
+    if how == "longest":
+        lengths = prompt_lengths(data)
+        return sorted(sorted(range(n), key=lambda i: -lengths[i])[:num_items])
     return sorted(random.Random(seed).sample(range(n), num_items))
+
+
+def prompt_lengths(data: TaskData) -> list[int]:
+    """Characters of each test item's input plus, for fixed demonstrations (MMLU's 5 dev shots of
+    the item's subject), of its demonstrations' inputs: the prompt length before any retrieval."""
+    task = data.task
+    own = [len(input_text(task, r)) for r in data.test]
+    if task.selection != "fixed":
+        return own
+    shots = fixed_shots(data.test, data.train, task.demonstrations, task.group_field)
+    return [o + sum(len(input_text(task, data.train[j])) for j in s) for o, s in zip(own, shots)]
 
 
 def input_text(task, row: dict) -> str:
@@ -129,7 +145,7 @@ def prepare_task(model_path: str, task_name: str, cfg: EvalConfig) -> PreparedTa
     if cfg.icl.demonstrations >= 0:
         task = replace(task, demonstrations=cfg.icl.demonstrations)
     data = load_task_data(task)
-    items = select_items(data, cfg.icl.num_items, cfg.icl.seed)
+    items = select_items(data, cfg.icl.num_items, cfg.icl.seed, cfg.icl.item_selection)
     t_ret = time.perf_counter()
     demos = demonstration_indices(data, items, cfg)
     t_ret = time.perf_counter() - t_ret
@@ -194,7 +210,7 @@ def task_section(p: PreparedTask, scored: list[dict], cfg: EvalConfig) -> Sectio
     params = {
         key: (
             f"wording={cfg.icl.wording} template={task.template!r} label_words={list(task.label_words)} demonstrations={task.demonstrations} "
-            f"selection={retr} train={task.train} test={task.test} num_items={len(items)} item_seed={cfg.icl.seed} "
+            f"selection={retr} train={task.train} test={task.test} num_items={len(items)} item_selection={cfg.icl.item_selection} item_seed={cfg.icl.seed} "
             f"scorer={cfg.icl.scorer} normalization={cfg.icl.normalization} tie_break=train_label_prior "
             f"context={limit} (demonstrations dropped, farthest first, to fit)"
         )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from emo_ray.evaluation.config import EvalConfig, ICLConfig
@@ -90,3 +91,26 @@ def test_real_model_prefix_sharing_predicts_like_plain():
     assert [predict(x, data.label_prior) for x in a] == [predict(x, data.label_prior) for x in b]
     for x, y in zip(a, b):
         assert abs(x.nll_sum - y.nll_sum).max() < 1e-2
+
+
+@needs_data
+def test_longest_item_selection_takes_the_longest_prompts():
+    """``icl.item_selection: longest`` (the cluster smoke sweep) picks the MMLU items whose 5-shot
+    prompts are longest: every chosen prompt is at least as long as every item left out, and the
+    built prompts of the chosen items are longer than a random sample's."""
+    from emo_ray.evaluation.icl.evaluate_task import build_rows, prompt_lengths, select_items
+    from emo_ray.evaluation.icl.retriever import fixed_shots
+    from emo_ray.evaluation.icl.tasks import load_task, load_task_data
+
+    data = load_task_data(load_task("mmlu"))
+    lengths = prompt_lengths(data)
+    longest = select_items(data, 20, 0, "longest")
+    rest = set(range(len(data.test))) - set(longest)
+    assert len(longest) == 20 and min(lengths[i] for i in longest) >= max(lengths[i] for i in rest)
+    sample = select_items(data, 20, 0)
+
+    def prompt_chars(items):
+        shots = fixed_shots([data.test[i] for i in items], data.train, data.task.demonstrations, data.task.group_field)
+        return np.mean([len(r["prompts"][0]) for r in build_rows(data, items, shots)])
+
+    assert prompt_chars(longest) > 1.5 * prompt_chars(sample)
