@@ -303,6 +303,9 @@ def validate(cfg: Config) -> None:
         (not t.cost_embedding_model or t.cost_embedding == "fixed",
          "train.cost_embedding_model gives a fixed cost embedding; it cannot be combined with train.cost_embedding=adaptive"),
         (t.precision != "fp16" or r.use_gpu, "train.precision=fp16 needs ray.use_gpu=true (CPUs: bf16 or fp32)"),
+        (t.precision != "fp16" or t.loss_impl != "chunked",
+         "train.loss_impl=chunked is not exact under train.precision=fp16 (its logit gradient would be rounded to "
+         "fp16 before the loss scale); use auto or reference"),
         (d.block_size >= 2, f"data.block_size must be at least 2, got {d.block_size}"),
         (0.0 <= d.validation_fraction < 1.0, f"data.validation_fraction must lie in [0, 1), got {d.validation_fraction}"),
         (d.max_train_tokens >= 0, f"data.max_train_tokens must be >= 0 (0 = all), got {d.max_train_tokens}"),

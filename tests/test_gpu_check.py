@@ -35,8 +35,8 @@ def test_dry_run_validates_every_config_and_prints_the_plan(tmp_path):
     assert "[train] zero2-chunked" in out and "[train] zero2-reference" in out and "[train] zero3" in out
     assert "[eval] eval-cuda" in out
     # issue 27: fp16 LoRA chunked-vs-reference pair, ZeRO-3 export reload, longest MMLU items
-    assert "[train] fp16-lora-chunked" in out and "[train] fp16-lora-reference" in out
-    assert "loss_impl=chunked, zero_stage=0, precision=fp16, use_gpu=true" in out
+    assert "[train] fp16-lora-auto" in out and "[train] fp16-lora-reference" in out
+    assert "loss_impl=auto, zero_stage=0, precision=fp16, use_gpu=true" in out
     assert "[reload] zero3-reload" in out and "[eval] icl-long-mmlu" in out
     assert "model.gradient_checkpointing=true" in out and "model=opt-125m" in out
     for needle in ("loss_impl=chunked, zero_stage=2, precision=bf16, use_gpu=true",
@@ -62,14 +62,14 @@ def test_plan_covers_what_the_check_claims():
     gc = _gpu_check_module()
     steps = gc.plan(Path("/tmp/x"), 30)
     train = {s.name: s.argv for s in steps if s.kind == "train"}
-    assert {"zero2-chunked", "zero2-reference", "zero3", "fp16-lora-chunked", "fp16-lora-reference"} == set(train)
+    assert {"zero2-chunked", "zero2-reference", "zero3", "fp16-lora-auto", "fp16-lora-reference"} == set(train)
     for argv in train.values():
         assert "model.name=smollm2-135m" in argv and "train.precision=bf16" in argv and "ray.use_gpu=true" in argv
         assert "ray.num_workers=1" in argv  # one GPU
     assert "train.loss_impl=chunked" in train["zero2-chunked"] and "train.loss_impl=reference" in train["zero2-reference"]
     assert "train.zero_stage=3" in train["zero3"]
-    assert {"fp16-lora-chunked", "fp16-lora-reference"} <= set(train)
-    for impl in ("chunked", "reference"):
+    assert {"fp16-lora-auto", "fp16-lora-reference"} <= set(train)
+    for impl in ("auto", "reference"):
         argv = train[f"fp16-lora-{impl}"]
         assert {"train.precision=fp16", "train.zero_stage=0", f"train.loss_impl={impl}", "train.lora.rank=8"} <= set(argv)
     assert "model.gradient_checkpointing=true" in train["zero3"]
@@ -84,7 +84,7 @@ def test_plan_covers_what_the_check_claims():
 def test_lora_with_best_val_loss_export_is_refused_by_the_dry_run():
     """Issue 27.11 is caught before any GPU time: the same validation the dry run applies."""
     gc = _gpu_check_module()
-    step = next(s for s in gc.plan(Path("/tmp/x"), 5) if s.name == "fp16-lora-chunked")
+    step = next(s for s in gc.plan(Path("/tmp/x"), 5) if s.name == "fp16-lora-auto")
     step.argv.append("train.select_checkpoint=best_val_loss")
     with pytest.raises(SystemExit, match="best_val_loss cannot be combined with train.lora"):
         gc.validate(step)

@@ -59,3 +59,9 @@ def test_fp16_never_takes_the_chunked_loss():
     with pytest.raises(ValueError, match="precision fp16"):
         build_objective(forced, model)
 
+
+
+def test_explicit_chunked_loss_under_fp16_is_refused_at_load():
+    with pytest.raises(ConfigError, match="not exact under train.precision=fp16"):
+        load_config(None, ["ray.use_gpu=true", "train.precision=fp16", "train.loss_impl=chunked"])
+    assert load_config(None, ["ray.use_gpu=true", "train.precision=fp16", "train.loss_impl=auto"]).train.loss_impl == "auto"
