@@ -71,7 +71,7 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     t0 = time.perf_counter()
     corpus, key, times = get_corpus(corpus_name), f"gen/{corpus_label(corpus_name)}", {}
     with _timed(times, "sample_s"):
-        samples = sample_corpus(model_path, corpus, cfg)
+        samples = sample_continuations(model_path, corpus, cfg)
     with _timed(times, "featurize_s"):
         feats = featurize_sides(model_path, corpus, samples, cfg)
     with _timed(times, "oracle_s"):
@@ -110,7 +110,7 @@ def _timed(times: dict[str, float], name: str) -> Iterator[None]:
     times[name] = time.perf_counter() - start
 
 
-def sample_corpus(model_path: str, corpus: Corpus, cfg: EvalConfig) -> Samples:
+def sample_continuations(model_path: str, corpus: Corpus, cfg: EvalConfig) -> Samples:
     """The seeded prompts of ``corpus`` and every decoder x seed x prompt sample of the model."""
     from emo_ray.models import load_tokenizer
 
