@@ -61,7 +61,8 @@ def main(argv=None):
     from emo_ray.evaluation.config import MauveConfig
     from emo_ray.evaluation.corpora import get_corpus
     from emo_ray.evaluation.featurize import Featurizer
-    from emo_ray.evaluation.generation import Sampler, make_prompts
+    from emo_ray.evaluation.prompts import make_prompts
+    from emo_ray.inference.sampler import Sampler
     from emo_ray.evaluation.mauve_score import mauve
     from emo_ray.evaluation.oracle_ppl import ContinuationNLL, corpus_perplexity
     from emo_ray.models import load_tokenizer, materialize

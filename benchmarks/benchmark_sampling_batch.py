@@ -19,8 +19,8 @@ from unittest import mock
 import pandas as pd
 import torch
 
-from emo_ray.evaluation import decoders
-from emo_ray.evaluation.generation import sample
+from emo_ray.inference import decoders
+from emo_ray.inference.sampler import sample
 
 
 def multinomial_choose(logits, dec, generators):
@@ -35,7 +35,7 @@ def tokens_per_s(model, batch: int, prefix: int, gen_tokens: int, draw) -> float
     prefixes = [torch.randint(100, 40_000, (prefix,), generator=torch.Generator().manual_seed(r)).tolist()
                 for r in range(batch)]
     gens = [torch.Generator().manual_seed(r) for r in range(batch)]
-    with mock.patch("emo_ray.evaluation.generation.choose", draw):
+    with mock.patch("emo_ray.inference.sampler.choose", draw):
         t0 = time.perf_counter()
         ids, _ = sample(model, prefixes, decoders.get_decoder("ancestral"), gens, gen_tokens, set())
         dt = time.perf_counter() - t0

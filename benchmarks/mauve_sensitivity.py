@@ -39,7 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-HOT = "temperature_1.3"  # (ii): registered below; emo_ray.evaluation.decoders ships only 0.7
+HOT = "temperature_1.3"  # (ii): registered below; emo_ray.inference.decoders ships only 0.7
 
 
 def side_text(prefix: str, cont: str, include_prefix: bool) -> str:
@@ -68,8 +68,8 @@ def human_systems(prompts, n: int, runs: int) -> dict:
 def sample_runs(label: str, model: str, decoder: str, prompts, seeds, args, ex) -> list[list[tuple]]:
     """[(prefix, generation)] per sampling seed, cached in ``args.cache`` (empty ones dropped, as
     ``open_ended.evaluate_corpus`` does)."""
-    from emo_ray.evaluation.executor import map_rows
-    from emo_ray.evaluation.generation import Sampler
+    from emo_ray.inference.executor import map_rows
+    from emo_ray.inference.sampler import Sampler
     from emo_ray.models import materialize
 
     path = Path(args.cache) / f"{label}.json"
@@ -139,8 +139,8 @@ def summarize(scores: dict, setting: dict) -> list[dict]:
 
 def load_systems(args, ex) -> dict:
     from emo_ray.evaluation.corpora import get_corpus
-    from emo_ray.evaluation.decoders import DECODERS, Decoder
-    from emo_ray.evaluation.generation import make_prompts
+    from emo_ray.inference.decoders import DECODERS, Decoder
+    from emo_ray.evaluation.prompts import make_prompts
     from emo_ray.models import load_tokenizer, materialize
 
     DECODERS.setdefault(HOT, Decoder(temperature=1.3))  # local executor: the Sampler sees it
@@ -182,7 +182,8 @@ def main() -> None:
 
     import torch
 
-    from emo_ray.evaluation.config import ExecutionConfig, MauveConfig
+    from emo_ray.evaluation.config import MauveConfig
+    from emo_ray.inference.executor import ExecutionConfig
     from emo_ray.models import cache_dir
 
     torch.set_num_threads(args.threads)

@@ -10,7 +10,8 @@ torch.set_num_threads(1)
 from torch.profiler import profile, ProfilerActivity
 from emo_ray.models import materialize, load_tokenizer
 from emo_ray.evaluation.corpora import get_corpus
-from emo_ray.evaluation.generation import Sampler, make_prompts
+from emo_ray.evaluation.prompts import make_prompts
+from emo_ray.inference.sampler import Sampler
 path = materialize("smollm2-135m"); tok = load_tokenizer(path)
 prompts, _ = make_prompts(get_corpus("wikitext-2"), tok, num_prompts=16, seed=0)
 rows = pd.DataFrame([{"prompt_id": p.prompt_id, "seed": 0, "decoder": "ancestral", "prefix_ids": p.prefix_ids} for p in prompts])

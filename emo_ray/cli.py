@@ -48,7 +48,7 @@ def _config_defaults(kind: str):
     from emo_ray.evaluation.config import EvalConfig
     from emo_ray.sweep.spec import SweepConfig
 
-    from emo_ray.data.oracle_corpus import OracleCorpusConfig
+    from emo_ray.inference.oracle_corpus import OracleCorpusConfig
 
     return {"train": Config, "eval": EvalConfig, "sweep": SweepConfig, "sample-corpus": OracleCorpusConfig}[kind]()
 
@@ -171,7 +171,7 @@ def load(kind: str, config: str | None, overrides: list[str]):
     """The validated typed config of ``kind``; any problem raises ``ConfigError``."""
     from emo_ray.config import ConfigError, load_config
     from emo_ray.evaluation.config import load_eval_config
-    from emo_ray.data.oracle_corpus import load_oracle_corpus_config
+    from emo_ray.inference.oracle_corpus import load_oracle_corpus_config
     from emo_ray.sweep.spec import load_sweep_config
 
     loader = {"train": load_config, "eval": load_eval_config, "sweep": load_sweep_config,
@@ -220,7 +220,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sample_corpus(args) -> int:
-    from emo_ray.data.oracle_corpus import output_path, sample_corpus
+    from emo_ray.inference.oracle_corpus import output_path, sample_corpus
 
     cfg = load("sample-corpus", args.config, args.overrides)
     record = sample_corpus(cfg)

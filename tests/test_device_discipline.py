@@ -45,8 +45,8 @@ def tiny_path() -> str:
 
 def gpu_device_kwargs() -> dict:
     """What the executor passes to a stage actor on a GPU cluster (configs/eval/paper.yaml)."""
-    from emo_ray.evaluation.config import ExecutionConfig
-    from emo_ray.evaluation.executor import actor_kwargs
+    from emo_ray.inference.executor import ExecutionConfig
+    from emo_ray.inference.executor import actor_kwargs
 
     kw = actor_kwargs(ExecutionConfig(executor="ray", num_actors=1, gpus_per_actor=1, cpus_per_actor=1))
     assert kw["device"] == "cuda"
@@ -57,7 +57,7 @@ def gpu_device_kwargs() -> dict:
 
 
 def run_sampler(path):
-    from emo_ray.evaluation.generation import Sampler
+    from emo_ray.inference.sampler import Sampler
 
     actor = Sampler(path, gen_tokens=5, **gpu_device_kwargs())
     batch = pd.DataFrame({

@@ -13,33 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emo_ray import typed_config
-from emo_ray.config import TrackingConfig  # noqa: F401  (one tracking section for every config)
+from emo_ray.config import TrackingConfig
+from emo_ray.inference.executor import ExecutionConfig
 
 EvalConfigError = typed_config.ConfigError
-data_dir = typed_config.default_data_dir
-"""``$EMO_RAY_DATA`` or ``../shared/data`` beside the checkout."""
-expand = typed_config.expand_path
-"""Expand ``${EMO_RAY_DATA}`` (defaulted as in ``data_dir``), other variables and ``~``."""
-
-
-@dataclass(frozen=True)
-class ExecutionConfig:
-    executor: Literal["ray", "local"] = "ray"
-    """``ray``: Ray Data ``map_batches`` over actor pools; ``local``: the same actor classes called
-    in this process (unit tests, or inside a trial that must not start more Ray work)."""
-    address: str = ""
-    """``ray.init`` address; empty joins ``$RAY_ADDRESS`` or starts a local in-process cluster."""
-    num_actors: int = 1
-    """Actor pool size of every map stage (one model replica per actor)."""
-    cpus_per_actor: float = 2.0
-    """CPUs reserved per actor; also its torch thread count."""
-    gpus_per_actor: float = 0.0
-    """GPUs per actor on a cluster (the model then runs on ``cuda``)."""
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """Weights of every evaluation model (sampling, MAUVE features, oracle perplexity, ICL
-    scoring). ``auto``: bf16 where the hardware has it (CUDA with bf16, a CPU with avx512_bf16 /
-    AMX), fp32 otherwise. NLL and log-softmax sums stay fp32. ``fp16``: GPU only."""
-    progress_bar: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,7 +29,7 @@ class GenerationConfig:
     seeds: tuple = (0, 1)
     """Sampling seeds; every score is reported as mean and std over them."""
     decoders: tuple = ("ancestral",)
-    """Names in ``emo_ray.evaluation.decoders.DECODERS``; ``ancestral`` is the paper's unbiased
+    """Names in ``emo_ray.inference.decoders.DECODERS``; ``ancestral`` is the paper's unbiased
     sampling (top_k=0, top_p=1, temperature 1)."""
     prompt_seed: int = 0
     """Seed of the prompt sample (fixed across models so that they see the same prompts)."""
@@ -235,10 +212,9 @@ def load_eval_config(path: str | Path | None = None, overrides: list[str] | None
 def validate(cfg: EvalConfig) -> None:
     """Cross-field checks a type cannot express; fail before any model loads."""
     from emo_ray.evaluation.corpora import get_corpus
-    from emo_ray.evaluation.decoders import get_decoder
-    from emo_ray.evaluation.generation import check_word_windows
-
     from emo_ray.evaluation.icl.tasks import load_task
+    from emo_ray.evaluation.prompts import check_word_windows
+    from emo_ray.inference.decoders import get_decoder
 
     g, i, e = cfg.generation, cfg.icl, cfg.execution
     try:

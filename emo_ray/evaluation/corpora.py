@@ -15,7 +15,7 @@ text unit (a document, or a paragraph for WikiText whose test split has only 60 
 first ``prefix_tokens`` are the prompt, the rest is the human continuation that MAUVE and ROUGE
 compare against. ``words`` (official protocol, DRSY/EMO ``test_utils.py:test_batch``): the same
 two numbers count space-separated words of one row (prefix, then human continuation) and
-``gen_tokens`` new tokens are sampled; see ``generation.word_prompts``.
+``gen_tokens`` new tokens are sampled; see ``prompts.word_prompts``.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_ray.evaluation.executor import ModelActor
+from emo_ray.inference.executor import ModelActor
 
 
 def pool_last(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -121,7 +121,7 @@ def on_actor_slot(execution, fn, *args, **kwargs):
     accelerator type), i.e. on the kind of node the actors get."""
     import ray
 
-    from emo_ray.evaluation.executor import actor_accelerator
+    from emo_ray.inference.executor import actor_accelerator
 
     remote = ray.remote(num_cpus=min(1.0, execution.cpus_per_actor), num_gpus=execution.gpus_per_actor,
                         accelerator_type=actor_accelerator(execution))(fn)
@@ -131,7 +131,7 @@ def on_actor_slot(execution, fn, *args, **kwargs):
 def featurize(texts: list[str], model_path: str, *, pooling: str, max_tokens: int, batch_size: int,
               execution, cache: bool = False, layer: int = -1) -> np.ndarray:
     """(n, d) features of ``texts``; with ``cache`` they are read from / written to disk."""
-    from emo_ray.evaluation.executor import map_rows
+    from emo_ray.inference.executor import map_rows
 
     dtype = resolved_dtype(execution)
     if is_dataclass(execution):  # the actors compute in the dtype the key names (stubs pass None)

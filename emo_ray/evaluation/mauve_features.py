@@ -151,7 +151,7 @@ def disjoint_windows(corpus, tokenizer, prompts: list, *, seed: int, window_unit
     """A second set of ``len(prompts)`` windows sharing none with ``prompts`` (the reference
     windows), drawn through ``make_prompts`` with twice as many prompts and the same seed; or
     ``[]`` and why there is none (the corpus has too few windows)."""
-    from emo_ray.evaluation.generation import make_prompts
+    from emo_ray.evaluation.prompts import make_prompts
 
     n = len(prompts)
     try:

@@ -12,6 +12,8 @@ the corpus fails loudly instead of reporting a meaningless number.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,14 +21,15 @@ import pandas as pd
 
 from emo_ray.evaluation import mauve_features, precision_recall
 from emo_ray.evaluation.config import EvalConfig
-from emo_ray.evaluation.corpora import corpus_label, get_corpus
-from emo_ray.evaluation.executor import map_rows
+from emo_ray.evaluation.corpora import Corpus, corpus_label, get_corpus
 from emo_ray.evaluation.featurize import featurize, featurizer_identity, resolved_dtype
-from emo_ray.evaluation.generation import Sampler, make_prompts
 from emo_ray.evaluation.mauve_features import CorpusFeatures, mean_std
 from emo_ray.evaluation.mauve_score import mauve_settings
 from emo_ray.evaluation.oracle_ppl import corpus_perplexity, score_continuations
+from emo_ray.evaluation.prompts import make_prompts
 from emo_ray.evaluation.rouge import rouge, rouge_settings
+from emo_ray.inference.executor import map_rows
+from emo_ray.inference.sampler import Sampler
 
 
 @dataclass
@@ -38,12 +41,80 @@ class SectionResult:
     """Other artifacts by MLflow artifact path (``features/<corpus>.npz``)."""
 
 
-def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> SectionResult:
-    from emo_ray.models import load_tokenizer, materialize
+@dataclass
+class Samples:
+    """The sampling phase of one corpus: its prompts, what cutting them dropped, and one table row
+    per (decoder, seed, prompt) with the generation, its length and whether it is empty."""
+    prompts: list
+    counts: dict
+    table: pd.DataFrame
+    ok: pd.DataFrame
+    """The non-empty generations (a copy of those rows as sampled), the only ones scored."""
+    max_new: int
+    min_new: int
 
+
+@dataclass
+class Features:
+    """MAUVE features of the human side, the generations and the disjoint human-vs-human windows."""
+    path: str
+    human: np.ndarray
+    model: np.ndarray | None
+    human2_prompts: list
+    human2: np.ndarray
+    ceiling_note: str
+
+
+def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> SectionResult:
+    """Sample, featurize, score with the oracle (and the precision-recall surrogate), then the
+    per-seed scores and their mean / std; ``time/gen/<corpus>/*_s`` times each phase."""
     t0 = time.perf_counter()
-    g, ex = cfg.generation, cfg.execution
-    corpus = get_corpus(corpus_name)
+    corpus, key, times = get_corpus(corpus_name), f"gen/{corpus_label(corpus_name)}", {}
+    with _timed(times, "sample_s"):
+        samples = sample_continuations(model_path, corpus, cfg)
+    with _timed(times, "featurize_s"):
+        feats = featurize_sides(model_path, corpus, samples, cfg)
+    with _timed(times, "oracle_s"):
+        oracle_path, human_nll = oracle_scores(samples, cfg)
+    pr = None
+    with _timed(times, "precision_recall_s"):
+        if cfg.generation.precision_recall:
+            pr = precision_recall.score_corpus(model_path, samples.prompts, samples.table, samples.ok, cfg, oracle_path)
+    metrics: dict[str, float] = {
+        f"{key}/n_prompts": len(samples.prompts),
+        f"{key}/oracle_ppl_human": corpus_perplexity(*zip(*human_nll)),
+    }
+    if pr is not None:
+        metrics[f"{key}/recall_ce"] = pr.recall_ce  # no sampling involved: one number, no seed std
+    metrics.update(seed_scores(corpus_name, key, samples.table, cfg, pr))
+    # MAUVE, MAUVE* and frontier integral per sampling run, and the ceiling, from the features
+    # exactly as logged: ``emo-ray rescore`` under unchanged settings reproduces these numbers.
+    m = cfg.mauve
+    features = CorpusFeatures.of(samples.ok, feats.model, samples.prompts, feats.human, feats.human2_prompts,
+                                 feats.human2, m, featurizer_identity(feats.path, m.pooling, m.max_tokens, m.layer,
+                                                                      resolved_dtype(cfg.execution)))
+    with _timed(times, "mauve_s"):
+        metrics.update(mauve_features.all_metrics(features, m, key))
+    times["total_s"] = time.perf_counter() - t0
+    order = ["mauve_s", "sample_s", "featurize_s", "oracle_s", "total_s"] + (["precision_recall_s"] if pr is not None else [])
+    metrics.update({f"time/{key}/{name}": times[name] for name in order})
+    label = corpus_label(corpus_name)
+    return SectionResult(metrics, section_params(key, corpus, samples, feats, cfg, pr),
+                         {f"generations/{label}.json": samples.table}, {f"features/{label}.npz": features.to_bytes()})
+
+
+@contextmanager
+def _timed(times: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - start
+
+
+def sample_continuations(model_path: str, corpus: Corpus, cfg: EvalConfig) -> Samples:
+    """The seeded prompts of ``corpus`` and every decoder x seed x prompt sample of the model."""
+    from emo_ray.models import load_tokenizer
+
+    g = cfg.generation
     prompts, counts = make_prompts(corpus, load_tokenizer(model_path), num_prompts=g.num_prompts, seed=g.prompt_seed,
                                    window_unit=g.window_unit)
     rows = [
@@ -52,67 +123,65 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     ]
     if g.window_unit == "words":  # a prompt's seeds side by side: longer equal-length runs per sampling batch
         rows.sort(key=lambda r: (g.decoders.index(r["decoder"]), r["prompt_id"]))
-    t_gen = time.perf_counter()
     max_new, min_new = corpus.gen_tokens + g.extra_tokens, 0 if g.stop_at_eos else corpus.gen_tokens
     gens = map_rows(rows, Sampler, {"model_path": model_path, "gen_tokens": max_new, "min_tokens": min_new},
-                    execution=ex, batch_size=g.batch_size)
-    t_gen = time.perf_counter() - t_gen
+                    execution=cfg.execution, batch_size=g.batch_size)
     table = pd.DataFrame(gens).drop(columns=["prefix_ids", "gen_ids"])
     table["prefix"] = [prompts[i].prefix for i in table["prompt_id"]]
     table["reference"] = [prompts[i].reference for i in table["prompt_id"]]
     table["empty"] = [not t.strip() for t in table["generation"]]
     table["n_gen_tokens"] = [len(r["gen_ids"]) for r in gens]
-    ok = table[~table["empty"]]
+    return Samples(prompts, counts, table, table[~table["empty"]], max_new, min_new)
+
+
+def featurize_sides(model_path: str, corpus: Corpus, samples: Samples, cfg: EvalConfig) -> Features:
+    """Featurize the human side once (cached across runs), every non-empty generation, and the
+    human-vs-human ceiling's second, disjoint set of as many windows (cached like the first)."""
+    from emo_ray.models import load_tokenizer, materialize
+
+    m, g, ok = cfg.mauve, cfg.generation, samples.ok
 
     def side_text(prefix: str, cont: str) -> str:
-        return prefix + cont if cfg.mauve.include_prefix else cont
+        return prefix + cont if m.include_prefix else cont
 
-    # Featurize the human side once (cached across runs) and every non-empty generation.
-    m = cfg.mauve
-    feat_path = materialize(m.featurizer)
-    fkw = {"pooling": m.pooling, "layer": m.layer, "max_tokens": m.max_tokens, "batch_size": m.batch_size, "execution": ex}
-    t_feat = time.perf_counter()
-    human = featurize([side_text(p.prefix, p.reference) for p in prompts], feat_path, cache=m.cache, **fkw)
-    model_feats = featurize([side_text(a, b) for a, b in zip(ok["prefix"], ok["generation"])], feat_path, **fkw) if len(ok) else None
-    # The human-vs-human ceiling: a second, disjoint set of as many windows (cached like the first).
-    human2_prompts, ceiling_note = mauve_features.disjoint_windows(corpus, load_tokenizer(model_path), prompts,
-                                                                   seed=g.prompt_seed, window_unit=g.window_unit)
-    human2 = (featurize([side_text(p.prefix, p.reference) for p in human2_prompts], feat_path, cache=m.cache, **fkw)
+    path = materialize(m.featurizer)
+    fkw = {"pooling": m.pooling, "layer": m.layer, "max_tokens": m.max_tokens, "batch_size": m.batch_size,
+           "execution": cfg.execution}
+    human = featurize([side_text(p.prefix, p.reference) for p in samples.prompts], path, cache=m.cache, **fkw)
+    model = featurize([side_text(a, b) for a, b in zip(ok["prefix"], ok["generation"])], path, **fkw) if len(ok) else None
+    human2_prompts, note = mauve_features.disjoint_windows(corpus, load_tokenizer(model_path), samples.prompts,
+                                                           seed=g.prompt_seed, window_unit=g.window_unit)
+    human2 = (featurize([side_text(p.prefix, p.reference) for p in human2_prompts], path, cache=m.cache, **fkw)
               if human2_prompts else np.zeros((0, human.shape[1]), np.float32))
-    t_feat = time.perf_counter() - t_feat
+    return Features(path, human, model, human2_prompts, human2, note)
 
-    # Oracle NLL of every non-empty generation and of the human continuations.
-    t_orc = time.perf_counter()
-    oracle_rows = [{"prefix": a, "continuation": b, "kind": "model", "idx": i} for i, a, b in zip(ok.index, ok["prefix"], ok["generation"])]
-    oracle_rows += [{"prefix": p.prefix, "continuation": p.reference, "kind": "human", "idx": p.prompt_id} for p in prompts]
+
+def oracle_scores(samples: Samples, cfg: EvalConfig) -> tuple[str, list[tuple[float, int]]]:
+    """Oracle NLL of every non-empty generation (into ``samples.table``: ``oracle_nll_sum``,
+    ``oracle_tokens``, NaN / 0 for the empty ones) and of the human continuations (returned)."""
+    from emo_ray.models import materialize
+
+    ok, table = samples.ok, samples.table
+    rows = [{"prefix": a, "continuation": b, "kind": "model", "idx": i} for i, a, b in zip(ok.index, ok["prefix"], ok["generation"])]
+    rows += [{"prefix": p.prefix, "continuation": p.reference, "kind": "human", "idx": p.prompt_id} for p in samples.prompts]
     oracle_path = materialize(cfg.oracle.model)
-    scored = score_continuations(oracle_rows, oracle_path, execution=ex, batch_size=cfg.oracle.batch_size)
-    t_orc = time.perf_counter() - t_orc
+    scored = score_continuations(rows, oracle_path, execution=cfg.execution, batch_size=cfg.oracle.batch_size)
     model_nll = {r["idx"]: (r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "model"}
-    human_nll = [(r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "human"]
     table["oracle_nll_sum"] = [model_nll.get(i, (np.nan, 0))[0] for i in table.index]
     table["oracle_tokens"] = [model_nll.get(i, (np.nan, 0))[1] for i in table.index]
+    return oracle_path, [(r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "human"]
 
-    # Forward / reverse cross-entropy (recall / precision): the same prompts and samples; the
-    # surrogate's NLLs are the oracle's when the surrogate is the oracle.
-    pr = None
-    t_pr = time.perf_counter()
-    if g.precision_recall:
-        pr = precision_recall.score_corpus(model_path, prompts, table, ok, cfg, oracle_path)
-    t_pr = time.perf_counter() - t_pr
 
-    key = f"gen/{corpus_label(corpus_name)}"
-    metrics: dict[str, float] = {
-        f"{key}/n_prompts": len(prompts),
-        f"{key}/oracle_ppl_human": corpus_perplexity(*zip(*human_nll)),
-    }
-    if pr is not None:
-        metrics[f"{key}/recall_ce"] = pr.recall_ce  # no sampling involved: one number, no seed std
-    for dec in g.decoders:
+def seed_scores(corpus_name: str, key: str, table: pd.DataFrame, cfg: EvalConfig, pr) -> dict[str, float]:
+    """Oracle perplexity, ROUGE-1/L, empty count, length (and reverse cross-entropy) of each
+    decoder and sampling seed, then their mean and std over the seeds. A seed with fewer than two
+    non-empty generations fails loudly: its scores would mean nothing."""
+    metrics: dict[str, float] = {}
+    for dec in cfg.generation.decoders:
         per_seed: dict[str, list[float]] = {"oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
         if pr is not None:
             per_seed["precision_ce"] = []
-        for s in g.seeds:
+        for s in cfg.generation.seeds:
             sel = table[(table["decoder"] == dec) & (table["seed"] == s)]
             good = sel[~sel["empty"]]
             if len(good) < 2:
@@ -134,39 +203,29 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
             mu, sd = mean_std(vs)
             metrics[f"{key}/{dec}/{name}_mean"] = mu
             metrics[f"{key}/{dec}/{name}_std"] = sd
-    # MAUVE, MAUVE* and frontier integral per sampling run, and the ceiling, from the features
-    # exactly as logged: ``emo-ray rescore`` under unchanged settings reproduces these numbers.
-    features = CorpusFeatures.of(ok, model_feats, prompts, human, human2_prompts, human2, m,
-                                 featurizer_identity(feat_path, m.pooling, m.max_tokens, m.layer, resolved_dtype(ex)))
-    t_mauve = time.perf_counter()
-    metrics.update(mauve_features.all_metrics(features, m, key))
-    t_mauve = time.perf_counter() - t_mauve
-    metrics.update({
-        f"time/{key}/mauve_s": t_mauve,
-        f"time/{key}/sample_s": t_gen, f"time/{key}/featurize_s": t_feat,
-        f"time/{key}/oracle_s": t_orc, f"time/{key}/total_s": time.perf_counter() - t0,
-    })
-    if pr is not None:
-        metrics[f"time/{key}/precision_recall_s"] = t_pr
+    return metrics
+
+
+def section_params(key: str, corpus: Corpus, samples: Samples, feats: Features, cfg: EvalConfig, pr) -> dict[str, str]:
+    """How the prompts were cut, sampled and scored, one MLflow param per step."""
+    g = cfg.generation
     params = {
         f"{key}/prompts": (
             f"protocol={cfg.protocol} window_unit={g.window_unit} source={corpus.source} unit={corpus.unit} "
             f"prefix_len={corpus.prefix_tokens} continuation_len={corpus.gen_tokens} "
             f"windows_per_unit={corpus.windows_per_unit} scan_rows={corpus.scan_rows or 'all'} "
-            f"newlines_to_spaces={corpus.newlines_to_spaces} num_prompts={len(prompts)} prompt_seed={g.prompt_seed} "
-            + " ".join(f"{k}={v}" for k, v in counts.items())
+            f"newlines_to_spaces={corpus.newlines_to_spaces} num_prompts={len(samples.prompts)} prompt_seed={g.prompt_seed} "
+            + " ".join(f"{k}={v}" for k, v in samples.counts.items())
         ),
         f"{key}/sampling": (
             f"protocol={cfg.protocol} decoders={','.join(g.decoders)} seeds={','.join(map(str, g.seeds))} std=ddof1 "
-            f"max_new_tokens={max_new} min_new_tokens={min_new} stop_at_eos={g.stop_at_eos}"
+            f"max_new_tokens={samples.max_new} min_new_tokens={samples.min_new} stop_at_eos={g.stop_at_eos}"
         ),
-        f"{key}/mauve": f"protocol={cfg.protocol} " + mauve_settings(m),
-        f"{key}/human_mauve": ceiling_note,
+        f"{key}/mauve": f"protocol={cfg.protocol} " + mauve_settings(cfg.mauve),
+        f"{key}/human_mauve": feats.ceiling_note,
         f"{key}/oracle_ppl": f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
         f"{key}/rouge": rouge_settings(cfg.rouge.use_stemmer),
     }
     if pr is not None:
         params[f"{key}/precision_recall"] = precision_recall.settings(pr)
-    label = corpus_label(corpus_name)
-    return SectionResult(metrics, params, {f"generations/{label}.json": table},
-                         {f"features/{label}.npz": features.to_bytes()})
+    return params

@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from emo_ray.evaluation.config import ExecutionConfig
-from emo_ray.evaluation.executor import ModelActor, map_rows
+from emo_ray.inference.executor import ExecutionConfig, ModelActor, map_rows
 
 
 class ContinuationNLL(ModelActor):

@@ -22,9 +22,10 @@ from dataclasses import asdict, replace
 import numpy as np
 import pandas as pd
 
-from emo_ray.evaluation.config import ExecutionConfig, MauveConfig, load_eval_config
+from emo_ray.evaluation.config import MauveConfig, load_eval_config
 from emo_ray.evaluation.mauve_features import CorpusFeatures, all_metrics
 from emo_ray.evaluation.mauve_score import mauve_settings
+from emo_ray.inference.executor import ExecutionConfig
 from emo_ray.typed_config import ConfigError
 
 SCORE_FREE = {"batch_size", "cache"}

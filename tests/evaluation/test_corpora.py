@@ -10,7 +10,7 @@ import pytest
 
 from emo_ray.evaluation.config import EvalConfigError, load_eval_config
 from emo_ray.evaluation.corpora import CORPORA, CORPUS_DIR, Corpus, CorpusError, get_corpus, load_corpus_file
-from emo_ray.evaluation.generation import make_prompts, text_units
+from emo_ray.evaluation.prompts import make_prompts, text_units
 from tests.evaluation.conftest import write_jsonl
 
 # EMO (Ren et al., ICLR 2024) Table 4: prefix / generation lengths in tokens.

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emo_ray import precision
-from emo_ray.evaluation.config import ExecutionConfig
+from emo_ray.inference.executor import ExecutionConfig
 from emo_ray.models.loading import Fp32Head, eval_dtype, load_for_eval
 
 
@@ -51,7 +51,7 @@ def test_execution_dtype_config_field():
 
 def test_every_stage_takes_dtype(tiny_path):
     from emo_ray.evaluation.featurize import Featurizer
-    from emo_ray.evaluation.generation import Sampler
+    from emo_ray.inference.sampler import Sampler
     from emo_ray.evaluation.icl.evaluate_task import ICLScorer
     from emo_ray.evaluation.oracle_ppl import ContinuationNLL
 

@@ -21,7 +21,7 @@ def spy(monkeypatch):
 
 def test_every_stage_loads_through_load_for_eval(spy, tiny_path):
     from emo_ray.evaluation.featurize import Featurizer
-    from emo_ray.evaluation.generation import Sampler
+    from emo_ray.inference.sampler import Sampler
     from emo_ray.evaluation.icl.evaluate_task import ICLScorer
     from emo_ray.evaluation.oracle_ppl import ContinuationNLL
 

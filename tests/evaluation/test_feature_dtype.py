@@ -6,7 +6,7 @@ import pytest
 
 from emo_ray import precision
 from emo_ray.evaluation import featurize as fz
-from emo_ray.evaluation.config import ExecutionConfig
+from emo_ray.inference.executor import ExecutionConfig
 
 GPU_RAY = ExecutionConfig(executor="ray", gpus_per_actor=1, cpus_per_actor=1, dtype="auto", progress_bar=False)
 
@@ -44,7 +44,7 @@ def test_cache_key_and_actors_use_the_resolved_dtype(cpu_driver_bf16_gpus, monke
         seen["dtype"] = execution.dtype
         return [{"features": [0.5, 1.0]} for _ in rows]
 
-    monkeypatch.setattr("emo_ray.evaluation.executor.map_rows", fake_map_rows)
+    monkeypatch.setattr("emo_ray.inference.executor.map_rows", fake_map_rows)
     texts = ["one", "two"]
     fz.featurize(texts, "m", pooling="mean", max_tokens=8, batch_size=2, execution=GPU_RAY, cache=True)
     assert seen["dtype"] == "bf16"  # the actors compute exactly what the key says, never "auto"

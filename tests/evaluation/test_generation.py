@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from emo_ray.evaluation.corpora import CORPORA, Corpus, get_corpus
-from emo_ray.evaluation.decoders import get_decoder
-from emo_ray.evaluation.generation import make_prompts, sample, text_units
+from emo_ray.evaluation.prompts import make_prompts, text_units
+from emo_ray.inference.decoders import get_decoder
+from emo_ray.inference.sampler import sample
 from tests.evaluation.conftest import needs_data, write_jsonl
 
 

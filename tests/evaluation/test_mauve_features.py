@@ -88,7 +88,7 @@ def test_human_ceiling_high_for_one_distribution_low_for_different_text():
 
 def test_second_human_set_is_disjoint_and_the_same_size(tmp_path, tiny):
     from emo_ray.evaluation.corpora import Corpus
-    from emo_ray.evaluation.generation import make_prompts
+    from emo_ray.evaluation.prompts import make_prompts
 
     _, tok = tiny
     words = "the cat sat on a mat while it rained over hills and rivers".split()

@@ -54,7 +54,7 @@ N = 100  # texts per side: enough for MAUVE's n/10 buckets to separate, small fo
 def test_human_vs_human_high_human_vs_shuffled_low():
     from emo_ray.evaluation.corpora import get_corpus
     from emo_ray.evaluation.featurize import featurize
-    from emo_ray.evaluation.generation import make_prompts
+    from emo_ray.evaluation.prompts import make_prompts
     from emo_ray.models import load_tokenizer, materialize
 
     path = materialize("smollm2-135m")

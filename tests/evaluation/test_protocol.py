@@ -9,8 +9,9 @@ import torch
 
 from emo_ray.evaluation.config import PROTOCOLS, EvalConfigError, from_flat, load_eval_config, to_flat
 from emo_ray.evaluation.corpora import Corpus
-from emo_ray.evaluation.decoders import get_decoder
-from emo_ray.evaluation.generation import Sampler, make_prompts, official_rows, sample, word_windows
+from emo_ray.evaluation.prompts import make_prompts, official_rows, word_windows
+from emo_ray.inference.decoders import get_decoder
+from emo_ray.inference.sampler import Sampler, sample
 from tests.evaluation.conftest import needs_data, write_jsonl
 
 

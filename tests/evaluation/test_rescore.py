@@ -56,12 +56,13 @@ def stored_sweep(tmp_path_factory, tiny_path):
 
 @pytest.fixture(autouse=True)
 def no_sampling(monkeypatch):
-    from emo_ray.evaluation import generation, open_ended
+    from emo_ray.evaluation import open_ended
+    from emo_ray.inference import sampler
 
     def boom(*a, **k):
         raise AssertionError("re-scoring sampled")
 
-    monkeypatch.setattr(generation.Sampler, "__init__", boom)
+    monkeypatch.setattr(sampler.Sampler, "__init__", boom)
     monkeypatch.setattr(open_ended, "evaluate_corpus", boom)
 
 

@@ -7,10 +7,12 @@ from dataclasses import replace
 import mlflow
 import pytest
 
-from emo_ray.evaluation.cli import main
-from emo_ray.evaluation.config import EvalConfig, ExecutionConfig, GenerationConfig, ICLConfig, MauveConfig, OracleConfig, TrackingConfig
+from emo_ray.cli import main as emo_ray
+from emo_ray.config import TrackingConfig
+from emo_ray.evaluation.config import EvalConfig, GenerationConfig, ICLConfig, MauveConfig, OracleConfig
 from emo_ray.evaluation.open_ended import evaluate_corpus
 from emo_ray.evaluation.run import evaluate, run_evaluation
+from emo_ray.inference.executor import ExecutionConfig
 from tests.evaluation.conftest import LOCAL, needs_data, write_task
 
 
@@ -87,7 +89,7 @@ def test_cli_logs_to_mlflow_and_evaluates_a_run_checkpoint(tmp_path, tiny_path, 
         "execution": {"executor": "local", "progress_bar": False},
         "tracking": {"tracking_uri": uri, "experiment": "cli"},
     }))
-    assert main([str(cfg_path)]) == 0
+    assert emo_ray(["eval", str(cfg_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     # The summary is the last block: headline metrics, the run, and the link to the runs table.
     assert out[-1].strip().startswith("runs table") and "/runs?compareRunsMode=TABLE" in out[-1]
@@ -108,13 +110,13 @@ def test_cli_logs_to_mlflow_and_evaluates_a_run_checkpoint(tmp_path, tiny_path, 
     mlflow.set_experiment("train")
     with mlflow.start_run() as train_run:
         mlflow.set_tag("hf_model_path", tiny_path)
-    assert main([str(cfg_path), f"model=mlflow:{train_run.info.run_id}", "tracking.log_to_source_run=true", "generation_enabled=false"]) == 0
+    assert emo_ray(["eval", str(cfg_path), f"model=mlflow:{train_run.info.run_id}", "tracking.log_to_source_run=true", "generation_enabled=false"]) == 0
     assert "eval/icl/toy/accuracy" in client.get_run(train_run.info.run_id).data.metrics
     # Without the tag: a clear error.
     with mlflow.start_run() as bare:
         pass
     with pytest.raises(ValueError, match="no 'hf_model_path' tag"):
-        main([str(cfg_path), f"model=mlflow:{bare.info.run_id}"])
+        emo_ray(["eval", str(cfg_path), f"model=mlflow:{bare.info.run_id}"])
 
 
 @pytest.mark.integration

@@ -161,7 +161,7 @@ def test_feature_cache_writes_atomically(tmp_path, monkeypatch):
         return real_replace(src, dst)
 
     monkeypatch.setattr("os.replace", spy)
-    monkeypatch.setattr("emo_ray.evaluation.executor.map_rows",
+    monkeypatch.setattr("emo_ray.inference.executor.map_rows",
                         lambda rows, *a, **k: [{"features": [1.0, 2.0]} for _ in rows])
     out = fz.featurize(["a", "b"], "m", pooling="mean", max_tokens=8, batch_size=2, execution=None, cache=True)
     assert np.load(target).tolist() == out.tolist() == [[1.0, 2.0], [1.0, 2.0]]

@@ -116,8 +116,8 @@ def test_trial_drivers_ask_for_their_trials_accelerator(cluster):
 def test_evaluation_actors_ask_for_the_accelerator_of_their_drivers_node(monkeypatch):
     import ray
 
-    from emo_ray.evaluation.config import ExecutionConfig
-    from emo_ray.evaluation.executor import actor_accelerator
+    from emo_ray.inference.executor import ExecutionConfig
+    from emo_ray.inference.executor import actor_accelerator
 
     class Context:
         def get_node_id(self):

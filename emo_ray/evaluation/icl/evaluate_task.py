@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 
 from emo_ray.evaluation.config import EvalConfig
-from emo_ray.evaluation.executor import ModelActor, map_rows, torch_threads
 from emo_ray.evaluation.icl.predict import predict, prior_baseline
 from emo_ray.evaluation.icl.prompts import candidate_prompts
 from emo_ray.evaluation.icl.retriever import embed, fixed_shots, resolve_retriever, topk
 from emo_ray.evaluation.icl.scorer import BATCH_TOKENS, CandidateNLL, get_scorer
 from emo_ray.evaluation.icl.tasks import Task, TaskData, load_task, load_task_data
 from emo_ray.evaluation.open_ended import SectionResult
+from emo_ray.inference.executor import ModelActor, map_rows, torch_threads
 
 
 class ICLScorer(ModelActor):

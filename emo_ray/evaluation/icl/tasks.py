@@ -31,7 +31,7 @@ from typing import Literal
 import yaml
 
 from emo_ray.data.sources import DataError, parse_hf
-from emo_ray.evaluation.config import expand
+from emo_ray.typed_config import expand_path
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?(?::([A-Za-z_]+))?\}")
@@ -151,7 +151,7 @@ def paper_wording(task: Task) -> Task | None:
 def read_label_words(task: Task) -> list[str]:
     if not task.labels_file:
         raise TaskError(f"task {task.name!r}: no label words (give label_words or labels_file)")
-    path = Path(expand(task.labels_file))
+    path = Path(expand_path(task.labels_file))
     if not path.exists():
         raise TaskError(f"task {task.name!r}: labels file {path} does not exist")
     words = json.loads(path.read_text())

@@ -3,7 +3,8 @@
 Every stage (sampling, featurizing, oracle scoring, ICL scoring) is a callable class that loads
 its model once in ``__init__`` and maps a pandas batch to a pandas batch. On a cluster the pool
 size and the GPUs per actor come from ``ExecutionConfig``; on this CPU machine an actor's CPUs are
-its torch threads.
+its torch threads. The evaluation and the oracle-corpus sampler share this executor (and its
+config section), which is why it sits below both of them.
 """
 from __future__ import annotations
 
@@ -11,10 +12,32 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-
-from emo_ray.evaluation.config import ExecutionConfig
+from dataclasses import dataclass
+from typing import Literal
 
 ENV = {"TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Where the stage actors run; the ``execution`` section of the evaluation and oracle-corpus configs."""
+
+    executor: Literal["ray", "local"] = "ray"
+    """``ray``: Ray Data ``map_batches`` over actor pools; ``local``: the same actor classes called
+    in this process (unit tests, or inside a trial that must not start more Ray work)."""
+    address: str = ""
+    """``ray.init`` address; empty joins ``$RAY_ADDRESS`` or starts a local in-process cluster."""
+    num_actors: int = 1
+    """Actor pool size of every map stage (one model replica per actor)."""
+    cpus_per_actor: float = 2.0
+    """CPUs reserved per actor; also its torch thread count."""
+    gpus_per_actor: float = 0.0
+    """GPUs per actor on a cluster (the model then runs on ``cuda``)."""
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Weights of every evaluation model (sampling, MAUVE features, oracle perplexity, ICL
+    scoring). ``auto``: bf16 where the hardware has it (CUDA with bf16, a CPU with avx512_bf16 /
+    AMX), fp32 otherwise. NLL and log-softmax sums stay fp32. ``fp16``: GPU only."""
+    progress_bar: bool = True
 
 
 class ModelActor:

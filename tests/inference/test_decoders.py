@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emo_ray.evaluation.decoders import DECODERS, Decoder, choose, get_decoder, next_token_probs
+from emo_ray.inference.decoders import DECODERS, Decoder, choose, get_decoder, next_token_probs
 
 
 def test_ancestral_is_unbiased():

@@ -8,14 +8,14 @@ how close the student's distribution got to the true one.
 
     emo-ray sample-corpus configs/oracle/cpu_sample.yaml
 
-Sampling reuses the evaluation's Ray Data machinery: :func:`emo_ray.evaluation.executor.map_rows`
-over :class:`emo_ray.evaluation.generation.Sampler` with the ``ancestral`` decoder. Every
+Sampling uses the Ray Data machinery the evaluation uses too: :func:`emo_ray.inference.executor.map_rows`
+over :class:`emo_ray.inference.sampler.Sampler` with the ``ancestral`` decoder. Every
 paragraph starts from the oracle's BOS token (models without one: its EOS token, which is GPT-2's
 ``<|endoftext|>`` document separator) and runs ``paragraph_tokens`` tokens, or fewer when the
 oracle samples EOS (the oracle's own end of text; truncating it away would bias the corpus).
 
 Reproducible and resumable: paragraph ``i`` of the whole corpus (train, then valid, then test)
-draws from its own generator seeded by ``(seed, i)`` (:func:`~emo_ray.evaluation.generation.row_seed`),
+draws from its own generator seeded by ``(seed, i)`` (:func:`~emo_ray.inference.sampler.row_seed`),
 so its text does not depend on batch, actor or shard. Rows are sampled in shards of
 ``shard_rows``; each shard is written atomically (temporary file + rename) under
 ``<output_dir>/.shards/``, named by its global row range, and a re-run skips the shards already
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emo_ray import typed_config
-from emo_ray.evaluation.config import ExecutionConfig
+from emo_ray.inference.executor import ExecutionConfig
 
 ConfigError = typed_config.ConfigError
 DECODER = "ancestral"
@@ -126,7 +126,7 @@ def output_path(cfg: OracleCorpusConfig) -> Path:
 
 def sample_corpus(cfg: OracleCorpusConfig) -> dict:
     """Sample (or finish sampling) the corpus of ``cfg``; returns the provenance record."""
-    from emo_ray.evaluation.executor import ray_session
+    from emo_ray.inference.executor import ray_session
     from emo_ray.models.loading import load_tokenizer, materialize
 
     out = output_path(cfg)
@@ -166,7 +166,7 @@ def sample_corpus(cfg: OracleCorpusConfig) -> dict:
         "temperature": 1.0, "top_k": 0, "top_p": 1.0,
         "paragraph_tokens": cfg.paragraph_tokens,
         "seed": cfg.seed,
-        "row_seed": "emo_ray.evaluation.generation.row_seed(seed, i), i global over train, valid, test",
+        "row_seed": "emo_ray.inference.sampler.row_seed(seed, i), i global over train, valid, test",
         "splits": {s: {"first_index": r.start, **stats[s]} for s, r in split_ranges(cfg.sizes).items()},
         "config": typed_config.to_flat(cfg),
         "config_hash": config_hash(cfg),
@@ -177,8 +177,8 @@ def sample_corpus(cfg: OracleCorpusConfig) -> dict:
 
 
 def _sample_rows(cfg: OracleCorpusConfig, oracle_path: str, prefix: list[int], ids: range) -> list[dict]:
-    from emo_ray.evaluation.executor import map_rows
-    from emo_ray.evaluation.generation import Sampler
+    from emo_ray.inference.executor import map_rows
+    from emo_ray.inference.sampler import Sampler
 
     rows = [{"prompt_id": i, "seed": cfg.seed, "decoder": DECODER, "prefix_ids": prefix} for i in ids]
     out = map_rows(rows, Sampler, {"model_path": oracle_path, "gen_tokens": cfg.paragraph_tokens},

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from emo_ray.config import ConfigError
-from emo_ray.data import oracle_corpus as oc
-from emo_ray.data.oracle_corpus import load_oracle_corpus_config, sample_corpus
+from emo_ray.inference import oracle_corpus as oc
+from emo_ray.inference.oracle_corpus import load_oracle_corpus_config, sample_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,20 +49,20 @@ def test_split_sizes_and_provenance(sampled):
 
 def test_unbiased_decoder_from_bos(sampled, monkeypatch, tmp_path):
     """Every row asks the Sampler for the ancestral decoder and starts from the BOS token alone."""
-    from emo_ray.evaluation import generation
+    from emo_ray.inference import sampler
     from emo_ray.models.loading import load_tokenizer
 
     _, _, record = sampled
     assert record["decoder"] == "ancestral" and (record["temperature"], record["top_k"], record["top_p"]) == (1.0, 0, 1.0)
-    assert generation.get_decoder(oc.DECODER) == generation.get_decoder("ancestral")
+    assert sampler.get_decoder(oc.DECODER) == sampler.get_decoder("ancestral")
     seen = []
-    real = generation.Sampler.__call__
+    real = sampler.Sampler.__call__
 
     def spy(self, batch):
         seen.extend(zip(batch["decoder"], map(list, batch["prefix_ids"])))
         return real(self, batch)
 
-    monkeypatch.setattr(generation.Sampler, "__call__", spy)
+    monkeypatch.setattr(sampler.Sampler, "__call__", spy)
     sample_corpus(tiny_cfg(tmp_path / "c"))
     bos = load_tokenizer("tiny-llama").bos_token_id
     assert len(seen) == 10 and {(d, tuple(p)) for d, p in seen} == {("ancestral", (bos,))}
