@@ -1,0 +1,94 @@
+"""Ctrl-C (SIGINT) of ``emo-ray train``: one line naming the step and how to resume, exit code
+130, the MLflow run ended KILLED (not FAILED), and every process the command started is gone."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emo_ray.config import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+CONFIG = str(REPO_ROOT / "configs" / "tiny_smoke.yaml")
+ARGS = ["model.name=tiny-llama", "data.block_size=64", "data.max_train_tokens=4096", "data.max_validation_blocks=4",
+        "train.micro_batch_size=4", "train.lr=1e-3", "train.max_steps=400", "train.checkpoint_every=4",
+        "ray.num_workers=1", "train.zero_stage=0", "tracking.experiment=interrupted", "ray.run_name=ctrlc"]
+
+
+def _tree(pid: int) -> list:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(procs) -> list:
+    """The processes of ``procs`` still running (a zombie has exited: only its parent's wait is missing)."""
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _start(tmp_path, mlflow_uri, command: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_ADDRESS", None)  # never join a cluster that happens to run on this machine
+    return subprocess.Popen([sys.executable, "-m", "emo_ray.cli", *command], env=env, cwd=tmp_path,
+                            stdout=open(tmp_path / "out.txt", "w"), stderr=open(tmp_path / "err.txt", "w"))
+
+
+def test_ctrl_c_of_train_is_one_line_exit_130_run_killed_nothing_left(mlflow_uri, tmp_path):
+    import psutil
+    from mlflow import MlflowClient
+
+    driver = _start(tmp_path, mlflow_uri, ["train", CONFIG, *ARGS, f"ray.storage_path={tmp_path / 'runs'}"])
+    client = MlflowClient(mlflow_uri)
+    procs, run_id = {}, None
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and driver.poll() is None:
+            time.sleep(0.5)
+            procs.update({p.pid: p for p in _tree(driver.pid)})
+            exp = client.get_experiment_by_name("interrupted")
+            found = client.search_runs([exp.experiment_id]) if exp else []
+            if found and len(client.get_metric_history(found[0].info.run_id, "train/loss")) >= 3:
+                run_id = found[0].info.run_id
+                break
+        assert run_id, f"the driver never logged 3 steps: {(tmp_path / 'err.txt').read_text()[-3000:]}"
+        procs.update({p.pid: p for p in _tree(driver.pid)})
+        assert len(procs) > 3  # the local Ray the command started: GCS, raylet, workers...
+        driver.send_signal(signal.SIGINT)
+        code = driver.wait(180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        _, left = psutil.wait_procs([p for p in procs.values() if p.pid != driver.pid], timeout=60)
+        for p in left:  # never leave them to the rest of the suite, whatever the assertions say
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+    err = (tmp_path / "err.txt").read_text()
+    assert code == 130, err[-3000:]
+    lines = [ln for ln in err.splitlines() if "interrupted" in ln]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    step = int(re.search(r"interrupted at step (\d+)", lines[0]).group(1))
+    assert step >= 3 and "ray.run_name=ctrlc" in lines[0] and "rerun the same command to resume" in lines[0]
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED", run.info.status
+    assert not [p for p in left], [(p.pid, p.name()) for p in left]
