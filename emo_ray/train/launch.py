@@ -539,4 +539,4 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
         # The local Ray this run started; after Ctrl-C also a cluster connection made here (its
         # controller and workers are this driver's actors).
         if started_ray or (interrupted and connected_here and ray.is_initialized()):
-            ray_runtime.stop_ray()
+            ray.shutdown()
