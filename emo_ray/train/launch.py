@@ -273,11 +273,7 @@ def resolve_run(cfg: Config, storage: str, uri: str, mlflow_run_id: str | None, 
     done = finished_run(record, uri)
     tags: dict = {}
     if done and cfg.ray.rerun_finished == "skip":
-        return name, None, {}, FitResult(
-            done["mlflow_run_id"], done.get("metrics") or {}, done.get("checkpoint_path"), done.get("hf_model_path"),
-            name, n_params=done.get("n_params") or 0, run_name=done.get("run_name") or "",
-            tracking_uri=record.get("tracking_uri") or uri, experiment_id=done.get("experiment_id") or "",
-            already_finished=True)
+        return name, None, {}, _finished_result(done, name, record, uri)
     if done:
         tags = {RERUN_OF_TAG: done["mlflow_run_id"], RERUN_OF_RAY_RUN_TAG: name}
         name, record = rerun_slot(storage, name, read_run_record, uri)
@@ -285,6 +281,23 @@ def resolve_run(cfg: Config, storage: str, uri: str, mlflow_run_id: str | None, 
     if record and not mlflow_run_id and record.get("mlflow_run_id") and record.get("tracking_uri") == uri:
         mlflow_run_id = _continue_run(record, uri)  # the same Ray run continues its MLflow run
     return name, mlflow_run_id, tags, None
+
+
+def already_finished(cfg: Config, storage: str, uri: str) -> FitResult | None:
+    """The finished run a rerun of ``cfg`` would hand back (``ray.rerun_finished=skip``, same
+    config), read before any data is prepared: a finished run's rerun costs nothing."""
+    record = read_run_record(storage, cfg.ray.run_name) if cfg.ray.run_name else None
+    if cfg.ray.rerun_finished != "skip" or not record or changed_keys(record.get("config") or {}, trained_config(cfg)):
+        return None
+    done = finished_run(record, uri)
+    return _finished_result(done, cfg.ray.run_name, record, uri) if done else None
+
+
+def _finished_result(done: dict, name: str, record: dict, uri: str) -> FitResult:
+    return FitResult(done["mlflow_run_id"], done.get("metrics") or {}, done.get("checkpoint_path"),
+                     done.get("hf_model_path"), name, n_params=done.get("n_params") or 0,
+                     run_name=done.get("run_name") or "", tracking_uri=record.get("tracking_uri") or uri,
+                     experiment_id=done.get("experiment_id") or "", already_finished=True)
 
 
 def check_vocab(packed, model_path: str) -> None:
@@ -369,6 +382,9 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     Ray task or actor (a Tune trial), whose console is the sweep's.
     A local Ray started here is stopped at the end, so nothing Ray forwards lands after the caller's
     summary.
+    A ``ray.run_name`` that has FINISHED is never reopened: with ``ray.rerun_finished=skip`` the
+    result describes that run (``already_finished``) and nothing runs. Ctrl-C ends the MLflow run
+    KILLED and raises ``TrainingInterrupted`` (its message: the step reached and how to resume).
     """
     console.prepare_process_env()
     os.environ.setdefault("DS_ACCELERATOR", ray_env(cfg)["DS_ACCELERATOR"])  # before deepspeed is imported
@@ -382,6 +398,10 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     from emo_ray.models.size import count_parameters
     from emo_ray.train.worker import train_loop_per_worker
 
+    finished = already_finished(cfg, storage_lib.resolve(cfg.ray.storage_path or "runs"),
+                                tracking.tracking_uri(cfg.tracking.tracking_uri))
+    if finished is not None:
+        return finished  # ray.rerun_finished=skip: nothing is prepared, opened or written
     # Everything that can be wrong with the inputs fails here, before any process starts.
     model_path = materialize(cfg.model.name)
     _check_model_fits(cfg, model_path)

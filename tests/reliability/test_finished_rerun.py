@@ -60,8 +60,10 @@ def test_a_finished_run_is_never_rewritten(ray_local, mlflow_uri, tmp_path, monk
     assert again.hf_model_path == first.hf_model_path and again.metrics == first.metrics
 
     # The plain command again: one line naming the run and its model, exit 0, nothing written.
+    config = tmp_path / "train.yaml"
+    config.write_text("model:\n  name: tiny-llama\n")  # the defaults, as load_config(None, ...) has them
     capsys.readouterr()
-    assert main(["train", *args]) == 0
+    assert main(["train", str(config), *args]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "has finished already" in out[0], out
     assert first.mlflow_run_id in out[0] and first.hf_model_path in out[0]
