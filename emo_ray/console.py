@@ -411,6 +411,9 @@ class stage:  # noqa: N801 - used as a context manager: ``with console.stage("ic
         self.name = name
 
     def __enter__(self):
+        global _interrupted_stage
+        if not _stage:  # a new outermost stage: an earlier interrupt is history
+            _interrupted_stage = ""
         _stage.append(self.name)
         return self
 

@@ -1,5 +1,7 @@
 """Ctrl-C (SIGINT) of ``emo-ray train``: one line naming the step and how to resume, exit code
-130, the MLflow run ended KILLED (not FAILED), and every process the command started is gone."""
+130, the MLflow run ended KILLED (not FAILED), and every process the command started is gone; of
+``emo-ray eval``: one line naming the stage, exit code 130; after a SIGKILLed driver no Ray
+process it started stays."""
 from __future__ import annotations
 
 import os
@@ -12,8 +14,6 @@ import time
 import pytest
 
 from emo_ray.config import REPO_ROOT
-
-pytestmark = pytest.mark.integration
 
 RAY_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(\w[\w.]* pid=\d+")
 CONFIG = str(REPO_ROOT / "configs" / "tiny_smoke.yaml")
@@ -53,6 +53,7 @@ def _start(tmp_path, mlflow_uri, command: list[str]) -> subprocess.Popen:
                             stdout=open(tmp_path / "out.txt", "w"), stderr=open(tmp_path / "err.txt", "w"))
 
 
+@pytest.mark.integration
 def test_ctrl_c_of_train_is_one_line_exit_130_run_killed_nothing_left(mlflow_uri, tmp_path):
     import psutil
     from mlflow import MlflowClient
@@ -99,6 +100,7 @@ def test_ctrl_c_of_train_is_one_line_exit_130_run_killed_nothing_left(mlflow_uri
     assert not [p for p in left], [(p.pid, p.name()) for p in left]
 
 
+@pytest.mark.integration
 def test_a_sigkilled_driver_leaves_no_ray_process_behind(mlflow_uri, tmp_path):
     """Without the watchdog the raylet's DashboardAgent and RuntimeEnvAgent outlived a SIGKILLed
     driver by 40 s to 3 min (measured), listening on every interface."""
@@ -134,3 +136,28 @@ def test_a_sigkilled_driver_leaves_no_ray_process_behind(mlflow_uri, tmp_path):
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_ctrl_c_of_eval_is_one_line_naming_the_stage_exit_130(mlflow_uri, monkeypatch, capsys):
+    """Ctrl-C while sampling (simulated where the evaluation runs): nothing recorded, one line."""
+    from mlflow import MlflowClient
+
+    from emo_ray import console
+    from emo_ray.cli import main
+    from emo_ray.evaluation import run as eval_run
+
+    def sampling_interrupted(*_a, **_k):
+        with console.stage("gen wikitext-2"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_run, "run_evaluation", sampling_interrupted)
+    try:
+        code = main(["eval", "model=tiny-llama", "tracking.experiment=eval-ctrlc"])
+    except KeyboardInterrupt:  # what an unhandled Ctrl-C does: a traceback, exit status 1
+        code = None
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emo-ray eval: interrupted during gen wikitext-2;"), err
+    assert "nothing was recorded" in err[0] and "Rerun the same command" in err[0]
+    exp = MlflowClient(mlflow_uri).get_experiment_by_name("eval-ctrlc")
+    assert not exp or not MlflowClient(mlflow_uri).search_runs([exp.experiment_id])
