@@ -161,3 +161,30 @@ def test_ctrl_c_of_eval_is_one_line_naming_the_stage_exit_130(mlflow_uri, monkey
     assert "nothing was recorded" in err[0] and "Rerun the same command" in err[0]
     exp = MlflowClient(mlflow_uri).get_experiment_by_name("eval-ctrlc")
     assert not exp or not MlflowClient(mlflow_uri).search_runs([exp.experiment_id])
+
+
+def test_an_interrupted_mlflow_run_ends_killed_a_failed_one_failed(mlflow_uri):
+    from mlflow import MlflowClient
+
+    from emo_ray import tracking
+
+    tracking.setup(mlflow_uri, "statuses")
+    ids = {}
+    for exc in (KeyboardInterrupt, RuntimeError):
+        with pytest.raises(exc):
+            with tracking.run(exc.__name__) as run:
+                ids[exc] = run.info.run_id
+                raise exc
+    client = MlflowClient(mlflow_uri)
+    assert client.get_run(ids[KeyboardInterrupt]).info.status == "KILLED"
+    assert client.get_run(ids[RuntimeError]).info.status == "FAILED"
+
+
+def test_the_interrupt_line_names_the_run_name_a_resume_needs():
+    from emo_ray.train.lifecycle import TrainingInterrupted
+
+    named = str(TrainingInterrupted(12, "mine", "abc", named=True))
+    assert named.startswith("interrupted at step 12; rerun the same command to resume (ray.run_name=mine;")
+    unnamed = str(TrainingInterrupted(5, "emo-ray-abc", "abc", named=False))
+    assert "rerun the same command with ray.run_name=emo-ray-abc to resume" in unnamed
+    assert "before training started" in str(TrainingInterrupted(None, None, None, named=False))
