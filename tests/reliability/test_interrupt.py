@@ -47,14 +47,18 @@ def _alive(procs) -> list:
 
 
 def _start(tmp_path, mlflow_uri, command: list[str]) -> subprocess.Popen:
+    """The CLI in a process group of its own, as a shell starts a command (Ctrl-C in a terminal
+    signals that whole group: the driver and the local Ray it started)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("RAY_ADDRESS", None)  # never join a cluster that happens to run on this machine
     return subprocess.Popen([sys.executable, "-m", "emo_ray.cli", *command], env=env, cwd=tmp_path,
-                            stdout=open(tmp_path / "out.txt", "w"), stderr=open(tmp_path / "err.txt", "w"))
+                            stdout=open(tmp_path / "out.txt", "w"), stderr=open(tmp_path / "err.txt", "w"),
+                            start_new_session=True)
 
 
 @pytest.mark.integration
-def test_ctrl_c_of_train_is_one_line_exit_130_run_killed_nothing_left(mlflow_uri, tmp_path):
+@pytest.mark.parametrize("whom", ["group", "driver"])  # a terminal's Ctrl-C, and `kill -INT <driver pid>`
+def test_ctrl_c_of_train_is_one_line_exit_130_run_killed_nothing_left(mlflow_uri, tmp_path, whom):
     import psutil
     from mlflow import MlflowClient
 
@@ -74,7 +78,10 @@ def test_ctrl_c_of_train_is_one_line_exit_130_run_killed_nothing_left(mlflow_uri
         assert run_id, f"the driver never logged 3 steps: {(tmp_path / 'err.txt').read_text()[-3000:]}"
         procs.update({p.pid: p for p in _tree(driver.pid)})
         assert len(procs) > 3  # the local Ray the command started: GCS, raylet, workers...
-        driver.send_signal(signal.SIGINT)
+        if whom == "group":
+            os.killpg(driver.pid, signal.SIGINT)
+        else:
+            driver.send_signal(signal.SIGINT)
         code = driver.wait(180)
     finally:
         if driver.poll() is None:
@@ -188,3 +195,20 @@ def test_the_interrupt_line_names_the_run_name_a_resume_needs():
     unnamed = str(TrainingInterrupted(5, "emo-ray-abc", "abc", named=False))
     assert "rerun the same command with ray.run_name=emo-ray-abc to resume" in unnamed
     assert "before training started" in str(TrainingInterrupted(None, None, None, named=False))
+
+
+def test_the_failure_line_names_the_run_name_a_resume_needs(monkeypatch, capsys):
+    """``fit`` marks a failure of an opened run with its MLflow run and ``ray.run_name``; the one
+    line of a diverged run carries them."""
+    import emo_ray.train
+    from emo_ray.cli import main
+
+    def fit(cfg):
+        e = RuntimeError("Training failed due to worker errors\nTrainingDiverged: non-finite loss (nan) at step 3")
+        e.emo_ray_context = "MLflow run abc FAILED; ray.run_name=mine"
+        raise e
+
+    monkeypatch.setattr(emo_ray.train, "fit", fit)
+    assert main(["train", CONFIG]) == 3
+    assert capsys.readouterr().err.strip() == ("emo-ray train: TrainingDiverged: non-finite loss (nan) at step 3 "
+                                               "(MLflow run abc FAILED; ray.run_name=mine)")
