@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt as e:
         # Ctrl-C: the run ended KILLED; one line says where it stood and what a rerun resumes.
-        print(f"emo-ray {args.command}: {_one_line(e) or 'interrupted'}", file=sys.stderr)
+        print(f"emo-ray {args.command}: {_one_line(e) or INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except early as e:
         what = "config error" if isinstance(e, ConfigError) else "error"
@@ -455,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
 
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT (128 + 2)
+# The line of a Ctrl-C that carries no message of its own (train and eval raise theirs).
+INTERRUPTED = {"train": "interrupted before training started; nothing was recorded",
+               "sweep": "interrupted; the same command with --resume continues the sweep (finished trials are kept)"}
 
 
 def _diverged(e: BaseException) -> str | None:
