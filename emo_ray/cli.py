@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT (128 + 2)
 # The line of a Ctrl-C that carries no message of its own (train and eval raise theirs).
-INTERRUPTED = {"train": "interrupted before training started; nothing was recorded",
+INTERRUPTED = {"train": "interrupted; the same command again (with the same ray.run_name) resumes or starts it",
                "sweep": "interrupted; the same command with --resume continues the sweep (finished trials are kept)"}
 
 
