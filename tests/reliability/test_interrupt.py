@@ -212,3 +212,45 @@ def test_the_failure_line_names_the_run_name_a_resume_needs(monkeypatch, capsys)
     assert main(["train", CONFIG]) == 3
     assert capsys.readouterr().err.strip() == ("emo-ray train: TrainingDiverged: non-finite loss (nan) at step 3 "
                                                "(MLflow run abc FAILED; ray.run_name=mine)")
+
+
+DRIVER = """
+import subprocess, sys, time
+from emo_ray import ray_reaper
+
+sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+other = subprocess.Popen(sleeper)  # started before "ray.init": not Ray's, must survive
+before = ray_reaper.child_pids()
+root = subprocess.Popen([sys.executable, "-c", f"import subprocess; subprocess.Popen({sleeper!r}); import time; time.sleep(600)"])
+ray_reaper.watch(ray_reaper.child_pids() - before)
+print(other.pid, root.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_watchdog_stops_exactly_the_processes_ray_started_once_the_driver_is_gone(tmp_path):
+    """A stand-in driver: one child started before its "ray.init" (not Ray's) and one root with a
+    child of its own (a head process and a worker). SIGKILL the driver: the root and its child are
+    stopped, the other process is not."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    other = None
+    try:
+        other_pid, root_pid = map(int, driver.stdout.readline().split())
+        other, root = psutil.Process(other_pid), psutil.Process(root_pid)
+        time.sleep(3)  # the watchdog has seen the root's child
+        ray_side = [root, *root.children(recursive=True)]
+        assert len(ray_side) == 2
+        driver.kill()
+        driver.wait(10)
+        _, left = psutil.wait_procs(ray_side, timeout=20)
+        assert not _alive(left), left
+        assert _alive([other]), "a process the driver started before Ray was stopped too"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for p in _alive([p for p in [other] if p]):
+            p.kill()
