@@ -193,6 +193,11 @@ def cmd_train(args) -> int:
 
     cfg = load("train", args.config, args.overrides)
     result = fit(cfg)
+    if result.already_finished:  # ray.rerun_finished=skip: a finished run is never reopened
+        from emo_ray import console
+
+        print(console.finished_rerun_line(result), flush=True)
+        return 0
     _summary("print_fit_summary", result, cfg)
     return 0
 
@@ -420,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     early = (ConfigError, UsageError)
     try:
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt as e:
+        # Ctrl-C: the run ended KILLED; one line says where it stood and what a rerun resumes.
+        print(f"emo-ray {args.command}: {_one_line(e) or INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except early as e:
         what = "config error" if isinstance(e, ConfigError) else "error"
         print(f"emo-ray {args.command}: {what}: {_one_line(e)}", file=sys.stderr)
@@ -438,12 +447,17 @@ def main(argv: list[str] | None = None) -> int:
         if diverged:
             # Reaches the driver wrapped in Ray's worker-group error: the run is FAILED in MLflow
             # and nothing was exported; one line is all the user needs.
-            print(f"emo-ray {args.command}: {diverged}", file=sys.stderr)
+            context = getattr(e, "emo_ray_context", "")  # the MLflow run and ray.run_name
+            print(f"emo-ray {args.command}: {diverged}" + (f" ({context})" if context else ""), file=sys.stderr)
             return EXIT_DIVERGED
         raise
 
 
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT (128 + 2)
+# The line of a Ctrl-C that carries no message of its own (train and eval raise theirs).
+INTERRUPTED = {"train": "interrupted; the same command again (with the same ray.run_name) resumes or starts it",
+               "sweep": "interrupted; the same command with --resume continues the sweep (finished trials are kept)"}
 
 
 def _diverged(e: BaseException) -> str | None:

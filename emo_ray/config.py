@@ -169,6 +169,11 @@ class RayConfig:
     resume_changed_config: bool = False
     """Continue ``ray.run_name`` even though the trained config differs (opens a new MLflow run,
     tagged with the one it resumed from); without it such a resume is refused, naming the keys."""
+    rerun_finished: Literal["skip", "new"] = "skip"
+    """What the same ``ray.run_name`` does once its run has FINISHED: ``skip`` says so in one line
+    and changes nothing (a finished run's record is never rewritten); ``new`` trains again from
+    scratch as a new run (Ray run ``<run_name>-rerun2``, ``-rerun3``...) whose MLflow run is tagged
+    ``emo_ray.rerun_of`` with the finished one's id."""
 
 
 @dataclass(frozen=True)

@@ -324,11 +324,22 @@ def print_fit_summary(result, cfg, *, stream=None) -> None:
         rows.append(("parameters", f"{result.n_params:,}"))
     rows.append(("model", result.hf_model_path or result.checkpoint_path or "(none)"))
     rows.append(("mlflow run", f"{getattr(result, 'run_name', '') or ''} {result.mlflow_run_id}".strip()))
+    if getattr(result, "ray_run_name", ""):  # what a rerun of this run must name (ray.run_name=...)
+        rows.append(("ray.run_name", result.ray_run_name))
     cmd, url = mlflow_ui(uri, exp)
     if cmd:
         rows.append(("mlflow ui", cmd))
     rows.append(("runs table", url))
     _block("Training finished", rows, stream)
+
+
+def finished_rerun_line(result) -> str:
+    """The one line ``emo-ray train`` prints when ``ray.run_name`` has finished already and nothing
+    ran (``ray.rerun_finished=skip``): which run, where its results are, how to train it again."""
+    where = result.hf_model_path or result.checkpoint_path or "no model exported"
+    return (f"emo-ray train: ray.run_name={result.ray_run_name} has finished already (MLflow run "
+            f"{result.mlflow_run_id}, model {where}); nothing to do. ray.rerun_finished=new trains it again "
+            "as a new run")
 
 
 def print_eval_summary(run_id: str, result, cfg, *, stream=None) -> None:
@@ -400,12 +411,26 @@ class stage:  # noqa: N801 - used as a context manager: ``with console.stage("ic
         self.name = name
 
     def __enter__(self):
+        global _interrupted_stage
+        if not _stage:  # a new outermost stage: an earlier interrupt is history
+            _interrupted_stage = ""
         _stage.append(self.name)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        global _interrupted_stage
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and not _interrupted_stage:
+            _interrupted_stage = current_stage()  # the innermost stage, before the unwinding pops it
         _stage.pop()
+
+
+_interrupted_stage = ""
 
 
 def current_stage() -> str:
     return " / ".join(_stage)
+
+
+def interrupted_stage() -> str:
+    """The stage a Ctrl-C stopped (empty: none was running)."""
+    return _interrupted_stage

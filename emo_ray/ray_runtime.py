@@ -113,7 +113,13 @@ def start_ray(*, address: str = "", num_cpus: int = 1, env: dict[str, str] | Non
             kwargs["include_dashboard"] = False
         if resources:
             kwargs["resources"] = resources
+    if local:
+        from emo_ray import ray_reaper
+
+        before = ray_reaper.child_pids()
     ray.init(**kwargs)
+    if local:  # what this Ray leaves behind once the driver is gone (SIGKILL, Ctrl-C) is stopped
+        ray_reaper.watch(ray_reaper.child_pids() - before)
     return local
 
 

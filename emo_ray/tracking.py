@@ -128,6 +128,16 @@ def close_stale_runs(experiment_id: str, uri: str | None = None, *, keep: str | 
     return closed
 
 
+def last_step(run_id: str, uri: str | None = None, key: str = "train/loss") -> int:
+    """The last step ``key`` was logged at in the run (0: none yet, or the store cannot say)."""
+    from mlflow import MlflowClient
+
+    try:
+        return max((m.step for m in MlflowClient(uri).get_metric_history(run_id, key)), default=0)
+    except Exception:  # noqa: BLE001 - only ever used to word a message
+        return 0
+
+
 def prefixed(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """``{"loss": 1} -> {"train/loss": 1}`` for ``prefix="train/"`` (MLflow names only; what Ray
     Train / Tune see keeps the plain names)."""
@@ -219,13 +229,17 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 @contextlib.contextmanager
 def run(run_name: str | None = None, *, run_id: str | None = None, nested: bool = False, tags=None) -> Iterator[Any]:
-    """``mlflow.start_run`` that ends FINISHED on success and FAILED on any exception,
-    KeyboardInterrupt included."""
+    """``mlflow.start_run`` that ends FINISHED on success, KILLED when interrupted
+    (KeyboardInterrupt: Ctrl-C, which the user asked for and can resume) and FAILED on any other
+    exception."""
     import mlflow
 
     active = mlflow.start_run(run_name=run_name, run_id=run_id, nested=nested, tags=tags)
     try:
         yield active
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise

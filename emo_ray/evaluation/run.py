@@ -201,13 +201,27 @@ def _jsonable(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C while evaluating. Nothing was recorded (an evaluation is logged once complete, so no
+    run is left half-written); the message is the console's one line: where it stopped and what a
+    rerun reuses."""
+
+    def __init__(self, stage: str):
+        super().__init__(f"interrupted{f' during {stage}' if stage else ''}; nothing was recorded. Rerun the same "
+                         "command to evaluate again: sampling and scoring start over, the cached reference-text "
+                         "features and retriever embeddings are reused")
+
+
 def evaluate_and_log(model: str, cfg: EvalConfig) -> tuple[str, EvalResult]:
     """Evaluate ``model`` and record it in MLflow; returns ``(mlflow run id, result)``."""
     from emo_ray import tracking
 
     path, source_run = resolve_model(model, cfg.tracking.tracking_uri)
     tracking.setup(cfg.tracking.tracking_uri or None, cfg.tracking.experiment)
-    result = run_evaluation(path, cfg)
+    try:
+        result = run_evaluation(path, cfg)
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(console.interrupted_stage()) from None
     tags = {"emo_ray.kind": "evaluation", "emo_ray.model": model, "emo_ray.model_path": path,
             **tracking.provenance_tags()}
     if source_run and cfg.tracking.log_to_source_run:

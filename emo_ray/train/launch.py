@@ -13,6 +13,8 @@ from pathlib import Path
 from emo_ray import console, placement, ray_runtime, tracking
 from emo_ray import storage as storage_lib
 from emo_ray.config import Config, ConfigError, expand_path, to_flat, to_yaml
+from emo_ray.train.lifecycle import (FINISHED_KEY, RERUN_OF_RAY_RUN_TAG, RERUN_OF_TAG, TrainingInterrupted,  # noqa: F401
+                                     finished_record, finished_run, fit_interruptible, rerun_slot)
 
 # Ray Train V2's controller polls workers every 2 s by default, and each `ray.train.report`
 # waits for a poll: with a report per step that is 2 s per step. Poll faster.
@@ -38,6 +40,9 @@ class FitResult:
     """The MLflow run's name."""
     tracking_uri: str = ""
     experiment_id: str = ""
+    already_finished: bool = False
+    """True when ``ray.run_name`` had finished already and nothing ran (``ray.rerun_finished=skip``):
+    the fields describe that finished run."""
 
 
 def ray_env(cfg: Config) -> dict[str, str]:
@@ -250,6 +255,51 @@ def _continue_run(record: dict, uri: str) -> str | None:
     return run.info.run_id
 
 
+def resolve_run(cfg: Config, storage: str, uri: str, mlflow_run_id: str | None, *,
+                allow_changed: bool) -> tuple[str, str | None, dict, FitResult | None]:
+    """``(Ray run name, MLflow run to continue or None, extra run tags, finished run or None)``.
+
+    The same ``ray.run_name`` with the same config continues its Ray run and MLflow run (after a
+    SIGKILL, Ctrl-C or failure); a changed config is refused unless allowed (then a new MLflow run
+    continues the checkpoint). A FINISHED run is never reopened: ``ray.rerun_finished=skip`` hands
+    it back as it is (``already_finished``: nothing runs, nothing is written), ``new`` trains a new
+    Ray run ``<name>-rerunK`` whose MLflow run is tagged with the finished one."""
+    name = cfg.ray.run_name
+    record = read_run_record(storage, name) if name else None
+    changed = check_resume(cfg, record, allow_changed=allow_changed)
+    if changed:  # explicitly allowed: a new MLflow run (its params are the new config) that says so
+        return name, mlflow_run_id, {"emo_ray.resumed_with_changed_config": ",".join(changed)[:5000],
+                                     "emo_ray.resumed_from_run": record.get("mlflow_run_id", "")}, None
+    done = finished_run(record, uri)
+    tags: dict = {}
+    if done and cfg.ray.rerun_finished == "skip":
+        return name, None, {}, _finished_result(done, name, record, uri)
+    if done:
+        tags = {RERUN_OF_TAG: done["mlflow_run_id"], RERUN_OF_RAY_RUN_TAG: name}
+        name, record = rerun_slot(storage, name, read_run_record, uri)
+        mlflow_run_id = None
+    if record and not mlflow_run_id and record.get("mlflow_run_id") and record.get("tracking_uri") == uri:
+        mlflow_run_id = _continue_run(record, uri)  # the same Ray run continues its MLflow run
+    return name, mlflow_run_id, tags, None
+
+
+def already_finished(cfg: Config, storage: str, uri: str) -> FitResult | None:
+    """The finished run a rerun of ``cfg`` would hand back (``ray.rerun_finished=skip``, same
+    config), read before any data is prepared: a finished run's rerun costs nothing."""
+    record = read_run_record(storage, cfg.ray.run_name) if cfg.ray.run_name else None
+    if cfg.ray.rerun_finished != "skip" or not record or changed_keys(record.get("config") or {}, trained_config(cfg)):
+        return None
+    done = finished_run(record, uri)
+    return _finished_result(done, cfg.ray.run_name, record, uri) if done else None
+
+
+def _finished_result(done: dict, name: str, record: dict, uri: str) -> FitResult:
+    return FitResult(done["mlflow_run_id"], done.get("metrics") or {}, done.get("checkpoint_path"),
+                     done.get("hf_model_path"), name, n_params=done.get("n_params") or 0,
+                     run_name=done.get("run_name") or "", tracking_uri=record.get("tracking_uri") or uri,
+                     experiment_id=done.get("experiment_id") or "", already_finished=True)
+
+
 def check_vocab(packed, model_path: str) -> None:
     """Every token id the tokenizer produced must index the model's embedding (a tokenizer of
     another model fails here, not with an IndexError in a worker minutes later)."""
@@ -332,6 +382,9 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     Ray task or actor (a Tune trial), whose console is the sweep's.
     A local Ray started here is stopped at the end, so nothing Ray forwards lands after the caller's
     summary.
+    A ``ray.run_name`` that has FINISHED is never reopened: with ``ray.rerun_finished=skip`` the
+    result describes that run (``already_finished``) and nothing runs. Ctrl-C ends the MLflow run
+    KILLED and raises ``TrainingInterrupted`` (its message: the step reached and how to resume).
     """
     console.prepare_process_env()
     os.environ.setdefault("DS_ACCELERATOR", ray_env(cfg)["DS_ACCELERATOR"])  # before deepspeed is imported
@@ -345,6 +398,10 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     from emo_ray.models.size import count_parameters
     from emo_ray.train.worker import train_loop_per_worker
 
+    finished = already_finished(cfg, storage_lib.resolve(cfg.ray.storage_path or "runs"),
+                                tracking.tracking_uri(cfg.tracking.tracking_uri))
+    if finished is not None:
+        return finished  # ray.rerun_finished=skip: nothing is prepared, opened or written
     # Everything that can be wrong with the inputs fails here, before any process starts.
     model_path = materialize(cfg.model.name)
     _check_model_fits(cfg, model_path)
@@ -366,17 +423,13 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     storage = storage_lib.resolve(cfg.ray.storage_path or "runs")  # local folder or s3:// etc.
     check_storage_writable(storage)
     uri = tracking.setup(cfg.tracking.tracking_uri, cfg.tracking.experiment)
-    resume_tags: dict = {}
-    record = read_run_record(storage, cfg.ray.run_name) if cfg.ray.run_name else None
     if allow_changed_config is None:
         allow_changed_config = cfg.ray.resume_changed_config or \
             os.environ.get(RESUME_CHANGED_ENV, "") not in ("", "0", "false")
-    changed = check_resume(cfg, record, allow_changed=allow_changed_config)
-    if changed:  # explicitly allowed: a new MLflow run (its params are the new config) that says so
-        resume_tags = {"emo_ray.resumed_with_changed_config": ",".join(changed)[:5000],
-                       "emo_ray.resumed_from_run": record.get("mlflow_run_id", "")}
-    elif record and not mlflow_run_id and record.get("mlflow_run_id") and record.get("tracking_uri") == uri:
-        mlflow_run_id = _continue_run(record, uri)  # the same Ray run continues its MLflow run
+    ray_name, mlflow_run_id, resume_tags, finished = resolve_run(cfg, storage, uri, mlflow_run_id,
+                                                                 allow_changed=allow_changed_config)
+    if finished is not None:
+        return finished  # ray.rerun_finished=skip: nothing runs, nothing is written
     try:  # runs left RUNNING by a driver of this host that is gone end KILLED, with the reason
         import mlflow
 
@@ -389,7 +442,8 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
     if cfg.tracking.parent_run_id:
         all_tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
     run_name = None if mlflow_run_id else (cfg.tracking.run_name or default_run_name(cfg, packed.stats["train_tokens"]))
-    started_ray = False
+    started_ray, connected_here, interrupted = False, not ray.is_initialized(), False
+    run_id = name = None  # known once the run is open: the interrupt and failure lines name them
     try:
         with tracking.run(run_name, run_id=mlflow_run_id, tags=all_tags) as run:
             import mlflow
@@ -419,17 +473,17 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                                          tags={"block_size": cfg.data.block_size})
             except Exception as e:  # noqa: BLE001 - a dataset record must never stop a run
                 mlflow.set_tag("emo_ray.dataset_log_error", str(e)[:500])
-            name = cfg.ray.run_name or f"emo-ray-{run_id}"
+            name = ray_name or f"emo-ray-{run_id}"
             import socket
 
-            write_run_record(storage, name, {"config": trained_config(cfg), "mlflow_run_id": run_id,
-                                             "tracking_uri": uri, "driver_pid": os.getpid(),
-                                             "driver_host": socket.gethostname()})
+            run_record = {"config": trained_config(cfg), "mlflow_run_id": run_id, "tracking_uri": uri,
+                          "driver_pid": os.getpid(), "driver_host": socket.gethostname()}
+            write_run_record(storage, name, run_record)
             show = progress if progress is not None else not console.in_ray_worker()
             if show:
                 print(f"emo-ray: {cfg.train.loss} on {cfg.model.name} ({n_params:,} parameters), "
                       f"{packed.stats['train_tokens']:,} training tokens, {cfg.train.max_steps} steps on "
-                      f"{world} worker(s); MLflow run {run_name}", flush=True)
+                      f"{world} worker(s); MLflow run {run_name}, ray.run_name={name}", flush=True)
             started_ray = init_ray(cfg)
             ctx = ray.data.DataContext.get_current()
             ctx.execution_options.preserve_order = True  # same blocks per rank on every attempt
@@ -479,17 +533,30 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
             mlflow.set_tags({"ray.run_name": name, "ray.storage_path": storage})
             if bar:
                 with bar:
-                    result = trainer.fit()
+                    result = fit_interruptible(trainer)
             else:
-                result = trainer.fit()
+                result = fit_interruptible(trainer)
             if result.error:
                 raise result.error
             ckpt = _checkpoint_uri(storage, result.checkpoint.path) if result.checkpoint else None
             hf = _exported_model(result.checkpoint, ckpt)
             _record_model(run_id, run_name, ckpt, hf, n_params, cfg)
             final = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
-            return FitResult(run_id, final, ckpt, hf, name, n_params=n_params, run_name=run_name, tracking_uri=uri,
-                             experiment_id=run.info.experiment_id)
+            out = FitResult(run_id, final, ckpt, hf, name, n_params=n_params, run_name=run_name, tracking_uri=uri,
+                            experiment_id=run.info.experiment_id)
+            write_run_record(storage, name, {**run_record, FINISHED_KEY: finished_record(out)})
+            return out
+    except KeyboardInterrupt:  # Ctrl-C: tracking.run ended the MLflow run KILLED
+        interrupted = True
+        raise TrainingInterrupted(run_id and tracking.last_step(run_id, uri), name or ray_name or f"emo-ray-{run_id}",
+                                  run_id, named=bool(cfg.ray.run_name)) from None
+    except Exception as e:
+        if run_id:  # the failure line (or the traceback) names what a resume needs
+            e.emo_ray_context = f"MLflow run {run_id} FAILED; ray.run_name={name}"
+            e.add_note(f"emo-ray: {e.emo_ray_context}")
+        raise
     finally:
-        if started_ray:
+        # The local Ray this run started; after Ctrl-C also a cluster connection made here (its
+        # controller and workers are this driver's actors).
+        if started_ray or (interrupted and connected_here and ray.is_initialized()):
             ray.shutdown()
