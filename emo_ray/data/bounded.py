@@ -61,7 +61,7 @@ def encode(texts: Iterable[str], tokenizer) -> Iterator[tuple[int, np.ndarray]]:
         if len(text) > PIECE_CHARS:
             yield from flush()
             chars = 0
-            for piece in pieces(text):
+            for piece in pieces(text, PIECE_CHARS):
                 yield i, _ids(tokenizer([piece], add_special_tokens=False)["input_ids"][0])
             continue
         batch.append((i, text))
