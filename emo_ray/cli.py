@@ -196,8 +196,10 @@ def _guess_kind(path: str) -> str:
     return "train"
 
 
-def load(kind: str, config: str | None, overrides: list[str]):
-    """The validated typed config of ``kind``; any problem raises ``ConfigError``."""
+def load(kind: str, config: str | None, overrides: list[str], *, preflight: bool = True):
+    """The validated typed config of ``kind``; any problem raises ``ConfigError``. With
+    ``preflight`` (commands that will run), its tracking store is also checked now (a server that
+    does not answer: one line in seconds, before the data is read or any model loads)."""
     from emo_ray.config import ConfigError, load_config
     from emo_ray.evaluation.config import load_eval_config
     from emo_ray.data.oracle_corpus import load_oracle_corpus_config
@@ -206,11 +208,17 @@ def load(kind: str, config: str | None, overrides: list[str]):
     loader = {"train": load_config, "eval": load_eval_config, "sweep": load_sweep_config,
               "sample-corpus": load_oracle_corpus_config}[kind]
     try:
-        return loader(config, overrides)
+        cfg = loader(config, overrides)
     except ConfigError:
         raise
     except ValueError as e:  # a registry's own "not a supported ..." error
         raise ConfigError(str(e)) from None
+    uri = getattr(getattr(cfg, "tracking", None), "tracking_uri", None)
+    if preflight and uri is not None:
+        from emo_ray import tracking
+
+        tracking.check_store(tracking.tracking_uri(uri or None))
+    return cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +247,7 @@ def cmd_eval(args) -> int:
 def cmd_sweep(args) -> int:
     from emo_ray.sweep.runner import describe, run_sweep
 
-    sweep = load("sweep", args.config, args.overrides)
+    sweep = load("sweep", args.config, args.overrides, preflight=not args.dry_run)  # a dry run opens no store
     print(describe(sweep), flush=True)
     if args.dry_run:
         return 0
@@ -358,7 +366,7 @@ def cmd_show_config(args) -> int:
         except CorpusError as e:
             raise ConfigError(str(e)) from None
         return 0
-    print(typed_config.to_yaml(load(kind, config, overrides)), end="")
+    print(typed_config.to_yaml(load(kind, config, overrides, preflight=False)), end="")
     return 0
 
 
