@@ -140,3 +140,38 @@ def test_a_read_only_command_refuses_a_file_that_is_not_a_store(tmp_path):
     (tmp_path / "notes.db").write_text("not a database")
     assert_one_line_exit_2(emo_ray(tmp_path, "report", "s", f"tracking.tracking_uri=sqlite:///{tmp_path / 'notes.db'}"),
                            "is not an SQLite database")
+
+
+def test_the_server_probe_accepts_any_http_answer_and_refuses_silence():
+    """In process, on loopback: a server answering 401 (MLflow's basic-auth app) is there; one
+    that accepts the connection and says nothing is refused after the timeout, not waited for."""
+    import http.server
+    import threading
+
+    from emo_ray.preflight import check_tracking_server
+    from emo_ray.typed_config import ConfigError
+
+    class Auth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Auth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # the kernel accepts the connection; nobody ever answers
+    try:
+        check_tracking_server(f"http://127.0.0.1:{server.server_address[1]}")
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError, match=f"tracking server {uri} does not answer within 1 s"):
+            check_tracking_server(uri, timeout=1)
+        assert time.monotonic() - t0 < 10
+    finally:
+        server.shutdown()
+        server.server_close()
+        silent.close()
