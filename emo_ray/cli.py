@@ -4,7 +4,7 @@
     emo-ray eval configs/eval/quick.yaml model=mlflow:<run_id>
     emo-ray sweep cpu-small grid.seeds='[0, 1]' --dry-run
     emo-ray aggregate <sweep parent run id>
-    emo-ray report <sweep name or parent run id> [--alpha 0.001]
+    emo-ray report <sweep name or parent run id> tracking.tracking_uri=sqlite:///mlflow.db [--alpha 0.001]
     emo-ray rescore <run id, sweep name or parent run id> mauve.num_buckets=50
     emo-ray show-config configs/smollm2_wikitext2.yaml ray.num_workers=1
     emo-ray ls [losses|sweeps|configs|tasks|corpora|models]
@@ -289,8 +289,6 @@ def _read_store(args, command: str, passthrough: bool = False) -> tuple[str, lis
     exist: MLflow would create a missing one, and a mistyped SQLite path would leave an empty
     ``mlflow.db`` behind and report an unknown run (issue 25.4). Other overrides are refused,
     unless ``passthrough`` (rescore checks its own ``mauve.*`` keys)."""
-    import yaml
-
     from emo_ray import tracking
     from emo_ray.preflight import check_existing_store
 
@@ -299,9 +297,9 @@ def _read_store(args, command: str, passthrough: bool = False) -> tuple[str, lis
     for item in args.overrides:
         key, eq, value = item.partition("=")
         if eq and key.strip() == TRACKING_KEY:
-            value = yaml.safe_load(value) if value.strip() else ""
-            if not isinstance(value, str) or not value:
-                raise UsageError(f"{TRACKING_KEY} must be a non-empty string (an MLflow store URI), got {item!r}")
+            value = value.strip().strip("'\"")  # a URI as typed (a YAML parse would choke on ': ')
+            if not value:
+                raise UsageError(f"{TRACKING_KEY} must be an MLflow store URI, got {item!r}")
             given.append(value)
         elif passthrough:
             rest.append(item)

@@ -73,7 +73,7 @@ def test_aggregate_and_rescore_take_the_key_too(store, capsys):
 @pytest.mark.parametrize("extra,message", [
     (["train.lr=1"], "report takes no override but tracking.tracking_uri=<store>"),
     (["tracking.tracking_uri=sqlite:///elsewhere.db"], "two different stores given"),
-    (["tracking.tracking_uri=[1]"], "tracking.tracking_uri must be a non-empty string"),
+    (["tracking.tracking_uri="], "tracking.tracking_uri must be an MLflow store URI"),
 ])
 def test_report_refuses_other_overrides_in_one_line(store, extra, message, capsys):
     assert main(["report", "s", "--tracking-uri", store, *extra]) == 2
