@@ -4,7 +4,7 @@
     emo-ray eval configs/eval/quick.yaml model=mlflow:<run_id>
     emo-ray sweep cpu-small grid.seeds='[0, 1]' --dry-run
     emo-ray aggregate <sweep parent run id>
-    emo-ray report <sweep name or parent run id> [--alpha 0.001]
+    emo-ray report <sweep name or parent run id> tracking.tracking_uri=sqlite:///mlflow.db [--alpha 0.001]
     emo-ray rescore <run id, sweep name or parent run id> mauve.num_buckets=50
     emo-ray show-config configs/smollm2_wikitext2.yaml ray.num_workers=1
     emo-ray ls [losses|sweeps|configs|tasks|corpora|models]
@@ -59,20 +59,39 @@ def _fields_help(kind: str) -> str:
     return help_text(_config_defaults(kind), f"{kind} config fields")
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes flags anywhere among its positionals: with plain argparse
+    ``sweep cpu-small --dry-run grid.seeds=[0]`` fails, because the ``overrides`` list is closed
+    (empty) at the first flag. The top-level parser cannot parse intermixed (its subcommand is a
+    positional of nargs PARSER), but argparse hands each subcommand's arguments to that
+    subcommand's own ``parse_known_args``, so intermixing there covers every command."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:  # parse_known_intermixed_args calls back in (Python <= 3.12)
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="emo-ray", description=__doc__, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show per-rank reports and library warnings (quiet by default)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_IntermixedParser)
 
     def add(name: str, help_: str, kind: str | None, config_help: str, optional_config: bool = False):
         # Field docs go to the epilog lazily (importing the configs is cheap, not free).
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt,
                            epilog=_LazyHelp(kind) if kind else None)
         p.add_argument("config", nargs="?" if optional_config else None, help=config_help)
-        p.add_argument("overrides", nargs="*", help="key=value overrides (values are YAML), e.g. train.lr=1e-4")
+        p.add_argument("overrides", nargs="*", default=[], help="key=value overrides (values are YAML), e.g. train.lr=1e-4")
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help="show per-rank reports and library warnings")
         return p
@@ -93,12 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Aggregate a finished (or partly finished) sweep into its figure, CSVs and fits.")
     p.add_argument("parent_run_id", help="the sweep's MLflow parent run id")
     p.add_argument("--metric", default="eval/icl/avg_accuracy", help="MLflow metric to plot (default: %(default)s)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    _store_args(p)
     p = sub.add_parser("report", help="render the paper's tables and Figure 1 of a sweep from MLflow",
                        description="Tables 1-3 and Figure 1 with intervals and significance vs MLE, as Markdown, "
                                    "CSV and PNG, logged under report/ on the sweep's parent run.")
     p.add_argument("sweep", help="the sweep's name or its MLflow parent run id")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    _store_args(p)
     p.add_argument("--alpha", type=float, default=0.001,
                    help="significance level of the marks, after Holm correction (paper: p < 0.001; default: %(default)s)")
     p.add_argument("--out", default=None, help="also keep the files in this folder")
@@ -108,12 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="MAUVE, MAUVE*, frontier integral and the human ceiling again, from the logged "
                                    "features (no resampling), logged under eval/rescore/<tag>/ (docs/mauve.md).")
     p.add_argument("ref", help="an evaluation run id, or a sweep's name or parent run id (all its finished trials)")
-    p.add_argument("overrides", nargs="*", help="mauve.key=value (values are YAML), e.g. mauve.num_buckets=50")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("overrides", nargs="*", default=[],
+                   help="mauve.key=value (values are YAML), e.g. mauve.num_buckets=50; tracking.tracking_uri=<store>")
+    _store_args(p)
     p = sub.add_parser("ls", help="list losses, sweeps, configs, ICL tasks, corpora or models")
     p.add_argument("what", nargs="?", choices=LISTINGS, help="what to list (default: everything)")
     sub.add_parser("losses", help="same as: ls losses")
     return parser
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    """The MLflow store of a command that reads runs: ``tracking.tracking_uri=...`` as in every
+    other command (``overrides``; rescore's also carry ``mauve.*``), ``--tracking-uri`` its alias."""
+    if not any(a.dest == "overrides" for a in p._actions):
+        p.add_argument("overrides", nargs="*", default=[], metavar="tracking.tracking_uri=STORE",
+                       help="MLflow store, the key every command takes (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    p.add_argument("--tracking-uri", default=None, help="alias of tracking.tracking_uri=STORE")
 
 
 class _LazyHelp(str):
@@ -167,8 +196,10 @@ def _guess_kind(path: str) -> str:
     return "train"
 
 
-def load(kind: str, config: str | None, overrides: list[str]):
-    """The validated typed config of ``kind``; any problem raises ``ConfigError``."""
+def load(kind: str, config: str | None, overrides: list[str], *, preflight: bool = True):
+    """The validated typed config of ``kind``; any problem raises ``ConfigError``. With
+    ``preflight`` (commands that will run), its tracking store is also checked now (a server that
+    does not answer: one line in seconds, before the data is read or any model loads)."""
     from emo_ray.config import ConfigError, load_config
     from emo_ray.evaluation.config import load_eval_config
     from emo_ray.inference.oracle_corpus import load_oracle_corpus_config
@@ -177,11 +208,17 @@ def load(kind: str, config: str | None, overrides: list[str]):
     loader = {"train": load_config, "eval": load_eval_config, "sweep": load_sweep_config,
               "sample-corpus": load_oracle_corpus_config}[kind]
     try:
-        return loader(config, overrides)
+        cfg = loader(config, overrides)
     except ConfigError:
         raise
     except ValueError as e:  # a registry's own "not a supported ..." error
         raise ConfigError(str(e)) from None
+    uri = getattr(getattr(cfg, "tracking", None), "tracking_uri", None)
+    if preflight and uri is not None:
+        from emo_ray import tracking
+
+        tracking.check_store(tracking.tracking_uri(uri or None))
+    return cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +252,7 @@ def cmd_eval(args) -> int:
 def cmd_sweep(args) -> int:
     from emo_ray.sweep.runner import describe, run_sweep
 
-    sweep = load("sweep", args.config, args.overrides)
+    sweep = load("sweep", args.config, args.overrides, preflight=not args.dry_run)  # a dry run opens no store
     print(describe(sweep), flush=True)
     if args.dry_run:
         return 0
@@ -248,11 +285,42 @@ def _store_errors(store_label: str, label: str, *known: type[Exception]):
         raise UsageError(f"{label}: {e}") from None
 
 
-def cmd_aggregate(args) -> int:
+TRACKING_KEY = "tracking.tracking_uri"
+
+
+def _read_store(args, command: str, passthrough: bool = False) -> tuple[str, list[str]]:
+    """``(store URI, the other overrides)`` of a command that only reads runs. The store is given
+    as ``tracking.tracking_uri=...`` (as to every other command) or ``--tracking-uri``, and must
+    exist: MLflow would create a missing one, and a mistyped SQLite path would leave an empty
+    ``mlflow.db`` behind and report an unknown run (issue 25.4). Other overrides are refused,
+    unless ``passthrough`` (rescore checks its own ``mauve.*`` keys)."""
     from emo_ray import tracking
+    from emo_ray.preflight import check_existing_store
+
+    given = [args.tracking_uri] if args.tracking_uri else []
+    rest = []
+    for item in args.overrides:
+        key, eq, value = item.partition("=")
+        if eq and key.strip() == TRACKING_KEY:
+            value = value.strip().strip("'\"")  # a URI as typed (a YAML parse would choke on ': ')
+            if not value:
+                raise UsageError(f"{TRACKING_KEY} must be an MLflow store URI, got {item!r}")
+            given.append(value)
+        elif passthrough:
+            rest.append(item)
+        else:
+            raise UsageError(f"{item!r}: {command} takes no override but {TRACKING_KEY}=<store>")
+    if len(set(given)) > 1:
+        raise UsageError(f"two different stores given: {' and '.join(map(repr, dict.fromkeys(given)))}")
+    uri = tracking.tracking_uri(given[0] if given else None)
+    check_existing_store(uri, f"emo-ray {command}")
+    return uri, rest
+
+
+def cmd_aggregate(args) -> int:
     from emo_ray.sweep.aggregate import aggregate_and_log
 
-    uri = tracking.tracking_uri(args.tracking_uri)
+    uri, _ = _read_store(args, "aggregate")
     # ValueError: nothing to aggregate yet
     with _store_errors(f"run {args.parent_run_id!r} in {uri}", f"sweep {args.parent_run_id}", ValueError):
         out = aggregate_and_log(args.parent_run_id, uri, args.metric)
@@ -261,11 +329,10 @@ def cmd_aggregate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from emo_ray import tracking
     from emo_ray.report import report_and_log
     from emo_ray.report.collect import ReportError
 
-    uri = tracking.tracking_uri(args.tracking_uri)
+    uri, _ = _read_store(args, "report")
     kw = {} if args.delta is None else {"delta_mauve": args.delta}
     # ReportError: unknown sweep, no finished child run, bad alpha; a bug keeps its traceback
     with _store_errors(f"sweep {args.sweep!r} in {uri}", f"sweep {args.sweep!r}", ReportError):
@@ -275,14 +342,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_rescore(args) -> int:
-    from emo_ray import tracking
     from emo_ray.evaluation.rescore import RescoreError, format_table, rescore
     from emo_ray.report.collect import ReportError
 
-    uri = tracking.tracking_uri(args.tracking_uri)
+    uri, overrides = _read_store(args, "rescore", passthrough=True)
     # unknown run or sweep, no features artifact
     with _store_errors(f"{args.ref!r} in {uri}", repr(args.ref), ReportError, RescoreError):
-        rows = rescore(args.ref, uri, args.overrides)
+        rows = rescore(args.ref, uri, overrides)
     print(format_table(rows))
     return 0
 
@@ -303,7 +369,7 @@ def cmd_show_config(args) -> int:
         except CorpusError as e:
             raise ConfigError(str(e)) from None
         return 0
-    print(typed_config.to_yaml(load(kind, config, overrides)), end="")
+    print(typed_config.to_yaml(load(kind, config, overrides, preflight=False)), end="")
     return 0
 
 

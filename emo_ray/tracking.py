@@ -65,6 +65,10 @@ def check_store(uri: str) -> Path | None:
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
     if scheme and scheme not in SCHEMES and len(scheme) > 1:  # one letter: a Windows drive
         raise ConfigError(f"tracking URI {uri!r}: unknown scheme {scheme!r} (one of {', '.join(SCHEMES)})")
+    if scheme in ("http", "https"):  # issue 25.4: a server that is not there, in seconds
+        from emo_ray.preflight import check_tracking_server
+
+        check_tracking_server(uri)
     if scheme != "sqlite":
         return None
     path = uri.split(":///", 1)[1] if ":///" in uri else ""

@@ -109,7 +109,11 @@ def test_entry_scripts_are_thin_wrappers_without_path_hacks(tmp_path):
 
 
 def test_aggregate_of_an_unknown_run_is_one_line_exit_2(tmp_path, capsys):
+    from mlflow import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # an existing store (a missing one: tests/reliability/test_early_checks.py)
+    capsys.readouterr()  # MLflow's own log lines of the store's creation
     assert main(["aggregate", "0123456789abcdef", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("emo-ray aggregate: error: run '0123456789abcdef'"), err

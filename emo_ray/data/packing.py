@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from emo_ray.config import DataConfig
+from emo_ray.data import bounded
 from emo_ray.data.sources import DataError, Example, InstructionFields, read_documents, read_examples
 
 
@@ -41,54 +42,33 @@ class PackedData:
 
 
 def _pack(token_lists, block_size: int, max_blocks: int = 0) -> tuple[np.ndarray, int]:
-    """Concatenate and cut; stops as soon as ``max_blocks`` blocks exist (0 = no limit)."""
-    buf: list[int] = []
-    blocks: list[np.ndarray] = []
-    used = 0
-    for ids in token_lists:
-        buf.extend(ids)
-        used += 1
-        while len(buf) >= block_size:
-            blocks.append(np.asarray(buf[:block_size], dtype=np.int64))
-            buf = buf[block_size:]
-            if max_blocks and len(blocks) >= max_blocks:
-                return np.stack(blocks), used
-    if not blocks:
-        return np.zeros((0, block_size), dtype=np.int64), used
-    return np.stack(blocks), used
-
-
-def _tokenize_stream(docs: list[str], tokenizer, batch: int = 256):
-    """Yield token ids per document (EOS appended) lazily, so a small data volume only
-    tokenises the documents it needs."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise DataError("the tokenizer has no EOS token to separate documents")
-    for i in range(0, len(docs), batch):
-        for ids in tokenizer(docs[i : i + batch], add_special_tokens=False)["input_ids"]:
-            yield list(ids) + [eos]
+    """Concatenate whole documents' ids and cut; stops as soon as ``max_blocks`` blocks exist."""
+    blocks, _, used = bounded.pack(((i, np.asarray(ids, dtype=np.int64), None) for i, ids in enumerate(token_lists)),
+                                   block_size, max_blocks)
+    return blocks, used
 
 
 def _pack_masked(pairs, block_size: int, max_blocks: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
     """:func:`_pack` for ``(ids, mask)`` pairs: ids and mask are cut at the same offsets."""
-    buf: list[int] = []
-    mbuf: list[int] = []
-    blocks: list[np.ndarray] = []
-    masks: list[np.ndarray] = []
-    used = 0
-    for ids, mask in pairs:
-        buf.extend(ids)
-        mbuf.extend(mask)
-        used += 1
-        while len(buf) >= block_size:
-            blocks.append(np.asarray(buf[:block_size], dtype=np.int64))
-            masks.append(np.asarray(mbuf[:block_size], dtype=np.uint8))
-            buf, mbuf = buf[block_size:], mbuf[block_size:]
-            if max_blocks and len(blocks) >= max_blocks:
-                return np.stack(blocks), np.stack(masks), used
-    if not blocks:
-        return np.zeros((0, block_size), dtype=np.int64), np.zeros((0, block_size), dtype=np.uint8), used
-    return np.stack(blocks), np.stack(masks), used
+    items = ((i, np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=np.uint8)) for i, (ids, mask) in enumerate(pairs))
+    return bounded.pack(items, block_size, max_blocks, masked=True)
+
+
+def _tokenize_stream(docs: list[str], tokenizer):
+    """``(document index, ids, None)`` pieces, EOS after each document, lazily: a small data
+    volume only tokenises the documents (and, of a huge one, the pieces) it needs."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token to separate documents")
+    end = np.array([eos], dtype=np.int64)
+    prev = None
+    for i, ids in bounded.encode(docs, tokenizer):
+        if prev is not None and i != prev:
+            yield prev, end, None
+        prev = i
+        yield i, ids, None
+    if prev is not None:
+        yield prev, end, None
 
 
 def tokenize_example(prompt_ids, response_ids, eos: int) -> tuple[list[int], list[int]]:
@@ -97,18 +77,24 @@ def tokenize_example(prompt_ids, response_ids, eos: int) -> tuple[list[int], lis
     return ids, [0] * len(prompt_ids) + [1] * (len(response_ids) + 1)
 
 
-def _tokenize_examples(examples: list[Example], tokenizer, batch: int = 256):
-    """Yield ``(ids, mask)`` per example, lazily. Prompt and response are tokenised separately,
-    so the mask's boundary is exact (no token straddles prompt and response)."""
+def _tokenize_examples(examples: list[Example], tokenizer):
+    """``(example index, ids, mask)`` pieces, lazily: prompt (mask 0), response and EOS (mask 1).
+    Prompt and response are tokenised separately, so the mask's boundary is exact (no token
+    straddles prompt and response)."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise DataError("the tokenizer has no EOS token to end each response")
-    for i in range(0, len(examples), batch):
-        chunk = examples[i : i + batch]
-        prompts = tokenizer([e.prompt for e in chunk], add_special_tokens=False)["input_ids"]
-        responses = tokenizer([e.response for e in chunk], add_special_tokens=False)["input_ids"]
-        for p, r in zip(prompts, responses):
-            yield tokenize_example(p, r, eos)
+    end, one = np.array([eos], dtype=np.int64), np.ones(1, dtype=np.uint8)
+    texts = (t for e in examples for t in (e.prompt, e.response))
+    prev = None
+    for j, ids in bounded.encode(texts, tokenizer):
+        i, is_response = divmod(j, 2)
+        if prev is not None and i != prev:
+            yield prev, end, one
+        prev = i
+        yield i, ids, np.full(len(ids), is_response, dtype=np.uint8)
+    if prev is not None:
+        yield prev, end, one
 
 
 CACHE_VERSION = 1  # bump when packing changes what it produces
@@ -213,9 +199,8 @@ def _read(cfg: DataConfig, spec: str) -> list:
 def _pack_for(cfg: DataConfig, items: list, tokenizer, max_blocks: int):
     """``(blocks, mask or None, items used)`` for text documents or instruction examples."""
     if cfg.format == "instruction":
-        return _pack_masked(_tokenize_examples(items, tokenizer), cfg.block_size, max_blocks)
-    blocks, used = _pack(_tokenize_stream(items, tokenizer), cfg.block_size, max_blocks)
-    return blocks, None, used
+        return bounded.pack(_tokenize_examples(items, tokenizer), cfg.block_size, max_blocks, masked=True)
+    return bounded.pack(_tokenize_stream(items, tokenizer), cfg.block_size, max_blocks)
 
 
 def _prepare(cfg: DataConfig, tokenizer, docs: list, val_docs_read: list | None = None) -> PackedData:

@@ -51,10 +51,21 @@ def read_text(path: Path) -> list[str]:
     return [line.rstrip("\r\n") for _, line in iter_lines(path) if line.strip()]
 
 
-def iter_lines(path: Path):
-    """``(line number, text)`` of a UTF-8 file; bytes that are not UTF-8 fail naming file:line."""
+MAX_LINE_BYTES = 16 << 20
+"""Longest line (one JSON Lines row or text document) read, in bytes: a longer one is an error
+naming ``file:line``, found while reading at most this much of it. Tokenisation is bounded per
+piece (``emo_ray.data.bounded``), but the document itself, its JSON decoding and its digest are
+held whole; a single 60 MB line used to cost 12.7 GB (issue 25.6). Split longer documents."""
+
+
+def iter_lines(path: Path, max_bytes: int = MAX_LINE_BYTES):
+    """``(line number, text)`` of a UTF-8 file; bytes that are not UTF-8, or a line longer than
+    ``max_bytes``, fail naming file:line."""
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, raw in enumerate(iter(lambda: fh.readline(max_bytes + 1), b""), 1):
+            if len(raw) > max_bytes and not raw.endswith(b"\n"):  # cut off by readline: longer still
+                raise DataError(f"{path}:{lineno}: line longer than {max_bytes / 2**20:g} MB (MAX_LINE_BYTES in "
+                                f"emo_ray/data/sources.py); split the document into several lines")
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:

@@ -225,6 +225,9 @@ def validate(cfg: EvalConfig) -> None:
                     check_word_windows(corpus, g.num_prompts)
             for name in g.decoders:
                 get_decoder(name)
+            from emo_ray.evaluation.featurize import check_layer
+
+            check_layer(cfg.mauve.featurizer, cfg.mauve.layer)  # issue 25.4: at load, not after sampling
             if g.precision_recall and g.surrogate:
                 _check_model("generation.surrogate", g.surrogate)
         if cfg.icl_enabled:

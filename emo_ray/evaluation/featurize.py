@@ -40,6 +40,28 @@ def get_pooling(name: str):
         raise ValueError(f"{name!r} is not a pooling; valid: {sorted(POOLINGS)}") from None
 
 
+def check_layer(featurizer: str, layer: int) -> None:
+    """``mauve.layer`` against the featurizer's own config, when the config loads: a layer the
+    model does not have would otherwise fail only after sampling, inside a Ray Data actor, with no
+    MLflow record (issue 25.4). Unknown layer counts (a hub model not cached) are checked there."""
+    if layer == -1:  # the final state: every model has it
+        return
+    from emo_ray.models.loading import num_hidden_layers
+
+    n_layers = num_hidden_layers(featurizer)
+    if n_layers is not None:
+        _check_layer_index(featurizer, layer, n_layers)
+
+
+def _check_layer_index(model: str, layer: int, n_layers: int) -> None:
+    """``hidden_states`` holds the embeddings and every layer's output: ``n_layers + 1`` states,
+    indexed from 0 or (Python style) from -1 at the end."""
+    n_states = n_layers + 1
+    if not -n_states <= layer < n_states:
+        raise ValueError(f"mauve.layer={layer}: the featurizer {model} has {n_layers} layers, i.e. {n_states} "
+                         f"hidden states (0 = embeddings); valid: {-n_states}..{n_states - 1}")
+
+
 class Featurizer(ModelActor):
     """Ray Data stage: rows ``text`` -> ``features`` (float32 vector)."""
 
@@ -52,9 +74,7 @@ class Featurizer(ModelActor):
         self.model, self.tokenizer = load_for_eval(model_path, device, dtype=dtype, fp32_head=False)
         self.pool = get_pooling(pooling)
         self.max_tokens = max_tokens
-        n_states = self.model.config.get_text_config().num_hidden_layers + 1
-        if not -n_states <= layer < n_states:
-            raise ValueError(f"featurizer layer {layer} out of range for {n_states} hidden states")
+        _check_layer_index(model_path, layer, self.model.config.get_text_config().num_hidden_layers)
         self.layer = layer
 
     @torch.no_grad()

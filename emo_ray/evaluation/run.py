@@ -43,11 +43,13 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> tuple[str, str |
     import mlflow
 
     from emo_ray import tracking
+    from emo_ray.preflight import find_run
 
-    mlflow.set_tracking_uri(tracking.tracking_uri(tracking_uri or None))
+    uri = tracking.tracking_uri(tracking_uri or None)
+    mlflow.set_tracking_uri(uri)
     rest = ref.split(":", 1)[1].lstrip("/")
     run_id, _, artifact = rest.partition("/")
-    run = mlflow.tracking.MlflowClient().get_run(run_id)
+    run = find_run(uri, run_id, ref)  # issue 25.4: a missing store or run is one line, before Ray
     if artifact:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
         return materialize(path), run_id

