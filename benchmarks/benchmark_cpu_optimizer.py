@@ -13,6 +13,7 @@ other processes hits all cases alike; per case the median over all timed steps (
 of each round is warm-up and dropped). Writes ``results/cpu_optimizer.csv``.
 
     python benchmarks/benchmark_cpu_optimizer.py [--cases 2:for-loop,2:fused,0:fused] [--steps 4 --rounds 3]
+    python benchmarks/benchmark_cpu_optimizer.py --model tiny-llama --steps 21 --rounds 1   # losses agree?
 """
 from __future__ import annotations
 
@@ -123,12 +124,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--loss", default="mle")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default="smollm2-135m", help="registry name (tiny-llama: the quality check)")
     ap.add_argument("--out", default=os.path.join(RESULTS, "cpu_optimizer.csv"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from emo_ray.models import materialize
 
-    model_path = materialize("smollm2-135m")
+    model_path = materialize(args.model)
     init_one_rank_group()
     ids = token_block(model_path, 4, 256)
     cases = [(int(c.split(":")[0]), c.split(":")[1]) for c in args.cases.split(",")]
@@ -145,6 +147,20 @@ def main() -> None:
         w.writerows(rows)
     for clock in ("cpu", "wall"):
         summary(rows, cases, clock)
+    loss_agreement(rows, cases)
+
+
+def loss_agreement(rows: list[dict], cases: list[tuple[int, str]]) -> None:
+    """Per case, the largest relative difference of its step losses from the first case's (same
+    data, same initial weights: only the optimizer's rounding differs)."""
+    def losses(stage, impl):
+        return {(x["round"], x["step"]): x["loss"] for x in rows if x["zero_stage"] == stage and x["optimizer_impl"] == impl}
+
+    ref = losses(*cases[0])
+    for stage, impl in cases[1:]:
+        got = losses(stage, impl)
+        rel = max(abs(got[k] - ref[k]) / abs(ref[k]) for k in ref)
+        print(f"losses {stage}:{impl} vs {cases[0][0]}:{cases[0][1]}: max relative difference {rel:.2e} over {len(ref)} steps")
 
 
 def summary(rows: list[dict], cases: list[tuple[int, str]], clock: str) -> None:
