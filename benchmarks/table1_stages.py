@@ -14,9 +14,10 @@ and ``--prompts`` (prompts per corpus, default the sweep's 250). Prints the stag
 
 and writes the figures to ``table1_stages.json`` beside this file (``--out``). It also counts the
 evaluation's model loads per stage (``load_for_eval`` calls; the executor is local, so they run in
-this process). ``--compare`` runs the slice twice in one invocation, ``train.optimizer_impl=fused``
-(after issue 26) then ``for-loop`` (before); the first run may pay the cold human-side MAUVE
-feature cache, so the order favours "before". MLflow and Ray storage go to a temporary folder.
+this process). ``--compare`` runs the slice twice in one invocation: "after" (issue 26:
+``train.optimizer_impl=fused``, ``train.zero_stage=0`` for the single worker) then "before"
+(``for-loop``, the sweep's ZeRO-2); the first run may pay the cold human-side MAUVE feature cache,
+so the order favours "before". MLflow and Ray storage go to a temporary folder.
 
     python benchmarks/table1_stages.py [--steps 30 --prompts 250] [--objective mle] [--compare]
 """
@@ -55,7 +56,11 @@ def count_model_loads() -> collections.Counter:
     return counts
 
 
-def run_slice(sweep, trial, impl: str, steps: int | None, prompts: int | None, tmp: str, loads) -> dict:
+SETTINGS = {"after": {"optimizer_impl": "fused", "zero_stage": 0},
+            "before": {"optimizer_impl": "for-loop", "zero_stage": 2}}
+
+
+def run_slice(sweep, trial, name: str, steps: int | None, prompts: int | None, tmp: str, loads) -> dict:
     """Train and evaluate one trial; the stage seconds and the context to read them by."""
     from mlflow import MlflowClient
 
@@ -64,9 +69,9 @@ def run_slice(sweep, trial, impl: str, steps: int | None, prompts: int | None, t
     from emo_ray.train import fit
 
     uri = f"sqlite:///{tmp}/mlflow.db"
-    train_extra = {"tracking": {"tracking_uri": uri, "experiment": "table1-stages", "run_name": f"{trial.key}-{impl}"},
-                   "ray": {"storage_path": f"{tmp}/ray", "run_name": f"stages-{impl}"},
-                   "train": {"optimizer_impl": impl, **({"max_steps": steps} if steps else {})}}
+    train_extra = {"tracking": {"tracking_uri": uri, "experiment": "table1-stages", "run_name": f"{trial.key}-{name}"},
+                   "ray": {"storage_path": f"{tmp}/ray", "run_name": f"stages-{name}"},
+                   "train": {**SETTINGS[name], **({"max_steps": steps} if steps else {})}}
     eval_extra = {"tracking": {"tracking_uri": uri, "experiment": "table1-stages", "log_to_source_run": True},
                   **({"generation": {"num_prompts": prompts}} if prompts else {})}
     cfg = trial_config(sweep, trial, train_extra)
@@ -88,7 +93,7 @@ def run_slice(sweep, trial, impl: str, steps: int | None, prompts: int | None, t
            **{s: float(ev.metrics[f"{key}/{s}_s"]) for s in ("sample", "featurize", "oracle")}}
     sec["overhead"] = wall - sum(sec.values())
     return {
-        "optimizer_impl": impl, "trial": trial.key, "corpus": corpus, "steps": cfg.train.max_steps,
+        "setting": name, **SETTINGS[name], "trial": trial.key, "corpus": corpus, "steps": cfg.train.max_steps,
         "prompts": int(ev.metrics[f"gen/{key.split('/')[-1]}/n_prompts"]), "wall_s": wall, "fit_s": t_fit,
         "seconds": sec, "share": {s: v / wall for s, v in sec.items()},
         "train_optimizer_s": history_sum("train/time_optimizer_s"),
@@ -99,14 +104,14 @@ def run_slice(sweep, trial, impl: str, steps: int | None, prompts: int | None, t
 
 
 def print_table(runs: list[dict]) -> None:
-    head = f"{'stage':<11}" + "".join(f"{r['optimizer_impl'] + ' s':>14}{'share':>7}" for r in runs)
+    head = f"{'stage':<11}" + "".join(f"{r['setting'] + ' s':>14}{'share':>7}" for r in runs)
     print("\n" + head)
     for s in STAGES:
         print(f"{s:<11}" + "".join(f"{r['seconds'][s]:>14.1f}{r['share'][s]:>7.0%}" for r in runs))
     print(f"{'total':<11}" + "".join(f"{r['wall_s']:>14.1f}{'':>7}" for r in runs))
     for r in runs:
         opt, fb = r["train_optimizer_s"], r["train_forward_backward_s"]
-        print(f"{r['optimizer_impl']}: optimizer {opt:.1f} s = {opt / max(opt + fb, 1e-9):.0%} of the steps' "
+        print(f"{r['setting']} ({r['optimizer_impl']}, ZeRO-{r['zero_stage']}): optimizer {opt:.1f} s = {opt / max(opt + fb, 1e-9):.0%} of the steps' "
               f"forward+backward+optimizer; val_loss {r['val_loss']}; model loads {r['model_loads']}; "
               f"load average {r['load_average']:.1f}")
 
@@ -118,8 +123,8 @@ def main() -> None:
     ap.add_argument("--objective", default="mle", help="one of the sweep's objectives")
     ap.add_argument("--domain", default="wikitext-2")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--optimizer-impl", default="fused", help="train.optimizer_impl of a single run")
-    ap.add_argument("--compare", action="store_true", help="fused (after) then for-loop (before), one invocation")
+    ap.add_argument("--setting", default="after", choices=sorted(SETTINGS), help="the setting of a single run")
+    ap.add_argument("--compare", action="store_true", help="after, then before, in one invocation")
     ap.add_argument("--out", default=os.path.join(HERE, "table1_stages.json"))
     args = ap.parse_args()
     if args.steps is not None and args.steps < 1 or args.prompts is not None and args.prompts < 2:
@@ -131,11 +136,11 @@ def main() -> None:
     if not found:
         ap.error(f"table1-cpu has no trial {args.objective}/{args.domain}/seed {args.seed}")
     loads = count_model_loads()
-    impls = ["fused", "for-loop"] if args.compare else [args.optimizer_impl]
+    names = ["after", "before"] if args.compare else [args.setting]
     runs = []
     with tempfile.TemporaryDirectory(prefix="table1_stages_") as tmp:
-        for impl in impls:
-            runs.append(run_slice(sweep, found[0], impl, args.steps, args.prompts, tmp, loads))
+        for name in names:
+            runs.append(run_slice(sweep, found[0], name, args.steps, args.prompts, tmp, loads))
             print(json.dumps(runs[-1]), flush=True)
     print_table(runs)
     with open(args.out, "w") as f:
