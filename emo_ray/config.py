@@ -100,6 +100,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, ...] = (0.9, 0.999)
     """Adam's (beta1, beta2), each in [0, 1)."""
+    optimizer_impl: Literal["fused", "foreach", "for-loop"] = "fused"
+    """How torch's AdamW runs its update (same arithmetic, different kernels): ``fused`` one
+    kernel over all tensors (CPU and GPU, compiled in the torch wheel), ``foreach`` multi-tensor
+    ops, ``for-loop`` one tensor at a time (the CPU default before issue 26; at the table1-cpu
+    shape the fused step costs half its CPU time, benchmarks/README.md). Never DeepSpeed's
+    JIT-built ops."""
     warmup_steps: int = 0
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = 0.0

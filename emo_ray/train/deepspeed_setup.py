@@ -60,7 +60,7 @@ def deepspeed_config(cfg: Config) -> dict:
                 "betas": list(t.betas),
                 "eps": 1e-8,
                 "weight_decay": t.weight_decay,
-                **optimizer_impl(cfg.ray.use_gpu),
+                **optimizer_impl(cfg),
             },
         },
         "steps_per_print": 10**9,  # we log ourselves
@@ -68,13 +68,17 @@ def deepspeed_config(cfg: Config) -> dict:
     }
 
 
-def optimizer_impl(use_gpu: bool) -> dict:
+def optimizer_impl(cfg: Config) -> dict:
     """torch's AdamW everywhere, never DeepSpeed's FusedAdam: that one is a CUDA extension
     JIT-built at start-up (nvcc must be in the image, and DeepSpeed refuses a CUDA major version
-    that differs from the torch wheel's; ~100 s even on CPU). On GPU torch's own fused kernel
-    (``fused=True``, shipped compiled in the wheel) does the same single-kernel update (issue 27.5).
-    DeepSpeed passes the remaining params to ``torch.optim.AdamW`` when ``torch_adam`` is set."""
-    return {"torch_adam": True, **({"fused": True} if use_gpu else {})}
+    that differs from the torch wheel's; ~100 s even on CPU). DeepSpeed passes the remaining params
+    to ``torch.optim.AdamW`` when ``torch_adam`` is set; ``train.optimizer_impl`` picks its kernel.
+    ``fused`` (the default) is one pass over weights, gradients and both moments, compiled in the
+    wheel for CUDA (issue 27.5) and CPU; torch's own CPU default is the single-tensor loop, ~6
+    passes over 135M fp32 values per step, which made the step 29-40 % of a table1-cpu training
+    step (issue 26; benchmarks/README.md "Optimizer step")."""
+    impl = cfg.train.optimizer_impl
+    return {"torch_adam": True, "fused": impl == "fused", "foreach": impl == "foreach"}
 
 
 def unscaled_grad_norm(norm: float | None, loss_scale: float | None, cfg: Config) -> float | None:

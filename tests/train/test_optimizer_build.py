@@ -52,10 +52,12 @@ def test_gpu_runs_use_torchs_fused_adamw_and_never_build_a_deepspeed_op(gpu_conf
         assert torch.all(p < 1), name
 
 
-def test_cpu_runs_keep_the_plain_torch_adamw():
+def test_cpu_runs_use_torchs_fused_adamw_too():
+    """Issue 26: the CPU default is torch's fused AdamW (one pass instead of the single-tensor
+    loop's several); equality with the loop is tested in test_cpu_optimizer.py."""
     params = deepspeed_config(load_config(None, []))["optimizer"]["params"]
     opt, _ = _deepspeeds_optimizer(params)
-    assert type(opt) is torch.optim.AdamW and not opt.defaults.get("fused")
+    assert type(opt) is torch.optim.AdamW and opt.defaults.get("fused") is True
 
 
 def test_the_fp16_zero0_grad_norm_is_divided_by_the_loss_scale(gpu_configs):
