@@ -187,6 +187,28 @@ def _validate(engine, val_blocks, rank: int, world: int, micro_batch: int) -> di
     return {"val_loss": nll, "val_ppl": math.exp(min(nll, 50.0)), "val_tokens": stats[1].item()}
 
 
+def checkpoint_due(step: int, max_steps: int, *, every_steps: int, every_minutes: float, since_last_s: float) -> bool:
+    """A mid-run checkpoint at ``step``: every ``every_steps`` steps, or once ``every_minutes`` of
+    wall clock passed since the last one; never at the last step (the final save follows)."""
+    if step >= max_steps:
+        return False
+    if every_steps and step % every_steps == 0:
+        return True
+    return every_minutes > 0 and since_last_s >= every_minutes * 60.0
+
+
+def rank0_decides(flag: bool, device) -> bool:
+    """Rank 0's ``flag`` on every rank: a checkpoint is a collective save, and each rank's clock
+    would otherwise make its own decision."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
 
@@ -286,6 +308,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     engine.train()
     metrics: dict = {}
+    last_save = time.monotonic()  # the time basis of train.checkpoint_every_minutes
     skips, skipped_before = 0, int(getattr(engine, "skipped_steps", 0) or 0)  # fp16 overflow skips in a row
     zero_grads = 0  # steps in a row with a gradient norm of exactly 0 (a dead model)
     stage0_norm = loss_scale = None
@@ -370,8 +393,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if select_best and val["val_loss"] < best_loss:
                     best_loss, best_step = val["val_loss"], step
                     best_model.export_candidate(save_hf, best_dir, best_loss, best_step, rank)
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
+        due = checkpoint_due(step, t.max_steps, every_steps=t.checkpoint_every, every_minutes=t.checkpoint_every_minutes,
+                             since_last_s=time.monotonic() - last_save)
+        if t.checkpoint_every_minutes > 0:  # only then can the ranks disagree (their clocks)
+            due = rank0_decides(due, engine.device)
+        if due:
             save(step, metrics)
+            last_save = time.monotonic()
         elif step % t.log_every == 0 and step < t.max_steps:
             ray.train.report(metrics)
 
