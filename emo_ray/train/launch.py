@@ -311,6 +311,26 @@ def drop_superseded_checkpoints(result) -> list[str]:
     return dropped
 
 
+def _fit_or_storage_fault(trainer, run_dir: str):
+    """``trainer.fit()``. A checkpoint the storage refused (a full disk, an unwritable folder;
+    issue 25.3) ends the run FAILED with its ``emo_ray.failure`` tag and one line naming the path
+    and the cause (``StorageFault``); no partial folder is left (a resume never sees one) and the
+    same command resumes from the last complete checkpoint. Other errors pass unchanged."""
+    import mlflow
+
+    from emo_ray.train.checkpoint_io import remove_partial
+
+    try:
+        return trainer.fit()
+    except Exception as e:
+        fault = storage_lib.storage_fault_line(e)
+        if not fault:
+            raise
+    remove_partial(run_dir)
+    mlflow.set_tag("emo_ray.failure", f"StorageFault: {fault}"[:5000])
+    raise storage_lib.StorageFault(f"{fault}; rerun the same command to resume from the last complete checkpoint") from None
+
+
 def _check_model_fits(cfg: Config, model_path: str) -> None:
     from transformers import AutoConfig
 
@@ -495,9 +515,9 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
             mlflow.set_tags({"ray.run_name": name, "ray.storage_path": storage})
             if bar:
                 with bar:
-                    result = trainer.fit()
+                    result = _fit_or_storage_fault(trainer, storage_lib.join(storage, name))
             else:
-                result = trainer.fit()
+                result = _fit_or_storage_fault(trainer, storage_lib.join(storage, name))
             if result.error:
                 raise result.error
             if cfg.train.final_checkpoint == "weights":

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from emo_ray.config import Config, from_flat
-from emo_ray.train import best_model
+from emo_ray.train import best_model, checkpoint_io
+from emo_ray.train.checkpoint_io import checkpoint_due, rank0_decides  # noqa: F401 (their old home)
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
                                            train_precision, unscaled_grad_norm, use_bf16, use_fp16)
 from emo_ray.train.lora import trainable_parameters
@@ -187,59 +188,6 @@ def _validate(engine, val_blocks, rank: int, world: int, micro_batch: int) -> di
     return {"val_loss": nll, "val_ppl": math.exp(min(nll, 50.0)), "val_tokens": stats[1].item()}
 
 
-def direct_checkpoint_dir(name: str) -> str | None:
-    """Where this checkpoint is written straight into the run's storage, or None to write it to a
-    local temporary folder that Ray Train then copies (``ray.storage_path`` is a URI). A local
-    storage path is shared by every node (EFS on cluster.yaml; Ray Train requires it of a local
-    path on several nodes), so every rank writes its shards there once, instead of to the root
-    volume and then again to EFS while all ranks wait (issue 27.4: ~40 min per 13B checkpoint)."""
-    import pyarrow.fs
-    import ray.train
-
-    storage = ray.train.get_context().get_storage()
-    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
-        return None
-    path = Path(storage.build_checkpoint_path_from_name(name))
-    path.mkdir(parents=True, exist_ok=True)  # a restarted attempt may write the same step again
-    return str(path)
-
-
-def report_checkpoint(metrics: dict, folder: str, name: str, *, direct: bool) -> None:
-    """Report a checkpoint: one already in the run's storage (``NO_UPLOAD``, Ray 2.60's way for
-    checkpoints written to storage by the workers), or a local folder Ray Train uploads."""
-    import ray.train
-
-    if direct:
-        storage = ray.train.get_context().get_storage()
-        ckpt = ray.train.Checkpoint(folder, filesystem=storage.storage_filesystem)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name,
-                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD)
-    else:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-def checkpoint_due(step: int, max_steps: int, *, every_steps: int, every_minutes: float, since_last_s: float) -> bool:
-    """A mid-run checkpoint at ``step``: every ``every_steps`` steps, or once ``every_minutes`` of
-    wall clock passed since the last one; never at the last step (the final save follows)."""
-    if step >= max_steps:
-        return False
-    if every_steps and step % every_steps == 0:
-        return True
-    return every_minutes > 0 and since_last_s >= every_minutes * 60.0
-
-
-def rank0_decides(flag: bool, device) -> bool:
-    """Rank 0's ``flag`` on every rank: a checkpoint is a collective save, and each rank's clock
-    would otherwise make its own decision."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
 
@@ -323,8 +271,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state = {"step": step_, "micro_batches": consumed}
         weights_only = final and t.final_checkpoint == "weights"
         name = f"checkpoint_step_{step_:07d}" + ("_final" if final else "")
-        direct = direct_checkpoint_dir(name)
-        with contextlib.nullcontext(direct) if direct else tempfile.TemporaryDirectory() as tmp:
+        # written in place in the run's storage and committed whole, or a clean one-line failure
+        with checkpoint_io.writing(name, step_, rank) as (tmp, direct):
             if not weights_only:
                 engine.save_checkpoint(tmp, tag=f"step_{step_}", client_state={CLIENT_STATE: state})
             if final and (weights_only or loop_config.get("save_hf_model")):
@@ -337,7 +285,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     save_hf(Path(tmp) / "hf")
             if final and rank == 0:
                 (Path(tmp) / FINAL_STATE).write_text(json.dumps({**state, "metrics": metrics}))
-            report_checkpoint(metrics, tmp, name, direct=bool(direct))
+        checkpoint_io.report(metrics, tmp, name, direct=direct)
 
     engine.train()
     metrics: dict = {}
