@@ -32,30 +32,39 @@ def test_checkpoint_every_minutes_is_validated(value):
     assert load_config(None, ["train.checkpoint_every_minutes=20"]).train.checkpoint_every_minutes == 20
 
 
-def _decide(rank, world, port, flags, out):
+def _decide(rank, world, port, flags, out_dir):
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        out[rank] = rank0_decides(flags[rank], torch.device("cpu"))
+        decided = rank0_decides(flags[rank], torch.device("cpu"))
+        (out_dir / f"rank{rank}").write_text(str(int(decided)))
     finally:
         dist.destroy_process_group()
 
 
-def test_every_rank_follows_rank_zeros_clock():
-    """Ranks whose clocks disagree must all save or all skip (the save is collective)."""
+def _free_port() -> int:
     import socket
-
-    import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for flags in ([True, False], [False, True]):
-        out = mp.Manager().dict()
-        mp.spawn(_decide, args=(2, port, flags, out), nprocs=2, join=True)
-        assert dict(out) == {0: flags[0], 1: flags[0]}
-        port += 1
+        return s.getsockname()[1]
+
+
+def test_every_rank_follows_rank_zeros_clock(tmp_path):
+    """Ranks whose clocks disagree must all save or all skip (the save is collective).
+
+    The ranks are spawned processes and answer through files: nothing here may fork the test
+    process, which holds the session's Ray driver (tests/conftest.py). A fork (e.g. a default
+    ``multiprocessing.Manager()``) copies the driver's live gRPC connections into the child and
+    left the driver's next call to Ray's GCS waiting forever: the next fit hung at its start."""
+    import torch.multiprocessing as mp
+
+    for i, flags in enumerate(([True, False], [False, True])):
+        out = tmp_path / str(i)
+        out.mkdir()
+        mp.spawn(_decide, args=(2, _free_port(), flags, out), nprocs=2, join=True)
+        assert {r: (out / f"rank{r}").read_text() for r in range(2)} == {0: str(int(flags[0])), 1: str(int(flags[0]))}
     assert rank0_decides(True, torch.device("cpu")) is True  # one process: its own clock
 
 
