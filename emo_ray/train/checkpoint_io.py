@@ -87,9 +87,10 @@ def is_write_fault(e: BaseException) -> bool:
 def describe_fault(step: int, e: BaseException, path: Path) -> str:
     """One line: ``CheckpointWriteError: checkpoint of step N not written to PATH: CAUSE``; PATH is
     the checkpoint's folder (the one a user looks for), or the file the error names outside it."""
-    where = getattr(e, "filename", None) or path
-    if str(where).startswith(str(path.with_name(f".{path.name}{PARTIAL_SUFFIX}"))) or str(where).startswith(str(path)):
-        where = path
+    where = str(getattr(e, "filename", None) or path)
+    # inside the folder (or its staging sibling), or relative (shutil.rmtree names entries so)
+    if not os.path.isabs(where) or where.startswith((str(path), str(path.with_name(f".{path.name}")))):
+        where = str(path)
     if isinstance(e, OSError) and e.errno:
         cause = f"{e.strerror or os.strerror(e.errno)} ({errno.errorcode.get(e.errno, e.errno)})"
     else:

@@ -54,6 +54,15 @@ def test_a_failed_write_leaves_nothing_and_names_path_and_cause(run_dir, fault):
     assert list(run_dir.iterdir()) == []  # neither the partial folder nor one under the name
 
 
+def test_the_line_names_the_checkpoint_folder_not_a_file_inside_it():
+    final = checkpoint_io.Path("/r/checkpoint_step_0000004")
+    for name in ("left-by-someone-else", "/r/.checkpoint_step_0000004.partial/mp_rank_00_model_states.pt", None):
+        e = PermissionError(errno.EPERM, "Operation not permitted", name)
+        assert f"not written to {final}: Operation not permitted (EPERM)" in checkpoint_io.describe_fault(4, e, final)
+    e = OSError(errno.EROFS, "Read-only file system", "/r")  # outside it: that path is the cause
+    assert "not written to /r: Read-only file system (EROFS)" in checkpoint_io.describe_fault(4, e, final)
+
+
 def test_a_program_error_is_not_a_storage_fault_but_still_cleans_up(run_dir):
     with pytest.raises(KeyError):
         with checkpoint_io.writing("checkpoint_step_0000002", 2, 0) as (folder, _):
