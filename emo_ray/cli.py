@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
 
         console.prepare_process_env()  # library chatter down (MLflow, Ray, DeepSpeed) unless -v
     from emo_ray.config import ConfigError
+    from emo_ray.storage import StorageFault
 
     early = (ConfigError, UsageError)
     try:
@@ -499,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         what = "config error" if isinstance(e, ConfigError) else "error"
         print(f"emo-ray {args.command}: {what}: {_one_line(e)}", file=sys.stderr)
         return EXIT_CONFIG
+    except StorageFault as e:  # a checkpoint the storage refused mid-run: the run is FAILED, tagged
+        print(f"emo-ray {args.command}: storage error: {_one_line(e)}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, FileExistsError) as e:
         # Missing data, model weights or sweep state: found in pre-flight, before any process.
         print(f"emo-ray {args.command}: {_one_line(e)}", file=sys.stderr)

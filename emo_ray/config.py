@@ -122,6 +122,10 @@ class TrainConfig:
     ``fp16`` is GPU only."""
     checkpoint_every: int = 0
     """Save a DeepSpeed checkpoint every N steps (0: only at the end)."""
+    checkpoint_every_minutes: float = 0.0
+    """Also save one when this many minutes of wall clock (rank 0's) passed since the last save
+    or the start (0: off). A full 13B checkpoint takes minutes to write: a time basis bounds the
+    work lost to a failure without paying that write every few steps of a fast run (issue 27.4)."""
     keep_checkpoints: int = 2
     final_checkpoint: Literal["full", "weights"] = "full"
     """What the last checkpoint holds. ``full``: the DeepSpeed state (weights, optimizer
@@ -282,6 +286,8 @@ def validate(cfg: Config) -> None:
         (_finite(t.clip_grad_norm) and t.clip_grad_norm >= 0, f"train.clip_grad_norm must be finite and >= 0 (0 disables), got {t.clip_grad_norm}"),
         (t.seed >= 0, f"train.seed must be >= 0, got {t.seed}"),
         (t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0: only at the end), got {t.checkpoint_every}"),
+        (_finite(t.checkpoint_every_minutes) and t.checkpoint_every_minutes >= 0,
+         f"train.checkpoint_every_minutes must be finite and >= 0 (0: off), got {t.checkpoint_every_minutes}"),
         (t.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1, got {t.keep_checkpoints}"),
         (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}"),
         (t.overflow_patience >= 0, f"train.overflow_patience must be >= 0, got {t.overflow_patience}"),

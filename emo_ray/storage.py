@@ -67,3 +67,26 @@ def atomic_write(path: str | Path, mode: str = "wb"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+STORAGE_FAULT_MARK = "CheckpointWriteError:"
+"""How a training worker's failed checkpoint write begins its one line (``emo_ray.train.checkpoint_io``):
+the driver finds it in the error Ray Train wraps around it."""
+
+
+class StorageFault(OSError):
+    """The run's storage refused a write (a full disk, an unwritable folder): one line naming the
+    path and the cause, raised by the driver once the run has been marked FAILED."""
+
+
+def storage_fault_line(e: BaseException | None) -> str | None:
+    """The ``CheckpointWriteError: ...`` line of an error raised in a training worker, if any
+    (Ray Train wraps it in its own errors, with the worker's traceback as text)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        for line in str(e).splitlines():
+            if STORAGE_FAULT_MARK in line:
+                return line[line.rindex(STORAGE_FAULT_MARK) + len(STORAGE_FAULT_MARK):].strip()
+        e = e.__cause__ or e.__context__
+    return None

@@ -345,6 +345,42 @@ def _check_cost_embedding_model(cfg: Config, model_path: str) -> str | None:
     return path
 
 
+def drop_superseded_checkpoints(result) -> list[str]:
+    """With ``train.final_checkpoint=weights``, once the run ended with its final weights
+    committed, delete the full DeepSpeed checkpoints Ray Train still keeps beside them
+    (``keep_checkpoints``): nothing resumes from them any more (a restarted driver stops at the
+    final checkpoint) and for 13B each is 156 GB of EFS (issue 27.4). Returns the deleted paths."""
+    final = result.checkpoint
+    if final is None:
+        return []
+    dropped = []
+    for ckpt, _metrics in getattr(result, "best_checkpoints", None) or []:
+        if ckpt.path != final.path:
+            ckpt.filesystem.delete_dir(ckpt.path)
+            dropped.append(ckpt.path)
+    return dropped
+
+
+def _fit_or_storage_fault(trainer, run_dir: str):
+    """``trainer.fit()`` (Ctrl-C-aware: ``fit_interruptible``). A checkpoint the storage refused (a full disk, an unwritable folder;
+    issue 25.3) ends the run FAILED with its ``emo_ray.failure`` tag and one line naming the path
+    and the cause (``StorageFault``); no partial folder is left (a resume never sees one) and the
+    same command resumes from the last complete checkpoint. Other errors pass unchanged."""
+    import mlflow
+
+    from emo_ray.train.checkpoint_io import remove_partial
+
+    try:
+        return fit_interruptible(trainer)
+    except Exception as e:
+        fault = storage_lib.storage_fault_line(e)
+        if not fault:
+            raise
+    remove_partial(run_dir)
+    mlflow.set_tag("emo_ray.failure", f"StorageFault: {fault}"[:5000])
+    raise storage_lib.StorageFault(f"{fault}; rerun the same command to resume from the last complete checkpoint") from None
+
+
 def _check_model_fits(cfg: Config, model_path: str) -> None:
     from transformers import AutoConfig
 
@@ -533,11 +569,13 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
             mlflow.set_tags({"ray.run_name": name, "ray.storage_path": storage})
             if bar:
                 with bar:
-                    result = fit_interruptible(trainer)
+                    result = _fit_or_storage_fault(trainer, storage_lib.join(storage, name))
             else:
-                result = fit_interruptible(trainer)
+                result = _fit_or_storage_fault(trainer, storage_lib.join(storage, name))
             if result.error:
                 raise result.error
+            if cfg.train.final_checkpoint == "weights":
+                drop_superseded_checkpoints(result)
             ckpt = _checkpoint_uri(storage, result.checkpoint.path) if result.checkpoint else None
             hf = _exported_model(result.checkpoint, ckpt)
             _record_model(run_id, run_name, ckpt, hf, n_params, cfg)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from emo_ray.config import Config, from_flat
-from emo_ray.train import best_model
+from emo_ray.train import best_model, checkpoint_io
+from emo_ray.train.checkpoint_io import checkpoint_due, rank0_decides  # noqa: F401 (their old home)
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
                                            train_precision, unscaled_grad_norm, use_bf16, use_fp16)
 from emo_ray.train.lora import trainable_parameters
@@ -269,7 +270,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     def save(step_: int, metrics: dict, final: bool = False) -> None:
         state = {"step": step_, "micro_batches": consumed}
         weights_only = final and t.final_checkpoint == "weights"
-        with tempfile.TemporaryDirectory() as tmp:
+        name = f"checkpoint_step_{step_:07d}" + ("_final" if final else "")
+        # written in place in the run's storage and committed whole, or a clean one-line failure
+        with checkpoint_io.writing(name, step_, rank) as (tmp, direct):
             if not weights_only:
                 engine.save_checkpoint(tmp, tag=f"step_{step_}", client_state={CLIENT_STATE: state})
             if final and (weights_only or loop_config.get("save_hf_model")):
@@ -282,10 +285,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     save_hf(Path(tmp) / "hf")
             if final and rank == 0:
                 (Path(tmp) / FINAL_STATE).write_text(json.dumps({**state, "metrics": metrics}))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        checkpoint_io.report(metrics, tmp, name, direct=direct)
 
     engine.train()
     metrics: dict = {}
+    last_save = time.monotonic()  # the time basis of train.checkpoint_every_minutes
     skips, skipped_before = 0, int(getattr(engine, "skipped_steps", 0) or 0)  # fp16 overflow skips in a row
     zero_grads = 0  # steps in a row with a gradient norm of exactly 0 (a dead model)
     stage0_norm = loss_scale = None
@@ -370,8 +374,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 if select_best and val["val_loss"] < best_loss:
                     best_loss, best_step = val["val_loss"], step
                     best_model.export_candidate(save_hf, best_dir, best_loss, best_step, rank)
-        if t.checkpoint_every and step % t.checkpoint_every == 0 and step < t.max_steps:
+        due = checkpoint_due(step, t.max_steps, every_steps=t.checkpoint_every, every_minutes=t.checkpoint_every_minutes,
+                             since_last_s=time.monotonic() - last_save)
+        if t.checkpoint_every_minutes > 0:  # only then can the ranks disagree (their clocks)
+            due = rank0_decides(due, engine.device)
+        if due:
             save(step, metrics)
+            last_save = time.monotonic()
         elif step % t.log_every == 0 and step < t.max_steps:
             ray.train.report(metrics)
 
