@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from emo_ray.config import DataConfig
-from emo_ray.data import bounded
+import emo_ray.data.bounded as bounded
 from emo_ray.data.sources import DataError, Example, InstructionFields, read_documents, read_examples
 
 

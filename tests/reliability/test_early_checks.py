@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,12 +34,14 @@ def startup_s() -> float:
 
 
 STARTUP_S = 0.0
+RAY_TMP = Path(tempfile.mkdtemp(prefix="emo-ray-early-"))
+"""Where a Ray started by a checked command would put its session (``RAY_TMPDIR``)."""
 
 
 def emo_ray(cwd: Path, *args: str) -> tuple[int, list[str], float]:
     """``(exit code, stderr lines, seconds)`` of ``python -m emo_ray.cli ARGS`` in ``cwd``."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", RAY_TMPDIR=str(RAY_TMP))
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "emo_ray.cli", *args], cwd=cwd, env=env,
                          capture_output=True, text=True, timeout=300)
@@ -49,7 +52,10 @@ def assert_one_line_exit_2(result, *needles: str) -> str:
     rc, err, seconds = result
     assert rc == 2 and len(err) == 1, (rc, err)
     assert all(n in err[0] for n in needles), err[0]
-    assert seconds < LIMIT_S + STARTUP_S, f"{seconds:.1f} s (imports alone: {STARTUP_S:.1f} s)"
+    # Wall time is reported, not asserted (a loaded machine stretches it); what is asserted is
+    # that the check came first: no Ray was started (its temp folder is this test's own).
+    print(f"early check: {seconds:.1f} s (imports alone: {STARTUP_S:.1f} s; promise: {LIMIT_S} s + imports)")
+    assert not list(RAY_TMP.glob("*/session_*")), "a Ray session was started before the check"
     return err[0]
 
 
