@@ -46,8 +46,6 @@ KNOWN_UPWARD: set[tuple[str, str]] = {
     ("emo_ray.evaluation.rescore", "emo_ray.report.collect"),
 }
 KNOWN_CYCLES: list[set[str]] = [
-    # train/: the package re-exports launch, whose worker imports the package (issue 24 item 4).
-    {"emo_ray.train", "emo_ray.train.launch", "emo_ray.train.worker"},
     # sweep/spec -> evaluation -> ... -> precision_recall -> sweep/trial -> sweep/spec (item 2).
     {"emo_ray.evaluation", "emo_ray.evaluation.icl.evaluate_task", "emo_ray.evaluation.open_ended",
      "emo_ray.evaluation.precision_recall", "emo_ray.evaluation.run", "emo_ray.sweep.spec", "emo_ray.sweep.trial"},

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from emo_ray.config import Config, from_flat
-from emo_ray.train import best_model, checkpoint_io
+import emo_ray.train.best_model as best_model
+import emo_ray.train.checkpoint_io as checkpoint_io
 from emo_ray.train.checkpoint_io import checkpoint_due, rank0_decides  # noqa: F401 (their old home)
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
                                            train_precision, unscaled_grad_norm, use_bf16, use_fp16)
