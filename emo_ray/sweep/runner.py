@@ -181,8 +181,22 @@ def _distinct_cost_models(configs: list) -> list:
     return list(seen.values())
 
 
+def report_at_end(parent_id: str, tracking_uri: str) -> dict:
+    """The sweep's report (``emo_ray.report``: tables, the one Figure 1, headline metrics on the
+    trials, the shared MLflow view) logged on the parent run; what the console summary prints.
+    Cross-run analysis lives in report/ only: the sweep runs trials and calls it."""
+    from emo_ray.report import report_and_log
+    from emo_ray.report.collect import ReportError
+
+    try:
+        report = report_and_log(parent_id, tracking_uri)
+    except ReportError as e:  # no finished trial: the failures are what the sweep reports
+        return {"aggregate": {"metric": "none", "fits": [], "notes": [f"no report: {e}"]}}
+    return {"aggregate": report.summary, "view_url_query": report.view_url_query}
+
+
 def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: bool = True) -> dict:
-    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``) and aggregate."""
+    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``), then report."""
     import mlflow
     import ray
     from ray import tune
@@ -267,9 +281,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: boo
         summary = {"parent_run_id": parent_id, "trials": len(grid), "failed": len(errors),
                    "mlflow_run": parent_run.info.run_id}
         if aggregate_at_end:
-            from emo_ray.sweep.aggregate import aggregate_and_log
-
-            summary["aggregate"] = aggregate_and_log(parent_id, uri, sweep.primary_metric)
+            summary.update(report_at_end(parent_id, uri))
         if errors:
             raise RuntimeError(f"{len(errors)} of {len(grid)} trials failed; first: {errors[0]!r}")
     return summary
