@@ -469,7 +469,7 @@ def bootstrap_power_law(x: ArrayLike, y: ArrayLike, level: float = 0.95, n_boot:
     groups = [np.flatnonzero(lx == v) for v in np.unique(lx)]
     single = [float(np.exp(lx[g[0]])) for g in groups if len(g) < 2]
     if single:
-        return NoFit(f"x = {', '.join(f'{v:g}' for v in single)} has 1 point; resampling seeds within each x "
+        return NoFit(f"1 point at x = {', '.join(f'{v:g}' for v in single)}; resampling seeds within each x "
                      "needs >= 2 per x")
     rng = np.random.default_rng(seed)
     estimates = np.empty((n_boot, 2))

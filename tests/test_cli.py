@@ -100,7 +100,7 @@ def test_ls_configs_names_each_kind(capsys):
 
 
 def test_entry_scripts_are_thin_wrappers_without_path_hacks(tmp_path):
-    for script in ("sweeps/scaling_law.py", "sweeps/aggregate.py", "evals/evaluate.py"):
+    for script in ("sweeps/scaling_law.py", "evals/evaluate.py"):
         assert "sys.path" not in (ROOT / script).read_text()
     out = subprocess.run([sys.executable, str(ROOT / "sweeps/scaling_law.py"), "cpu-small", "--dry-run"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
