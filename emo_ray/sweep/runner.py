@@ -36,7 +36,20 @@ def describe(sweep: SweepConfig) -> str:
             f"evaluation: {sweep.eval_config or 'validation perplexity only'}\n"
             f"  #  model          objective    {'hparams':{width}s}       tokens  seed   steps  workers    6·N·D")
     return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)",
-                      *describe_placement(sweep, configs)])
+                      *describe_budget(sweep, grid, configs, pre), *describe_placement(sweep, configs)])
+
+
+def describe_budget(sweep: SweepConfig, grid: list, configs: list, pre: list) -> list[str]:
+    """The CPU-time estimate line of ``--dry-run`` (``emo_ray.sweep.budget``); none on GPUs."""
+    from emo_ray.models import n_params
+    from emo_ray.sweep import budget
+
+    evaluations = []
+    if sweep.eval_config:
+        ecfgs = {d: eval_config(sweep, domain=d) for d in domain_names(sweep)}
+        evaluations = [(ecfgs[t.domain], n_params(t.model)) for t in [*grid, *pre]]
+    b = budget.estimate(grid, configs, evaluations, os.cpu_count() or 1)
+    return [b.line()] if b else []
 
 
 TRIAL_SLOT = "emo_ray_trial_slot"
