@@ -30,6 +30,9 @@ TRIAL_COLUMNS = ["tags.`emo_ray.objective`", "params.`data.max_train_tokens`", "
                  "tags.`emo_ray.hparams`", "tags.`emo_ray.model`"]
 """Columns beside the headline metrics: objective, data volume, seed (trial params), then the
 hyperparameter set and model. Column ids are the UI's ``<type>.`<key>``` form."""
+RUN_NAME_SORT = "tags.`mlflow.runName`"
+RUN_NAME_COLUMN = "attributes.`Run Name`"
+"""The run-name column's sort key and its grid column id differ in the 3.17 UI."""
 
 
 def log_headlines(client, runs: pd.DataFrame) -> int:
@@ -60,10 +63,14 @@ def log_fits(client, parent_run_id: str, fits: pd.DataFrame) -> None:
 
 
 def view_state(parent_run_id: str) -> dict:
-    """The shared view of one sweep: its trials as flat rows with the headline columns."""
+    """The shared view of one sweep: its trials as flat rows (the filter drops the parent, which
+    would otherwise fold them under one collapsed row), sorted by run name (objective, then
+    volume), with the headline columns wide enough to read their names and values."""
+    columns = [*(f"metrics.`{h.key}`" for h in HEADLINES), *TRIAL_COLUMNS]
     return {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-            "orderByKey": "tags.`mlflow.runName`", "orderByAsc": True,
-            "selectedColumns": [*(f"metrics.`{h.key}`" for h in HEADLINES), *TRIAL_COLUMNS],
+            "orderByKey": RUN_NAME_SORT, "orderByAsc": True, "selectedColumns": columns,
+            "columnOrder": [RUN_NAME_COLUMN, *columns],
+            "columnWidths": {RUN_NAME_COLUMN: 330, **{c: 190 for c in columns}},
             "runListHidden": False, "viewMaximized": False, "hideEmptyCharts": True}
 
 

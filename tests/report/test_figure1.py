@@ -37,7 +37,7 @@ def planted_sweep(tmp_path, volumes=VOLUMES, seeds=(0, 1, 2), noise=0.01):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment("figure1")
+    exp = client.create_experiment("figure1", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(exp, run_name="figure1", tags={"emo_ray.kind": "sweep", "emo_ray.preset": "f1"}).info.run_id
     rng = np.random.default_rng(2310)
     for obj, b in PLANTED_B.items():
@@ -134,7 +134,7 @@ def test_a_sweep_without_finished_trials_reports_why(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
-    parent = client.create_run(client.create_experiment("e")).info.run_id
+    parent = client.create_run(client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))).info.run_id
     out = report_at_end(parent, uri)["aggregate"]
     assert out["fits"] == [] and out["notes"][0].startswith("no report:") and "no finished child run" in out["notes"][0]
 
@@ -150,7 +150,7 @@ def test_best_set_per_cell_registry_outside_models_and_domains(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment("e")
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(exp).info.run_id
     for hp, acc in (({"gamma": 0.9, "min_weight": 0.1}, 0.6), ({"gamma": 0.9, "min_weight": 0.0}, 0.7)):
         for seed in (0, 1):

@@ -15,7 +15,7 @@ def test_plot_writes_a_png_for_a_few_runs(mlflow_uri, tmp_path):
     from emo_ray.report.precision_recall import log_precision_recall_plot, plot_precision_recall, runs_frame
 
     client = MlflowClient(mlflow_uri)
-    exp = client.create_experiment("pr")
+    exp = client.create_experiment("pr", artifact_location=str(tmp_path / "artifacts"))
     ids = []
     for obj, (recall, precision, std) in PR_RUNS.items():
         rid = client.create_run(exp, tags={"emo_ray.objective": obj}).info.run_id
@@ -46,7 +46,7 @@ def test_the_sweep_report_logs_the_plot_when_children_have_the_scores(mlflow_uri
     from tests.report.test_figure1 import child
 
     client = MlflowClient(mlflow_uri)
-    exp = client.create_experiment("agg-pr")
+    exp = client.create_experiment("agg-pr", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(exp).info.run_id
     for obj in PR_RUNS:
         child(client, exp, parent, Trial("smollm2-135m", obj, {}, 1000, 0), {"eval/icl/avg_accuracy": 0.5})
