@@ -102,7 +102,9 @@ def test_trials_carry_headline_metrics_and_the_experiment_a_shared_view(tmp_path
     assert report.view_url_query == f"compareRunsMode=TABLE&viewStateShareKey={key}"
     state = json.loads(client.get_experiment(exp).tags[mlflow_view.SHARED_VIEW_TAG + key])
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent}'"
-    assert "metrics.`headline/val_loss`" in state["selectedColumns"]
+    assert state["selectedColumns"][:3] == ["metrics.`headline/val_loss`", "metrics.`headline/mauve`",
+                                             "metrics.`headline/icl_avg_accuracy`"]
+    assert state["orderByKey"] == "tags.`mlflow.runName`" and state["columnOrder"][0] == "attributes.`Run Name`"
     # The view's filter is valid MLflow search syntax and selects exactly the trials.
     assert len(client.search_runs([exp], state["searchFilter"])) == len(trials) == 2 * 2 * 2 + 1
 
