@@ -214,7 +214,9 @@ def cmd_sweep(args) -> int:
     print(describe(sweep), flush=True)
     if args.dry_run:
         return 0
-    summary = run_sweep(sweep, resume=args.resume)
+    from emo_ray.report import sweep_end
+
+    summary = run_sweep(sweep, resume=args.resume, report=sweep_end)  # the report ends the sweep
     _summary("print_sweep_summary", summary, sweep)
     return 0
 

@@ -185,3 +185,14 @@ def report_and_log(parent_ref: str, tracking_uri: str, alpha: float = 0.001, out
     mlflow_view.log_fits(client, report.parent_run_id, report.scaling.fits)
     report.view_url_query = mlflow_view.share_view(client, report.parent_run_id)
     return report
+
+
+def sweep_end(parent_run_id: str, tracking_uri: str) -> dict:
+    """What the end of a sweep runs (``sweep.runner.run_sweep(report=sweep_end)``): the report on
+    its parent run, and for the console summary the fits, the reasons for missing ones and the
+    query of the shared runs-table view. A sweep without a finished trial gets the reason."""
+    try:
+        report = report_and_log(parent_run_id, tracking_uri)
+    except ReportError as e:  # no finished trial: the failures are what the sweep reports
+        return {"aggregate": {"metric": "none", "fits": [], "notes": [f"no report: {e}"]}}
+    return {"aggregate": report.summary, "view_url_query": report.view_url_query}

@@ -75,3 +75,19 @@ def estimate(trained: list, configs: list, evaluations: list, cores: int) -> Bud
         train += TRIAL_START_S + (steps_tokens / TRAIN_TOK_S + val / VALIDATION_TOK_S) * scale * cfg.ray.num_workers
     evals = sum(evaluation_seconds(e, (n or REFERENCE_PARAMS) / REFERENCE_PARAMS) for e, n in evaluations)
     return Budget(train, evals, cores)
+
+
+def describe(sweep, trained: list, configs: list, pre: list) -> list[str]:
+    """The estimate line of ``--dry-run``: every trained trial's training and evaluation, and the
+    pre-trained evaluations; none on GPUs."""
+    import os
+
+    from emo_ray.models import n_params
+    from emo_ray.sweep.spec import domain_names, eval_config
+
+    evaluations = []
+    if sweep.eval_config:
+        ecfgs = {d: eval_config(sweep, domain=d) for d in domain_names(sweep)}
+        evaluations = [(ecfgs[t.domain], n_params(t.model)) for t in [*trained, *pre]]
+    b = estimate(trained, configs, evaluations, os.cpu_count() or 1)
+    return [b.line()] if b else []

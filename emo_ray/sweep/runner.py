@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 
 from emo_ray import console, placement, storage, tracking, typed_config
+from emo_ray.sweep import budget
 from emo_ray.placement import AUTOSCALER_CONFIG, Placement, gpu_node_types, place, read_cluster_config
 from emo_ray.sweep.spec import (SweepConfig, Trial, compute_flops, domain_names, eval_config, pretrained_trials,
                                  tokens_per_step, trial_config, trials)
@@ -36,20 +38,7 @@ def describe(sweep: SweepConfig) -> str:
             f"evaluation: {sweep.eval_config or 'validation perplexity only'}\n"
             f"  #  model          objective    {'hparams':{width}s}       tokens  seed   steps  workers    6·N·D")
     return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)",
-                      *describe_budget(sweep, grid, configs, pre), *describe_placement(sweep, configs)])
-
-
-def describe_budget(sweep: SweepConfig, grid: list, configs: list, pre: list) -> list[str]:
-    """The CPU-time estimate line of ``--dry-run`` (``emo_ray.sweep.budget``); none on GPUs."""
-    from emo_ray.models import n_params
-    from emo_ray.sweep import budget
-
-    evaluations = []
-    if sweep.eval_config:
-        ecfgs = {d: eval_config(sweep, domain=d) for d in domain_names(sweep)}
-        evaluations = [(ecfgs[t.domain], n_params(t.model)) for t in [*grid, *pre]]
-    b = budget.estimate(grid, configs, evaluations, os.cpu_count() or 1)
-    return [b.line()] if b else []
+                      *budget.describe(sweep, grid, configs, pre), *describe_placement(sweep, configs)])
 
 
 TRIAL_SLOT = "emo_ray_trial_slot"
@@ -194,22 +183,12 @@ def _distinct_cost_models(configs: list) -> list:
     return list(seen.values())
 
 
-def report_at_end(parent_id: str, tracking_uri: str) -> dict:
-    """The sweep's report (``emo_ray.report``: tables, the one Figure 1, headline metrics on the
-    trials, the shared MLflow view) logged on the parent run; what the console summary prints.
-    Cross-run analysis lives in report/ only: the sweep runs trials and calls it."""
-    from emo_ray.report import report_and_log
-    from emo_ray.report.collect import ReportError
-
-    try:
-        report = report_and_log(parent_id, tracking_uri)
-    except ReportError as e:  # no finished trial: the failures are what the sweep reports
-        return {"aggregate": {"metric": "none", "fits": [], "notes": [f"no report: {e}"]}}
-    return {"aggregate": report.summary, "view_url_query": report.view_url_query}
-
-
-def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: bool = True) -> dict:
-    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``), then report."""
+def run_sweep(sweep: SweepConfig, *, resume: bool = False,
+              report: Callable[[str, str], dict] | None = None) -> dict:
+    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``). ``report`` is
+    called at the end, failed trials or not, with (parent run id, tracking URI) and its answer
+    joins the summary: the CLI passes ``emo_ray.report.sweep_end`` (tables, the one Figure 1, the
+    MLflow view). Cross-run analysis lives in report/, a layer above: it is handed in, not imported."""
     import mlflow
     import ray
     from ray import tune
@@ -293,8 +272,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: boo
         mlflow.log_metrics({"trials_total": len(grid), "trials_failed": len(errors)})
         summary = {"parent_run_id": parent_id, "trials": len(grid), "failed": len(errors),
                    "mlflow_run": parent_run.info.run_id}
-        if aggregate_at_end:
-            summary.update(report_at_end(parent_id, uri))
+        if report is not None:
+            summary.update(report(parent_id, uri))
         if errors:
             raise RuntimeError(f"{len(errors)} of {len(grid)} trials failed; first: {errors[0]!r}")
     return summary

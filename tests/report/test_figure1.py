@@ -111,10 +111,10 @@ def test_trials_carry_headline_metrics_and_the_experiment_a_shared_view(tmp_path
 
 def test_two_distinct_volumes_give_no_fit_and_the_reason_in_report_and_console(tmp_path):
     from emo_ray import console
-    from emo_ray.sweep.runner import report_at_end
+    from emo_ray.report import sweep_end
 
     uri, parent, client = planted_sweep(tmp_path, volumes=VOLUMES[:2])
-    summary = report_at_end(parent, uri)
+    summary = sweep_end(parent, uri)
     agg = summary["aggregate"]
     assert not [f for f in agg["fits"] if f["axis"] == "tokens"]
     assert any("no power law for validation loss, mle vs fine-tuning tokens: 2 distinct x value(s); a power law "
@@ -132,12 +132,12 @@ def test_two_distinct_volumes_give_no_fit_and_the_reason_in_report_and_console(t
 def test_a_sweep_without_finished_trials_reports_why(tmp_path):
     from mlflow import MlflowClient
 
-    from emo_ray.sweep.runner import report_at_end
+    from emo_ray.report import sweep_end
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
     parent = client.create_run(client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))).info.run_id
-    out = report_at_end(parent, uri)["aggregate"]
+    out = sweep_end(parent, uri)["aggregate"]
     assert out["fits"] == [] and out["notes"][0].startswith("no report:") and "no finished child run" in out["notes"][0]
 
 

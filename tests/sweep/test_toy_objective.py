@@ -31,6 +31,7 @@ def test_a_plugin_objective_and_its_hyperparameter_are_swept(tmp_path, ray_local
 
     from emo_ray.sweep import load_sweep_config, trials
     from emo_ray.report.collect import collect
+    from emo_ray.report import sweep_end
     from emo_ray.sweep.runner import run_sweep
     from emo_ray.sweep.trial import TRIAL_RECORD_TAG
 
@@ -43,7 +44,7 @@ def test_a_plugin_objective_and_its_hyperparameter_are_swept(tmp_path, ray_local
         f"storage_path={tmp_path / 'runs'}", f"tracking.tracking_uri={uri}",
     ])
     assert [t.loss_kwargs for t in trials(sweep)] == [{"scale": 0.1}, {"scale": 3.0}]
-    summary = run_sweep(sweep)
+    summary = run_sweep(sweep, report=sweep_end)
     assert summary["failed"] == 0 and summary["trials"] == 2
     client = MlflowClient(uri)
     children = client.search_runs([client.get_run(summary["parent_run_id"]).info.experiment_id],
