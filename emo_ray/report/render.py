@@ -12,7 +12,14 @@ from pathlib import Path
 import pandas as pd
 
 from emo_ray import stats
-from emo_ray.report import figure, mlflow_view, planning, precision_recall, scaling, table2, table3, tables
+import emo_ray.report.figure as figure
+import emo_ray.report.mlflow_view as mlflow_view
+import emo_ray.report.planning as planning
+import emo_ray.report.precision_recall as precision_recall
+import emo_ray.report.scaling as scaling
+import emo_ray.report.table2 as table2
+import emo_ray.report.table3 as table3
+import emo_ray.report.tables as tables
 from emo_ray.report.collect import Artifacts, ReportError, child_runs, resolve_parent
 
 ARTIFACT_DIR = "report"

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from emo_ray import stats
-from emo_ray.report import planning, units
+import emo_ray.report.planning as planning
+import emo_ray.report.units as units
 from emo_ray.report.collect import ICL_AVG, sampling_scores
 from emo_ray.report.tables import BASELINE, CELL, PRETRAINED_ROW, best_hparams, interval
 
