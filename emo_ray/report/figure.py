@@ -104,9 +104,10 @@ def points_markdown(pts: pd.DataFrame) -> str:
 
 def fits_markdown(fits: pd.DataFrame) -> str:
     body = [[axis_name(r["axis"]), _label(r["objective"], r["domain"]), _iv(r["a"], r["a_low"], r["a_high"]),
-             _iv(r["b"], r["b_low"], r["b_high"]), f"{r['r2']:.3f}", r["points"], r["interval"]]
-            for r in fits.to_dict("records")]
-    return md_table(["x", "objective", "a [95% CI]", "b [95% CI]", "R² (log)", "points (seeds)", "interval"], body)
+             _iv(r["b"], r["b_low"], r["b_high"]), f"[{r['b_t_low']:.4g}, {r['b_t_high']:.4g}]", f"{r['r2']:.3f}",
+             r["points"], r["interval"]] for r in fits.to_dict("records")]
+    return md_table(["x", "objective", "a [95% CI]", "b [95% CI]", "b: t interval", "R² (log)", "points (seeds)",
+                     "interval"], body)
 
 
 def differences_markdown(d: pd.DataFrame) -> str:

@@ -62,7 +62,7 @@ def test_planted_power_law_is_recovered_within_its_bootstrap_interval(tmp_path):
         r = loss.loc[obj]
         assert r["b_low"] <= b <= r["b_high"] and r["b_high"] < 0, (obj, r.to_dict())  # covers b, excludes 0
         assert r["a_low"] <= A <= r["a_high"] and r["points"] == 3 * len(VOLUMES)
-        assert r["interval"].startswith("bootstrap")
+        assert r["interval"].startswith("bootstrap") and r["b_t_low"] <= b <= r["b_t_high"]
     # The pre-trained model is the x = 0 reference: a point of the table, never of the fit.
     pts = report.scaling.points
     pre = pts[(pts.metric == "val_loss") & (pts.objective == "pre-trained")]
