@@ -109,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
             "any config file, or a sweep name")
     p.add_argument("--kind", choices=KINDS, help="config kind (default: guessed from the file)")
     p = sub.add_parser("aggregate", help="rebuild a sweep's scaling-law figure and fits from MLflow",
-                       description="Aggregate a finished (or partly finished) sweep into its figure, CSVs and fits.")
+                       description="Re-run the report of a finished (or partly finished) sweep: its Figure 1, "
+                                   "tables and fits, logged under report/ on the parent run.")
     p.add_argument("parent_run_id", help="the sweep's MLflow parent run id")
-    p.add_argument("--metric", default="eval/icl/avg_accuracy", help="MLflow metric to plot (default: %(default)s)")
     _store_args(p)
     p = sub.add_parser("report", help="render the paper's tables and Figure 1 of a sweep from MLflow",
                        description="Tables 1-3 and Figure 1 with intervals and significance vs MLE, as Markdown, "
@@ -256,7 +256,9 @@ def cmd_sweep(args) -> int:
     print(describe(sweep), flush=True)
     if args.dry_run:
         return 0
-    summary = run_sweep(sweep, resume=args.resume)
+    from emo_ray.report import sweep_end
+
+    summary = run_sweep(sweep, resume=args.resume, report=sweep_end)  # the report ends the sweep
     _summary("print_sweep_summary", summary, sweep)
     return 0
 
@@ -318,13 +320,15 @@ def _read_store(args, command: str, passthrough: bool = False) -> tuple[str, lis
 
 
 def cmd_aggregate(args) -> int:
-    from emo_ray.sweep.aggregate import aggregate_and_log
+    # One Figure 1 path (issue 23): re-aggregating a sweep is re-running its report.
+    from emo_ray.report import report_and_log
+    from emo_ray.report.collect import ReportError
 
     uri, _ = _read_store(args, "aggregate")
-    # ValueError: nothing to aggregate yet
-    with _store_errors(f"run {args.parent_run_id!r} in {uri}", f"sweep {args.parent_run_id}", ValueError):
-        out = aggregate_and_log(args.parent_run_id, uri, args.metric)
-    _print_fits(out)
+    # ReportError: unknown run, nothing to aggregate yet
+    with _store_errors(f"run {args.parent_run_id!r} in {uri}", f"run {args.parent_run_id!r}", ReportError):
+        report = report_and_log(args.parent_run_id, uri)
+    _print_fits(report.summary)
     return 0
 
 
@@ -437,7 +441,7 @@ def _ls_corpora() -> list[str]:
 
 def _ls_models() -> list[str]:
     from emo_ray.models import MODELS
-    from emo_ray.sweep.aggregate import human
+    from emo_ray.report.figure import human
 
     return [f"{name:14s} {e.source:12s} {human(e.n_params):>6s}  {e.ref}" + (f"   ({e.pip})" if e.pip else "")
             for name, e in MODELS.items()]

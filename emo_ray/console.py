@@ -394,6 +394,8 @@ def print_sweep_summary(summary: Mapping[str, Any], sweep=None, *, stream=None) 
         cmd, url = mlflow_ui(uri, exp)
         if cmd:
             rows.append(("mlflow ui", cmd))
+        if exp and summary.get("view_url_query"):  # the report's shared view: trials + headline columns
+            url = f"{url.split('?')[0]}?{summary['view_url_query']}"
         rows.append(("runs table", url))
     _block("Sweep finished", rows, stream)
 

@@ -19,6 +19,7 @@ reduces each seed to one value and every test here works on those values:
 * ``variance_components`` / ``seeds_needed``: how the variance splits between seeds and sampling
   runs, and how many seeds x sampling runs a stated difference needs (power planning);
 * ``fit_power_law``: the scaling-law fit ``y = a * x**b`` with exact t intervals;
+  ``bootstrap_power_law``: the same fit with intervals from resampling seeds within each x;
 * ``significance_mark`` / ``format_interval``: how the numbers are printed.
 
 Distributions come from ``scipy.stats``; only formulas a reader should check are written here.
@@ -438,6 +439,48 @@ def fit_power_law(x: ArrayLike, y: ArrayLike, level: float = 0.95) -> PowerLawFi
     la_half, b_half = t * float(reg.intercept_stderr), t * float(reg.stderr)
     return PowerLawFit(math.exp(la), b, r2, math.exp(la - la_half), math.exp(la + la_half), b - b_half, b + b_half,
                        n, level)
+
+
+def _log_log_slope(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float]:
+    """OLS ``(log a, b)`` of ``ly = log a + b lx``."""
+    b = float(np.cov(lx, ly, ddof=1)[0, 1] / lx.var(ddof=1))
+    return float(ly.mean() - b * lx.mean()), b
+
+
+def bootstrap_power_law(x: ArrayLike, y: ArrayLike, level: float = 0.95, n_boot: int = 2000,
+                        seed: int = 0) -> PowerLawFit | NoFit:
+    """``y = a * x**b`` as ``fit_power_law`` (same estimate, same ``r2``), with percentile
+    bootstrap intervals on ``a`` and ``b`` from resampling the seeds within each x.
+
+    The x values are the design (data volumes, model sizes), fixed by the sweep; what varies from
+    one sweep to the next is which training seeds land at each x. So each replicate draws, at
+    every x, as many points as it has, with replacement from its own points (a stratified
+    bootstrap), and refits. Unlike the t intervals this assumes no normal errors on the log scale,
+    only exchangeable seeds at each x; with few seeds per x it is narrower than the t interval
+    (a resample of n seeds has (n-1)/n of their variance), so it needs >= 2 points at every x and
+    is best read beside ``fit_power_law``'s. ``seed`` fixes the resampling (reproducible reports).
+    """
+    fit = fit_power_law(x, y, level)
+    if isinstance(fit, NoFit):
+        return fit
+    if n_boot < 100:
+        raise ValueError(f"n_boot must be >= 100 for percentile intervals, got {n_boot}")
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    groups = [np.flatnonzero(lx == v) for v in np.unique(lx)]
+    single = [float(np.exp(lx[g[0]])) for g in groups if len(g) < 2]
+    if single:
+        return NoFit(f"1 point at x = {', '.join(f'{v:g}' for v in single)}; resampling seeds within each x "
+                     "needs >= 2 per x")
+    rng = np.random.default_rng(seed)
+    estimates = np.empty((n_boot, 2))
+    for i in range(n_boot):
+        pick = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        estimates[i] = _log_log_slope(lx[pick], ly[pick])
+    tail = 100 * (1 - level) / 2
+    la_low, la_high = np.percentile(estimates[:, 0], [tail, 100 - tail])
+    b_low, b_high = np.percentile(estimates[:, 1], [tail, 100 - tail])
+    return PowerLawFit(fit.a, fit.b, fit.r2, math.exp(la_low), math.exp(la_high), float(b_low), float(b_high),
+                       fit.n, level)
 
 
 # --------------------------------------------------------------------------- printing

@@ -46,7 +46,7 @@ def test_the_errors_name_the_key_and_the_valid_choices(capsys):
     assert main(["train", str(ROOT / "configs/tiny_smoke.yaml"), "train.loss=mixce", "train.loss_kwargs={gamma: -5}"]) == 2
     assert "loss 'mixce': gamma must lie in [0, 1], got -5" in capsys.readouterr().err
     assert main(["sweep", "gpu-huge"]) == 2
-    assert "['cluster-smoke', 'cpu', 'cpu-small', 'paper', 'table1', 'table1-cpu', 'table3']" in capsys.readouterr().err
+    assert "['cluster-smoke', 'cpu', 'cpu-small', 'figure1-cpu', 'paper', 'table1', 'table1-cpu', 'table3']" in capsys.readouterr().err
 
 
 def test_help_lists_every_field_with_its_default_and_doc(capsys):
@@ -100,7 +100,7 @@ def test_ls_configs_names_each_kind(capsys):
 
 
 def test_entry_scripts_are_thin_wrappers_without_path_hacks(tmp_path):
-    for script in ("sweeps/scaling_law.py", "sweeps/aggregate.py", "evals/evaluate.py"):
+    for script in ("sweeps/scaling_law.py", "evals/evaluate.py"):
         assert "sys.path" not in (ROOT / script).read_text()
     out = subprocess.run([sys.executable, str(ROOT / "sweeps/scaling_law.py"), "cpu-small", "--dry-run"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from emo_ray.evaluation import mauve_features, precision_recall
+import emo_ray.evaluation.mauve_features as mauve_features
+import emo_ray.evaluation.precision_recall as precision_recall
 from emo_ray.evaluation.config import EvalConfig
 from emo_ray.evaluation.corpora import Corpus, corpus_label, get_corpus
 from emo_ray.evaluation.featurize import featurize, featurizer_identity, resolved_dtype

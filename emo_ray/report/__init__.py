@@ -7,6 +7,6 @@ model, Holm correction, the MDD of each test, headroom and power planning.
     report = report_and_log("cpu-small", tracking_uri, alpha=0.001)
     print(report.markdown)
 """
-from emo_ray.report.render import Report, build_report, report_and_log
+from emo_ray.report.render import Report, build_report, report_and_log, sweep_end
 
-__all__ = ["Report", "build_report", "report_and_log"]
+__all__ = ["Report", "build_report", "report_and_log", "sweep_end"]

@@ -1,9 +1,10 @@
 """What a report reads from MLflow: the sweep's parent run (by id or sweep name), one row per
-finished child run (its trial record and metrics, via ``emo_ray.sweep.aggregate.collect``) and
+finished child run (its trial record, counted parameters and metrics: ``collect``) and
 the per-item tables the evaluation logged (``icl/<task>.json``, ``generations/<corpus>.json``)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -38,10 +39,46 @@ def resolve_parent(client, ref: str) -> str:
     return found[0].info.run_id
 
 
+def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
+    """One row per finished child run: its trial record (tag ``emo_ray.trial``), its counted
+    parameters (param ``model.n_params``) and its final metrics; nothing is re-parsed from params.
+    Runs without a trial record (not made by a sweep trial) are left out and counted in
+    ``df.attrs["skipped"]``; runs without a parameter count fall back to the model registry's
+    figure, named in ``df.attrs["n_params_from_registry"]``."""
+    from mlflow import MlflowClient
+
+    from emo_ray.models import n_params
+    from emo_ray.sweep.spec import Trial
+    from emo_ray.sweep.trial import TRIAL_RECORD_TAG
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=10_000)
+    rows, skipped, from_registry = [], [], set()
+    for r in runs:
+        if r.info.status != "FINISHED":
+            continue
+        record = r.data.tags.get(TRIAL_RECORD_TAG)
+        if record is None:
+            skipped.append(r.info.run_id)
+            continue
+        trial = Trial.from_dict(json.loads(record))
+        counted = r.data.params.get("model.n_params")
+        if counted is None:
+            from_registry.add(trial.model)
+        rows.append({"run_id": r.info.run_id, "trial_id": r.data.tags.get("emo_ray.trial_id", ""),
+                     "model": trial.model,
+                     "n_params": float(counted) if counted is not None else (n_params(trial.model) or math.nan),
+                     "objective": trial.loss, "hparams": trial.hparams, "tokens": trial.tokens, "seed": trial.seed,
+                     "domain": trial.domain, "pretrained": trial.pretrained, **r.data.metrics})
+    df = pd.DataFrame(rows)
+    df.attrs.update(skipped=skipped, n_params_from_registry=sorted(from_registry))
+    return df
+
+
 def child_runs(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
     """One row per finished child run with a trial record (fine-tuned and pre-trained)."""
-    from emo_ray.sweep.aggregate import collect
-
     df = collect(parent_run_id, tracking_uri)
     if df.empty:
         raise ReportError(f"sweep run {parent_run_id} has no finished child run with a trial record")

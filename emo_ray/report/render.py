@@ -1,5 +1,7 @@
 """Assemble the report: Markdown (printed and logged), one CSV per table plus the comparisons,
-and Figure 1 as PNG, all logged under ``report/`` on the sweep's parent run."""
+Figure 1 as PNG (the only one: ``figure.FILE``) and, when the trials measured it, the
+precision-recall plot, all logged under ``report/`` on the sweep's parent run; the MLflow runs
+table is made readable on the way (``mlflow_view``). The end of a sweep calls ``report_and_log``."""
 from __future__ import annotations
 
 import math
@@ -10,7 +12,14 @@ from pathlib import Path
 import pandas as pd
 
 from emo_ray import stats
-from emo_ray.report import figure, planning, table2, table3, tables
+import emo_ray.report.figure as figure
+import emo_ray.report.mlflow_view as mlflow_view
+import emo_ray.report.planning as planning
+import emo_ray.report.precision_recall as precision_recall
+import emo_ray.report.scaling as scaling
+import emo_ray.report.table2 as table2
+import emo_ray.report.table3 as table3
+import emo_ray.report.tables as tables
 from emo_ray.report.collect import Artifacts, ReportError, child_runs, resolve_parent
 
 ARTIFACT_DIR = "report"
@@ -21,8 +30,19 @@ class Report:
     parent_run_id: str
     markdown: str
     tables: list[tables.Table]
+    scaling: scaling.Scaling | None = None
+    """Figure 1's points, fits and per-volume differences."""
     files: dict[str, str] = field(default_factory=dict)
     """File name -> path of what was written (``write``)."""
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The collected child runs (for the MLflow view and the precision-recall plot)."""
+    view_url_query: str = ""
+    """The runs-table URL query that opens the sweep's view (``mlflow_view.share_view``)."""
+
+    @property
+    def summary(self) -> dict:
+        """Fits and no-fit reasons, as the sweep's console summary prints them."""
+        return scaling.summary(self.scaling) if self.scaling else {"metric": "none", "fits": [], "notes": []}
 
 
 def _num(x: float, fmt: str = ".3g") -> str:
@@ -67,9 +87,7 @@ def build_report(parent_ref: str, tracking_uri: str, alpha: float = 0.001,
     arts = Artifacts(client)
     made = [tables.table1_mauve(runs, alpha, delta_mauve), table2.table2_generation(runs, arts, alpha),
             table3.table3_icl(runs, arts, alpha)]
-    sel = table3.icl_runs(runs)
-    points = figure.figure_points(sel)
-    fit_rows, fit_notes = figure.fits(figure.seed_points(sel))
+    fig = scaling.build(runs, alpha)
     n_tuned, n_pre = int((~runs.pretrained).sum()), int(runs.pretrained.sum())
     seeds = sorted(runs[~runs.pretrained]["seed"].unique())
     md = [f"# Sweep report ({parent})", "",
@@ -97,15 +115,33 @@ def build_report(parent_ref: str, tracking_uri: str, alpha: float = 0.001,
             md += ["Comparisons:", "", _tests_markdown(t.tests), ""]
         for heading, body in t.extra:
             md += [f"{heading}:", "", body, ""]
-    md += ["## Figure 1: average ICL accuracy vs model size and fine-tuning tokens", ""]
-    if points.empty:
-        md += ["*No average ICL accuracy logged: no figure points.*", ""]
-    else:
-        md += ["![Figure 1](figure1_icl_scaling.png)", "", figure.fits_markdown(fit_rows), ""]
-        md += [f"- {n}" for n in fit_notes] + [""]
-    extra = [tables.Table("figure1_points", "Figure 1 points", points, "", pd.DataFrame()),
-             tables.Table("figure1_fits", "Figure 1 fits", fit_rows, "", pd.DataFrame())]
-    return Report(parent, "\n".join(md), made + extra)
+    md += _figure_markdown(fig)
+    extra = [tables.Table("figure1_points", "Figure 1 points", fig.points, "", pd.DataFrame()),
+             tables.Table("figure1_fits", "Figure 1 fits", fig.fits, "", pd.DataFrame()),
+             tables.Table("figure1_differences", "Figure 1 differences", fig.differences, "", pd.DataFrame())]
+    return Report(parent, "\n".join(md), made + extra, fig, runs=runs)
+
+
+def _figure_markdown(fig: scaling.Scaling) -> list[str]:
+    md = ["## Figure 1: scaling curves (headline metrics vs fine-tuning tokens and model size)", ""]
+    if not fig.metrics:
+        return md + ["*No run logged a headline metric (validation loss, MAUVE, average ICL accuracy): no figure.*", ""]
+    md += [f"![Figure 1]({figure.FILE})", "",
+           "One curve per objective: seed mean with its 95% t band; dashed: `y = a x^b` fitted on one point per "
+           "seed with 95% bootstrap intervals (seeds resampled within each x); the pre-trained model is the x = 0 "
+           "reference (dotted line / star), not in the fit. Differences: objective minus MLE per data volume, Welch "
+           "on seed values, Holm across the metric's comparisons.", ""]
+    for h in fig.metrics:
+        pts = fig.points[fig.points.metric == h.name]
+        fits = fig.fits[fig.fits.metric == h.name] if not fig.fits.empty else fig.fits
+        diffs = fig.differences[fig.differences.column == h.name] if not fig.differences.empty else fig.differences
+        md += [f"### {h.label} (`{h.key}`)", "", "Points:", "", figure.points_markdown(pts), ""]
+        if not fits.empty:
+            md += ["Power laws:", "", figure.fits_markdown(fits), ""]
+        if not diffs.empty:
+            md += ["Each objective minus MLE per data volume:", "", figure.differences_markdown(diffs), ""]
+    md += [f"- {n}" for n in fig.notes] + ([""] if fig.notes else [])
+    return md
 
 
 def write(report: Report, folder: str | Path) -> dict[str, str]:
@@ -125,10 +161,14 @@ def write(report: Report, folder: str | Path) -> dict[str, str]:
     tests = [t.tests for t in report.tables if not t.tests.empty]
     files["comparisons.csv"] = folder / "comparisons.csv"
     (pd.concat(tests, ignore_index=True) if tests else pd.DataFrame()).to_csv(files["comparisons.csv"], index=False)
-    by_name = {t.name: t.frame for t in report.tables}
-    if not by_name["figure1_points"].empty:
-        files["figure1_icl_scaling.png"] = folder / "figure1_icl_scaling.png"
-        figure.plot(by_name["figure1_points"], by_name["figure1_fits"], str(files["figure1_icl_scaling.png"]))
+    if report.scaling is not None and report.scaling.metrics:
+        files[figure.FILE] = folder / figure.FILE
+        figure.plot(report.scaling, str(files[figure.FILE]))
+    if not report.runs.empty and precision_recall.plottable(report.runs):
+        files[precision_recall.FILE] = folder / precision_recall.FILE
+        precision_recall.plot_precision_recall(report.runs, str(files[precision_recall.FILE]))
+        files["precision_recall_points.csv"] = folder / "precision_recall_points.csv"
+        precision_recall.points_table(report.runs).to_csv(files["precision_recall_points.csv"], index=False)
     report.files = {k: str(v) for k, v in files.items()}
     return report.files
 
@@ -136,7 +176,8 @@ def write(report: Report, folder: str | Path) -> dict[str, str]:
 def report_and_log(parent_ref: str, tracking_uri: str, alpha: float = 0.001, out_dir: str | None = None,
                    delta_mauve: float = planning.PAPER_DELTA_MAUVE) -> Report:
     """Build the report, write it (to ``out_dir`` or a temporary folder) and log every file under
-    ``report/`` on the parent run."""
+    ``report/`` on the parent run; then the MLflow view: headline metrics on every trial, the fits
+    on the parent, and the shared runs-table view the sweep's printed link opens."""
     from mlflow import MlflowClient
 
     report = build_report(parent_ref, tracking_uri, alpha, delta_mauve)
@@ -147,4 +188,18 @@ def report_and_log(parent_ref: str, tracking_uri: str, alpha: float = 0.001, out
             client.log_artifact(report.parent_run_id, path, ARTIFACT_DIR)
     if out_dir is None:
         report.files = {}
+    mlflow_view.log_headlines(client, scaling.headline_values(report.runs))
+    mlflow_view.log_fits(client, report.parent_run_id, report.scaling.fits)
+    report.view_url_query = mlflow_view.share_view(client, report.parent_run_id)
     return report
+
+
+def sweep_end(parent_run_id: str, tracking_uri: str) -> dict:
+    """What the end of a sweep runs (``sweep.runner.run_sweep(report=sweep_end)``): the report on
+    its parent run, and for the console summary the fits, the reasons for missing ones and the
+    query of the shared runs-table view. A sweep without a finished trial gets the reason."""
+    try:
+        report = report_and_log(parent_run_id, tracking_uri)
+    except ReportError as e:  # no finished trial: the failures are what the sweep reports
+        return {"aggregate": {"metric": "none", "fits": [], "notes": [f"no report: {e}"]}}
+    return {"aggregate": report.summary, "view_url_query": report.view_url_query}

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from emo_ray import stats
-from emo_ray.report import units
+import emo_ray.report.units as units
 from emo_ray.report.tables import (BASELINE, CELL, PRETRAINED_ROW, Table, _cell_text, _column_label, finish,
                                    _gen_best, _marks, _row_label, generation_long, mauve_arm, md_table)
 from emo_ray.report.units import LEVEL, Arm

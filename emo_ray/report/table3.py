@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from emo_ray import stats
-from emo_ray.report import units
+import emo_ray.report.units as units
 from emo_ray.report.collect import ICL_AVG, icl_tasks
 from emo_ray.report.tables import BASELINE, CELL, PRETRAINED_ROW, Table, finish, _grid_markdown, best_hparams
 from emo_ray.report.units import FIXED, Arm

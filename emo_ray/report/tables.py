@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from emo_ray import stats
-from emo_ray.report import planning, units
+import emo_ray.report.planning as planning
+import emo_ray.report.units as units
 from emo_ray.report.collect import sampling_scores
 from emo_ray.report.units import LEVEL, Arm
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 
 from emo_ray import console, placement, storage, tracking, typed_config
+from emo_ray.sweep import budget
 from emo_ray.placement import AUTOSCALER_CONFIG, Placement, gpu_node_types, place, read_cluster_config
 from emo_ray.sweep.spec import (SweepConfig, Trial, compute_flops, domain_names, eval_config, pretrained_trials,
                                  tokens_per_step, trial_config, trials)
@@ -36,7 +38,7 @@ def describe(sweep: SweepConfig) -> str:
             f"evaluation: {sweep.eval_config or 'validation perplexity only'}\n"
             f"  #  model          objective    {'hparams':{width}s}       tokens  seed   steps  workers    6·N·D")
     return "\n".join([head, *rows, f"total training compute ≈ {total:.3e} FLOPs (6·N·D)",
-                      *describe_placement(sweep, configs)])
+                      *budget.describe(sweep, grid, configs, pre), *describe_placement(sweep, configs)])
 
 
 TRIAL_SLOT = "emo_ray_trial_slot"
@@ -181,8 +183,12 @@ def _distinct_cost_models(configs: list) -> list:
     return list(seen.values())
 
 
-def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: bool = True) -> dict:
-    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``) and aggregate."""
+def run_sweep(sweep: SweepConfig, *, resume: bool = False,
+              report: Callable[[str, str], dict] | None = None) -> dict:
+    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``). ``report`` is
+    called at the end, failed trials or not, with (parent run id, tracking URI) and its answer
+    joins the summary: the CLI passes ``emo_ray.report.sweep_end`` (tables, the one Figure 1, the
+    MLflow view). Cross-run analysis lives in report/, a layer above: it is handed in, not imported."""
     import mlflow
     import ray
     from ray import tune
@@ -266,10 +272,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False, aggregate_at_end: boo
         mlflow.log_metrics({"trials_total": len(grid), "trials_failed": len(errors)})
         summary = {"parent_run_id": parent_id, "trials": len(grid), "failed": len(errors),
                    "mlflow_run": parent_run.info.run_id}
-        if aggregate_at_end:
-            from emo_ray.sweep.aggregate import aggregate_and_log
-
-            summary["aggregate"] = aggregate_and_log(parent_id, uri, sweep.primary_metric)
+        if report is not None:
+            summary.update(report(parent_id, uri))
         if errors:
             raise RuntimeError(f"{len(errors)} of {len(grid)} trials failed; first: {errors[0]!r}")
     return summary

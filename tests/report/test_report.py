@@ -121,10 +121,10 @@ def test_one_seed_compares_checkpoints_and_marks_no_objective(tmp_path):
     emo_avg = table3[(table3.objective == "emo") & (table3.column == "avg")]["mean"].item()
     assert emo_avg == pytest.approx(client.search_runs([client.get_run(parent).info.experiment_id],
                                     "tags.`emo_ray.trial_id` LIKE 'emo-%'")[0].data.metrics["eval/icl/avg_accuracy"])
-    assert (out / "figure1_icl_scaling.png").stat().st_size > 1000
+    assert (out / "figure1.png").stat().st_size > 1000
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert {"report/report.md", "report/table1_mauve.csv", "report/table2_generation.csv", "report/table3_icl.csv",
-            "report/comparisons.csv", "report/figure1_icl_scaling.png", "report/table1_mauve_variance.csv"} <= logged
+            "report/comparisons.csv", "report/figure1.png", "report/table1_mauve_variance.csv"} <= logged
 
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -229,7 +229,8 @@ def test_missing_pieces_are_stated_not_invented(tmp_path):
 
     uri, parent, _ = stored_sweep(tmp_path, pretrained=False, icl=False, gen=True)
     md = build_report(parent, uri).markdown
-    assert "no ICL" in md.replace("No child run logged ICL", "no ICL") and "no figure points" in md
+    assert "no ICL" in md.replace("No child run logged ICL", "no ICL")
+    assert "### MAUVE" in md and "### average ICL accuracy" not in md  # Figure 1 draws what was measured
     uri2, parent2, _ = stored_sweep(tmp_path / "b", pretrained=False, icl=True, gen=False)
     md2 = build_report(parent2, uri2).markdown
     assert "ran no generation evaluation" in md2 and "no pre-trained run" in md2
@@ -271,17 +272,21 @@ def test_cli_turns_report_errors_into_usage_errors_but_keeps_a_bugs_traceback(tm
 
 
 
-def test_figure_fits_one_point_per_seed_with_exact_intervals():
-    """Figure 1's fit takes the seeds as points (3 sizes x 2 seeds = 6 points, df 4), not the 3 means."""
+def test_figure_fits_one_point_per_seed_with_bootstrap_intervals():
+    """Figure 1's fit takes the seeds as points (3 sizes x 2 seeds = 6 points), not the 3 means, and
+    its intervals come from resampling the seeds within each size."""
     from emo_ray import stats
-    from emo_ray.report import figure
+    from emo_ray.report import figure, scaling
 
     sizes, acc = [1e8, 3e8, 1e9], {1e8: (0.50, 0.52), 3e8: (0.55, 0.56), 1e9: (0.60, 0.63)}
-    sel = pd.DataFrame([{"objective": "mle", "domain": "", "n_params": n, "tokens": 4096, "pretrained": False,
-                         "eval/icl/avg_accuracy": a} for n in sizes for a in acc[n]])
-    rows, notes = figure.fits(figure.seed_points(sel))
+    runs = pd.DataFrame([{"run_id": f"{n}-{a}", "objective": "mle", "domain": "", "model": f"m{n:g}", "n_params": n,
+                          "tokens": 4096, "hparams": "", "seed": i, "pretrained": False, "eval/icl/avg_accuracy": a}
+                         for n in sizes for i, a in enumerate(acc[n])])
+    runs = scaling.headline_values(runs)
+    rows, notes = scaling.fits(scaling.kept_runs(runs, scaling.ICL), scaling.ICL)
     size_fit = rows[rows.axis == "n_params"].iloc[0]
-    expected = stats.fit_power_law(np.repeat(sizes, 2), [a for n in sizes for a in acc[n]])
+    expected = stats.bootstrap_power_law(np.repeat(sizes, 2), [a for n in sizes for a in acc[n]])
     assert size_fit["points"] == 6 and (size_fit["b_low"], size_fit["b_high"]) == pytest.approx((expected.b_low, expected.b_high))
+    assert size_fit["interval"].startswith("bootstrap")
     assert any("fine-tuning tokens" in n and "1 distinct x" in n for n in notes)
     assert "points (seeds)" in figure.fits_markdown(rows)

@@ -36,7 +36,7 @@ def test_every_shipped_sweep_config_loads_and_builds_valid_trial_configs(path):
 
 def test_a_sweep_is_found_by_name_or_path_and_an_unknown_name_lists_the_shipped_ones():
     assert load_sweep_config("cpu-small") == load_sweep_config(str(SWEEP_CONFIG_DIR / "cpu-small.yaml"))
-    with pytest.raises(ConfigError, match=r"'gpu-huge' is neither .* \['cluster-smoke', 'cpu', 'cpu-small', 'paper', 'table1', 'table1-cpu', 'table3'\]"):
+    with pytest.raises(ConfigError, match=r"'gpu-huge' is neither .* \['cluster-smoke', 'cpu', 'cpu-small', 'figure1-cpu', 'paper', 'table1', 'table1-cpu', 'table3'\]"):
         load_sweep_config("gpu-huge")
 
 

@@ -30,7 +30,8 @@ def test_a_plugin_objective_and_its_hyperparameter_are_swept(tmp_path, ray_local
     from mlflow import MlflowClient
 
     from emo_ray.sweep import load_sweep_config, trials
-    from emo_ray.sweep.aggregate import collect
+    from emo_ray.report.collect import collect
+    from emo_ray.report import sweep_end
     from emo_ray.sweep.runner import run_sweep
     from emo_ray.sweep.trial import TRIAL_RECORD_TAG
 
@@ -43,7 +44,7 @@ def test_a_plugin_objective_and_its_hyperparameter_are_swept(tmp_path, ray_local
         f"storage_path={tmp_path / 'runs'}", f"tracking.tracking_uri={uri}",
     ])
     assert [t.loss_kwargs for t in trials(sweep)] == [{"scale": 0.1}, {"scale": 3.0}]
-    summary = run_sweep(sweep)
+    summary = run_sweep(sweep, report=sweep_end)
     assert summary["failed"] == 0 and summary["trials"] == 2
     client = MlflowClient(uri)
     children = client.search_runs([client.get_run(summary["parent_run_id"]).info.experiment_id],
@@ -51,7 +52,10 @@ def test_a_plugin_objective_and_its_hyperparameter_are_swept(tmp_path, ray_local
     assert sorted(json.loads(r.data.tags[TRIAL_RECORD_TAG])["loss_kwargs"]["scale"] for r in children) == [0.1, 3.0]
     assert {r.data.params["train.loss"] for r in children} == {"toy_scaled_mle"}
     assert all(r.info.status == "FINISHED" for r in children)
-    # The aggregation chose between the two hyperparameter sets by validation perplexity.
+    # The end-of-sweep report chose between the two hyperparameter sets by validation loss.
+    import pandas as pd
+
     df = collect(summary["parent_run_id"], uri)
-    best = summary["aggregate"]["points"]
-    assert len(best) == 1 and best[0]["hparams"] == df.sort_values("val/ppl").iloc[0]["hparams"]
+    points = pd.read_csv(client.download_artifacts(summary["parent_run_id"], "report/figure1_points.csv", str(tmp_path)))
+    best = points[points.metric == "val_loss"]
+    assert len(best) == 1 and best["hparams"].item() == df.sort_values("val/loss").iloc[0]["hparams"]
