@@ -346,7 +346,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_rescore(args) -> int:
-    from emo_ray.evaluation.rescore import RescoreError, format_table, rescore
+    from emo_ray.report.rescore import RescoreError, format_table, rescore
     from emo_ray.report.collect import ReportError
 
     uri, overrides = _read_store(args, "rescore", passthrough=True)

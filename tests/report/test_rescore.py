@@ -18,9 +18,9 @@ import torch
 
 from emo_ray.evaluation.config import MauveConfig
 from emo_ray.evaluation.mauve_features import CorpusFeatures, all_metrics
-from emo_ray.evaluation.rescore import RescoreError, rescore, setting_tag
+from emo_ray.report.rescore import RescoreError, rescore, setting_tag
 from emo_ray.typed_config import ConfigError
-from tests.evaluation.conftest import needs_data
+from tests.evaluation.conftest import needs_data, one_torch_thread, tiny_path  # noqa: F401 (fixtures)
 from tests.evaluation.test_run import tiny_cfg
 
 MAUVE_KEY = re.compile(r"^eval/(gen/wikitext-2/.*(mauve|frontier_integral).*)$")
