@@ -14,22 +14,13 @@ import time
 import pytest
 
 from emo_ray.config import REPO_ROOT
+from tests.reliability.test_driver_kill import _tree
 
 RAY_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(\w[\w.]* pid=\d+")
 CONFIG = str(REPO_ROOT / "configs" / "tiny_smoke.yaml")
 ARGS = ["model.name=tiny-llama", "data.block_size=64", "data.max_train_tokens=4096", "data.max_validation_blocks=4",
         "train.micro_batch_size=4", "train.lr=1e-3", "train.max_steps=400", "train.checkpoint_every=4",
         "ray.num_workers=1", "train.zero_stage=0", "tracking.experiment=interrupted", "ray.run_name=ctrlc"]
-
-
-def _tree(pid: int) -> list:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
 
 
 def _alive(procs) -> list:
