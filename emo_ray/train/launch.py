@@ -551,7 +551,6 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                     "mlflow_run_id": run_id,
                     "validation_blocks": validation_blocks,
                     "train_blocks_per_worker": per_worker,
-                    "save_hf_model": True,
                     "cost_embedding_model_path": cost_model_path,
                     "best_model_dir": storage_lib.join(storage, name, "best_model"),
                 },

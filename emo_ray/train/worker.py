@@ -276,7 +276,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint_io.writing(name, step_, rank) as (tmp, direct):
             if not weights_only:
                 engine.save_checkpoint(tmp, tag=f"step_{step_}", client_state={CLIENT_STATE: state})
-            if final and (weights_only or loop_config.get("save_hf_model")):
+            if final:
                 # the exported model is the best validated one, not the last weights (no finite
                 # validation loss at all, best_step 0: there is no best, the last weights it is)
                 if select_best and best_step:
