@@ -136,5 +136,5 @@ def test_submitted_cpu_small_sweep_succeeds(ray_head):
     assert {(r.data.params["train.loss"], r.data.params["data.max_train_tokens"]) for r in kids} == {
         (o, t) for o in ("mle", "emo") for t in ("4096", "8192")}
     assert all("val/ppl" in r.data.metrics for r in kids)
-    arts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "scaling_law")}
-    assert "scaling_law/scaling_law.png" in arts
+    arts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/figure1.png" in arts  # the report's Figure 1, drawn at the sweep's end

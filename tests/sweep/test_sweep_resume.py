@@ -76,4 +76,4 @@ def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
     assert steps == sorted(set(steps)), "the finished trial was trained again"
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
-    assert "scaling_law/scaling_law.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "scaling_law")}
+    assert "report/figure1.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
