@@ -65,7 +65,8 @@ def test_report_takes_tracking_uri_as_every_command_does(store, form, capsys):
 
 def test_aggregate_and_rescore_take_the_key_too(store, capsys):
     assert main(["aggregate", "0123456789abcdef", f"tracking.tracking_uri={store}"]) == 2
-    assert "Run with id=0123456789abcdef not found" in capsys.readouterr().err
+    # the store given by the key was the one read: it knows no such run or sweep
+    assert "'0123456789abcdef' is neither a run id nor the name of a sweep" in capsys.readouterr().err
     assert main(["rescore", "nope", "mauve.seed=3", f"tracking.tracking_uri={store}"]) == 2
     assert "neither a run id nor the name of a sweep" in capsys.readouterr().err
 
