@@ -17,7 +17,7 @@ import torch
 from emo_ray.config import Config, from_flat
 import emo_ray.train.best_model as best_model
 import emo_ray.train.checkpoint_io as checkpoint_io
-from emo_ray.train.checkpoint_io import checkpoint_due, rank0_decides  # noqa: F401 (their old home)
+from emo_ray.train.checkpoint_io import checkpoint_due, rank0_decides
 from emo_ray.train.deepspeed_setup import (cpu_autocast_dtype, deepspeed_config, prepare_deepspeed_env,
                                            train_precision, unscaled_grad_norm, use_bf16, use_fp16)
 from emo_ray.train.lora import trainable_parameters

@@ -9,7 +9,7 @@ import torch
 
 from emo_ray.config import ConfigError, load_config
 from emo_ray.train.launch import drop_superseded_checkpoints
-from emo_ray.train.worker import checkpoint_due, rank0_decides
+from emo_ray.train.checkpoint_io import checkpoint_due, rank0_decides
 
 
 def test_checkpoint_on_a_step_basis_as_before():
