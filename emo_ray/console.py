@@ -279,9 +279,9 @@ def mlflow_ui(tracking_uri: str, experiment_id: str | None, port: int = 5000) ->
 
 def _experiment_id(run_id: str, tracking_uri: str) -> str | None:
     try:
-        from mlflow import MlflowClient
+        from emo_ray import tracking
 
-        return MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+        return tracking.client(tracking_uri).get_run(run_id).info.experiment_id
     except Exception:  # noqa: BLE001
         return None
 
@@ -347,15 +347,16 @@ def print_eval_summary(run_id: str, result, cfg, *, stream=None) -> None:
     oracle perplexity means, total time), skipped sections, the MLflow run and the runs-table
     link. ``result``: an ``EvalResult``; ``cfg``: the ``EvalConfig``."""
     from emo_ray import tracking
+    from emo_ray.tracking import keys
 
     stream = stream or sys.stdout
     uri = tracking.tracking_uri(cfg.tracking.tracking_uri or None)
     exp = _experiment_id(run_id, uri)
     m = result.metrics or {}
-    heads = [k for k in sorted(m) if k == "icl/avg_accuracy" or (k.startswith("icl/") and k.endswith("/accuracy"))]
-    heads += [k for k in sorted(m) if k.startswith("gen/") and "/seed" not in k and k.endswith("_mean")]
-    heads += [k for k in ("time/total_s",) if k in m]
-    rows = [(f"eval/{k}", f"{m[k]:.4f}") for k in heads]
+    heads = [k for k in sorted(m) if k == keys.ICL_AVG or ((i := keys.parse_icl_key(k, "")) and i.metric == "accuracy")]
+    heads += [k for k in sorted(m) if (g := keys.parse_gen_stat_key(k, "")) and g.stat == "mean"]
+    heads += [k for k in (keys.time_key("total_s"),) if k in m]
+    rows = [(keys.eval_name(k), f"{m[k]:.4f}") for k in heads]
     for k, why in (result.skipped or {}).items():
         rows.append((f"skipped {k}", why[:120]))
     rows.append(("model", str(cfg.model)))

@@ -86,12 +86,13 @@ def check_existing_store(uri: str, what: str = "a read-only command") -> None:
 def find_run(uri: str, run_id: str, ref: str):
     """The MLflow run ``run_id`` of an existing store, or one line saying it is not there
     (``ref`` is what the user wrote, e.g. ``mlflow:<run_id>``)."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from emo_ray.tracking.store import client
 
     check_existing_store(uri, f"{ref} names a run to read")
     try:
-        return MlflowClient(uri).get_run(run_id)
+        return client(uri).get_run(run_id)
     except MlflowException as e:
         detail = " ".join(str(e.message).split())[:200]
         raise ConfigError(f"{ref}: no such run in {uri} ({detail}); the MLflow UI lists the run ids") from None

@@ -23,6 +23,7 @@ import numpy as np
 
 from emo_ray.evaluation.config import MauveConfig
 from emo_ray.evaluation.mauve_score import mauve_scores
+from emo_ray.tracking import keys
 
 HUMAN_SEEDS = 5
 """Human-vs-human MAUVE is averaged over this many k-means seeds (``mauve.seed``, ``+1``, ...):
@@ -114,11 +115,11 @@ def model_metrics(f: CorpusFeatures, cfg: MauveConfig, key: str) -> dict[str, fl
         sel = (f.model_decoder == dec) & (f.model_seed == seed)
         scores = mauve_scores(f.human, f.model[sel], cfg).as_dict()
         for name, v in scores.items():
-            out[f"{key}/{dec}/seed{seed}/{name}"] = v
+            out[keys.seed_key(key, dec, seed, name)] = v
             per_decoder.setdefault(dec, {}).setdefault(name, []).append(v)
     for dec, series in per_decoder.items():
         for name, vs in series.items():
-            out[f"{key}/{dec}/{name}_mean"], out[f"{key}/{dec}/{name}_std"] = mean_std(vs)
+            out[keys.stat_key(key, dec, name, "mean")], out[keys.stat_key(key, dec, name, "std")] = mean_std(vs)
     return out
 
 
@@ -136,10 +137,10 @@ def human_metrics(f: CorpusFeatures, cfg: MauveConfig, key: str) -> dict[str, fl
     scores = [mauve_scores(first, second, replace(cfg, seed=cfg.seed + k * cfg.kmeans_seeds)) for k in range(HUMAN_SEEDS)]
     mu, sd = mean_std([s.mauve for s in scores])
     return {
-        f"{key}/human_mauve": mu,
-        f"{key}/human_mauve_std": sd,
-        f"{key}/human_mauve_star": mean_std([s.mauve_star for s in scores])[0],
-        f"{key}/human_frontier_integral": mean_std([s.frontier_integral for s in scores])[0],
+        keys.section_key(key, "human_mauve"): mu,
+        keys.section_key(key, "human_mauve_std"): sd,
+        keys.section_key(key, "human_mauve_star"): mean_std([s.mauve_star for s in scores])[0],
+        keys.section_key(key, "human_frontier_integral"): mean_std([s.frontier_integral for s in scores])[0],
     }
 
 

@@ -31,6 +31,7 @@ from emo_ray.evaluation.prompts import make_prompts
 from emo_ray.evaluation.rouge import rouge, rouge_settings
 from emo_ray.inference.executor import map_rows
 from emo_ray.inference.sampler import Sampler
+from emo_ray.tracking import keys
 
 
 @dataclass
@@ -70,7 +71,7 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     """Sample, featurize, score with the oracle (and the precision-recall surrogate), then the
     per-seed scores and their mean / std; ``time/gen/<corpus>/*_s`` times each phase."""
     t0 = time.perf_counter()
-    corpus, key, times = get_corpus(corpus_name), f"gen/{corpus_label(corpus_name)}", {}
+    corpus, key, times = get_corpus(corpus_name), keys.gen_section(corpus_label(corpus_name)), {}
     with _timed(times, "sample_s"):
         samples = sample_continuations(model_path, corpus, cfg)
     with _timed(times, "featurize_s"):
@@ -82,11 +83,11 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         if cfg.generation.precision_recall:
             pr = precision_recall.score_corpus(model_path, samples.prompts, samples.table, samples.ok, cfg, oracle_path)
     metrics: dict[str, float] = {
-        f"{key}/n_prompts": len(samples.prompts),
-        f"{key}/oracle_ppl_human": corpus_perplexity(*zip(*human_nll)),
+        keys.section_key(key, "n_prompts"): len(samples.prompts),
+        keys.section_key(key, "oracle_ppl_human"): corpus_perplexity(*zip(*human_nll)),
     }
     if pr is not None:
-        metrics[f"{key}/recall_ce"] = pr.recall_ce  # no sampling involved: one number, no seed std
+        metrics[keys.section_key(key, precision_recall.RECALL)] = pr.recall_ce  # no sampling involved: one number, no seed std
     metrics.update(seed_scores(corpus_name, key, samples.table, cfg, pr))
     # MAUVE, MAUVE* and frontier integral per sampling run, and the ceiling, from the features
     # exactly as logged: ``emo-ray rescore`` under unchanged settings reproduces these numbers.
@@ -98,7 +99,7 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         metrics.update(mauve_features.all_metrics(features, m, key))
     times["total_s"] = time.perf_counter() - t0
     order = ["mauve_s", "sample_s", "featurize_s", "oracle_s", "total_s"] + (["precision_recall_s"] if pr is not None else [])
-    metrics.update({f"time/{key}/{name}": times[name] for name in order})
+    metrics.update({keys.time_key(key, name): times[name] for name in order})
     label = corpus_label(corpus_name)
     return SectionResult(metrics, section_params(key, corpus, samples, feats, cfg, pr),
                          {f"generations/{label}.json": samples.table}, {f"features/{label}.npz": features.to_bytes()})
@@ -181,7 +182,7 @@ def seed_scores(corpus_name: str, key: str, table: pd.DataFrame, cfg: EvalConfig
     for dec in cfg.generation.decoders:
         per_seed: dict[str, list[float]] = {"oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
         if pr is not None:
-            per_seed["precision_ce"] = []
+            per_seed[precision_recall.PRECISION] = []
         for s in cfg.generation.seeds:
             sel = table[(table["decoder"] == dec) & (table["seed"] == s)]
             good = sel[~sel["empty"]]
@@ -196,14 +197,14 @@ def seed_scores(corpus_name: str, key: str, table: pd.DataFrame, cfg: EvalConfig
                 "gen_tokens": float(sel["n_gen_tokens"].mean()),
             }
             if pr is not None:
-                vals["precision_ce"] = precision_recall.precision_ce(good, pr)
+                vals[precision_recall.PRECISION] = precision_recall.precision_ce(good, pr)
             for name, v in vals.items():
                 per_seed[name].append(v)
-                metrics[f"{key}/{dec}/seed{s}/{name}"] = v
+                metrics[keys.seed_key(key, dec, s, name)] = v
         for name, vs in per_seed.items():
             mu, sd = mean_std(vs)
-            metrics[f"{key}/{dec}/{name}_mean"] = mu
-            metrics[f"{key}/{dec}/{name}_std"] = sd
+            metrics[keys.stat_key(key, dec, name, "mean")] = mu
+            metrics[keys.stat_key(key, dec, name, "std")] = sd
     return metrics
 
 
@@ -211,22 +212,22 @@ def section_params(key: str, corpus: Corpus, samples: Samples, feats: Features, 
     """How the prompts were cut, sampled and scored, one MLflow param per step."""
     g = cfg.generation
     params = {
-        f"{key}/prompts": (
+        keys.section_key(key, "prompts"): (
             f"protocol={cfg.protocol} window_unit={g.window_unit} source={corpus.source} unit={corpus.unit} "
             f"prefix_len={corpus.prefix_tokens} continuation_len={corpus.gen_tokens} "
             f"windows_per_unit={corpus.windows_per_unit} scan_rows={corpus.scan_rows or 'all'} "
             f"newlines_to_spaces={corpus.newlines_to_spaces} num_prompts={len(samples.prompts)} prompt_seed={g.prompt_seed} "
             + " ".join(f"{k}={v}" for k, v in samples.counts.items())
         ),
-        f"{key}/sampling": (
+        keys.section_key(key, "sampling"): (
             f"protocol={cfg.protocol} decoders={','.join(g.decoders)} seeds={','.join(map(str, g.seeds))} std=ddof1 "
             f"max_new_tokens={samples.max_new} min_new_tokens={samples.min_new} stop_at_eos={g.stop_at_eos}"
         ),
-        f"{key}/mauve": f"protocol={cfg.protocol} " + mauve_settings(cfg.mauve),
-        f"{key}/human_mauve": feats.ceiling_note,
-        f"{key}/oracle_ppl": f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
-        f"{key}/rouge": rouge_settings(cfg.rouge.use_stemmer),
+        keys.section_key(key, "mauve"): f"protocol={cfg.protocol} " + mauve_settings(cfg.mauve),
+        keys.section_key(key, "human_mauve"): feats.ceiling_note,
+        keys.section_key(key, "oracle_ppl"): f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
+        keys.section_key(key, "rouge"): rouge_settings(cfg.rouge.use_stemmer),
     }
     if pr is not None:
-        params[f"{key}/precision_recall"] = precision_recall.settings(pr)
+        params[keys.section_key(key, "precision_recall")] = precision_recall.settings(pr)
     return params

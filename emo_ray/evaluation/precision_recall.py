@@ -22,7 +22,6 @@ and lives in ``emo_ray.report.precision_recall``.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,10 +29,22 @@ import pandas as pd
 
 from emo_ray.evaluation.config import EvalConfig
 from emo_ray.evaluation.oracle_ppl import mean_token_nll, score_continuations
+from emo_ray.tracking import keys
 
-# MLflow names (``eval/`` prefix, see run.METRIC_PREFIX) of the two quantities.
-PRECISION_METRIC = re.compile(r"^eval/gen/([^/]+)/([^/]+)/precision_ce_mean$")
-RECALL_METRIC = "eval/gen/{corpus}/recall_ce"
+PRECISION = "precision_ce"
+RECALL = "recall_ce"
+
+
+def recall_metric(corpus: str) -> str:
+    """The MLflow name of a corpus's recall_ce: ``eval/gen/<corpus>/recall_ce``."""
+    return keys.eval_name(keys.gen_corpus_key(corpus, RECALL))
+
+
+def parse_precision_metric(name: str) -> tuple[str, str] | None:
+    """``(corpus, decoder)`` of an MLflow name ``eval/gen/<corpus>/<decoder>/precision_ce_mean``,
+    else None."""
+    k = keys.parse_gen_stat_key(name)
+    return (k.corpus, k.decoder) if k and k.metric == PRECISION and k.stat == "mean" else None
 
 
 def surrogate_name(cfg: EvalConfig) -> str:

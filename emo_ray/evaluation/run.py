@@ -18,6 +18,7 @@ from emo_ray import console
 from emo_ray.evaluation.config import EvalConfig, to_flat
 from emo_ray.evaluation.rows import DataUnavailable
 from emo_ray.inference.executor import ray_session
+from emo_ray.tracking import keys
 
 MLFLOW_PREFIXES = ("mlflow:", "runs:/")
 
@@ -53,10 +54,10 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> tuple[str, str |
     if artifact:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact)
         return materialize(path), run_id
-    path = run.data.tags.get("hf_model_path")
+    path = run.data.tags.get(tracking.tags.HF_MODEL_PATH)
     if not path:
         raise ValueError(
-            f"MLflow run {run_id} has no 'hf_model_path' tag (tags: {sorted(run.data.tags)}); "
+            f"MLflow run {run_id} has no {tracking.tags.HF_MODEL_PATH!r} tag (tags: {sorted(run.data.tags)}); "
             f"name an artifact instead: runs:/{run_id}/<path to a Hugging Face folder>"
         )
     return materialize(path), run_id
@@ -83,7 +84,7 @@ def run_evaluation(model_path: str, cfg: EvalConfig) -> EvalResult:
             _add_icl(result, model_path, cfg)
     if result.skipped:
         result.params["skipped"] = "; ".join(f"{k}: {v}" for k, v in result.skipped.items())
-    result.metrics["time/total_s"] = time.perf_counter() - t0
+    result.metrics[keys.time_key("total_s")] = time.perf_counter() - t0
     return result
 
 
@@ -107,14 +108,14 @@ def _add_icl(result: EvalResult, model_path: str, cfg: EvalConfig) -> None:
     accs = {}
     for p, rows in zip(prepared, scored):
         _add(result, task_section(p, rows, cfg))
-        accs[p.task.name] = result.metrics[f"icl/{p.task.name}/accuracy"]
-    result.metrics["time/icl/score_s"] = t_score  # the shared pass, model loads included
-    result.metrics["icl/n_tasks"] = float(len(accs))
-    result.metrics["icl/n_tasks_skipped"] = float(len(cfg.icl.tasks) - len(accs))
+        accs[p.task.name] = result.metrics[keys.icl_key(p.task.name, "accuracy")]
+    result.metrics[keys.time_key("icl", "score_s")] = t_score  # the shared pass, model loads included
+    result.metrics[keys.ICL_N_TASKS] = float(len(accs))
+    result.metrics[keys.ICL_N_TASKS_SKIPPED] = float(len(cfg.icl.tasks) - len(accs))
     if accs:
         # The paper's tables average the per-task accuracies (8 tasks when all run).
-        result.metrics["icl/avg_accuracy"] = sum(accs.values()) / len(accs)
-        result.params["icl/avg_accuracy"] = f"mean over tasks={','.join(accs)}"
+        result.metrics[keys.ICL_AVG] = sum(accs.values()) / len(accs)
+        result.params[keys.ICL_AVG] = f"mean over tasks={','.join(accs)}"
 
 
 def _add(result: EvalResult, section) -> None:
@@ -130,7 +131,7 @@ def evaluate(model_path: str, cfg: EvalConfig) -> dict[str, float]:
     return run_evaluation(path, cfg).metrics
 
 
-METRIC_PREFIX = "eval/"
+METRIC_PREFIX = keys.EVAL
 
 
 def log_result(result: EvalResult) -> None:
@@ -152,22 +153,11 @@ def log_result(result: EvalResult) -> None:
 def log_result_to_run(result: EvalResult, run_id: str, client=None) -> None:
     """``log_result`` onto an existing run (the evaluated training run) without activating it:
     the client API logs by run id and leaves the run's status alone."""
-    import mlflow
-    from mlflow.entities import Metric, Param, RunTag
-
     from emo_ray import tracking
 
-    client = client or mlflow.MlflowClient()
-    now = int(time.time() * 1000)
-    metrics = tracking.prefixed(result.metrics, METRIC_PREFIX)
-    clean = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and _finite(v)]
-    dropped = len(metrics) - len(clean)
-    if dropped:
-        clean.append(Metric("eval/nonfinite_metrics", float(dropped), now, 0))
-    params = [Param(k, str(v)[:6000]) for k, v in result.params.items()]
-    for i in range(0, max(len(params), len(clean), 1), 100):
-        client.log_batch(run_id, metrics=clean[i : i + 100], params=params[i : i + 100],
-                         tags=[RunTag("emo_ray.evaluated", "true")] if i == 0 else [])
+    client = client or tracking.client()
+    tracking.log_batch(client, run_id, tracking.prefixed(result.metrics, METRIC_PREFIX), result.params,
+                       {tracking.tags.EVALUATED: "true"}, count_key=keys.eval_name(keys.NONFINITE))
     for name, table in result.tables.items():
         client.log_table(run_id, data=_jsonable(table), artifact_file=name)
     _log_files(result.files, lambda local, folder: client.log_artifact(run_id, local, folder))
@@ -184,15 +174,6 @@ def _log_files(files: dict[str, bytes], log_artifact) -> None:
             local = Path(tmp) / base
             local.write_bytes(data)
             log_artifact(str(local), folder or None)
-
-
-def _finite(v) -> bool:
-    import math
-
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def _jsonable(table: pd.DataFrame) -> pd.DataFrame:
@@ -214,25 +195,28 @@ class EvaluationInterrupted(KeyboardInterrupt):
                          "features and retriever embeddings are reused")
 
 
-def evaluate_and_log(model: str, cfg: EvalConfig) -> tuple[str, EvalResult]:
-    """Evaluate ``model`` and record it in MLflow; returns ``(mlflow run id, result)``."""
+def evaluate_and_log(model: str, cfg: EvalConfig, *, source_run: str | None = None) -> tuple[str, EvalResult]:
+    """Evaluate ``model`` and record it in MLflow; returns ``(mlflow run id, result)``.
+    ``source_run``: the training run ``model`` (a path it exported) came from, as ``mlflow:<run>``
+    would name it (a sweep trial holds both and needs no tag read back)."""
     from emo_ray import tracking
 
-    path, source_run = resolve_model(model, cfg.tracking.tracking_uri)
+    path, found = resolve_model(model, cfg.tracking.tracking_uri)
+    source_run = source_run or found
     tracking.setup(cfg.tracking.tracking_uri or None, cfg.tracking.experiment)
     try:
         result = run_evaluation(path, cfg)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(console.interrupted_stage()) from None
-    tags = {"emo_ray.kind": "evaluation", "emo_ray.model": model, "emo_ray.model_path": path,
-            **tracking.provenance_tags()}
+    tags = {tracking.tags.KIND: tracking.tags.KIND_EVALUATION, tracking.tags.MODEL: model,
+            tracking.tags.MODEL_PATH: path, **tracking.provenance_tags()}
     if source_run and cfg.tracking.log_to_source_run:
         # Onto the training run through the client API, by run id: never start_run / end_run, so
         # a failure here cannot change the training run's status (FINISHED stays FINISHED).
         log_result_to_run(result, source_run)
         return source_run, result
     if source_run:
-        tags["emo_ray.source_run_id"] = source_run
+        tags[tracking.tags.SOURCE_RUN_ID] = source_run
     name = cfg.tracking.run_name or f"eval-{model.rstrip('/').split('/')[-1]}"
     with tracking.run(name, tags=tags) as active:
         log_result(result)

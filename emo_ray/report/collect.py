@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-# Per-sampling-run scores of one generation corpus and decoder (emo_ray.evaluation.open_ended).
-SAMPLING_METRIC = re.compile(r"^eval/gen/([^/]+)/([^/]+)/seed(\d+)/(mauve|oracle_ppl|rouge1|rougeL)$")
-ICL_ACCURACY = re.compile(r"^eval/icl/([^/]+)/accuracy$")
-ICL_AVG = "eval/icl/avg_accuracy"
+from emo_ray import tracking
+from emo_ray.tracking import keys, tags
+
+SAMPLING_SCORES = ("mauve", "oracle_ppl", "rouge1", "rougeL")
+"""The per-sampling-run scores of one generation corpus and decoder a report reads
+(``eval/gen/<corpus>/<decoder>/seed<s>/<metric>``, emo_ray.evaluation.open_ended)."""
+ICL_AVG = keys.eval_name(keys.ICL_AVG)
 
 
 class ReportError(ValueError):
@@ -32,7 +34,7 @@ def resolve_parent(client, ref: str) -> str:
     except MlflowException:
         pass
     exps = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(exps, f"tags.`emo_ray.kind` = 'sweep' and tags.`emo_ray.preset` = '{ref}'",
+    found = client.search_runs(exps, f"{tags.column(tags.KIND)} = '{tags.KIND_SWEEP}' and {tags.column(tags.PRESET)} = '{ref}'",
                                order_by=["attributes.start_time DESC"], max_results=1) if exps else []
     if not found:
         raise ReportError(f"{ref!r} is neither a run id nor the name of a sweep in this MLflow store")
@@ -45,21 +47,18 @@ def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
     Runs without a trial record (not made by a sweep trial) are left out and counted in
     ``df.attrs["skipped"]``; runs without a parameter count fall back to the model registry's
     figure, named in ``df.attrs["n_params_from_registry"]``."""
-    from mlflow import MlflowClient
-
     from emo_ray.models import n_params
     from emo_ray.sweep.spec import Trial
-    from emo_ray.sweep.trial import TRIAL_RECORD_TAG
 
-    client = MlflowClient(tracking_uri)
+    client = tracking.client(tracking_uri)
     parent = client.get_run(parent_run_id)
-    runs = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    runs = client.search_runs([parent.info.experiment_id], f"{tags.column(tags.PARENT_RUN_ID)} = '{parent_run_id}'",
                               max_results=10_000)
     rows, skipped, from_registry = [], [], set()
     for r in runs:
         if r.info.status != "FINISHED":
             continue
-        record = r.data.tags.get(TRIAL_RECORD_TAG)
+        record = r.data.tags.get(tags.TRIAL_RECORD)
         if record is None:
             skipped.append(r.info.run_id)
             continue
@@ -67,7 +66,7 @@ def collect(parent_run_id: str, tracking_uri: str) -> pd.DataFrame:
         counted = r.data.params.get("model.n_params")
         if counted is None:
             from_registry.add(trial.model)
-        rows.append({"run_id": r.info.run_id, "trial_id": r.data.tags.get("emo_ray.trial_id", ""),
+        rows.append({"run_id": r.info.run_id, "trial_id": r.data.tags.get(tags.TRIAL_ID, ""),
                      "model": trial.model,
                      "n_params": float(counted) if counted is not None else (n_params(trial.model) or math.nan),
                      "objective": trial.loss, "hparams": trial.hparams, "tokens": trial.tokens, "seed": trial.seed,
@@ -93,19 +92,20 @@ def sampling_scores(runs: pd.DataFrame) -> pd.DataFrame:
     """Long frame of per-sampling-run generation scores: run_id, corpus, decoder, sample_seed,
     metric, value (one row per logged ``eval/gen/<corpus>/<decoder>/seed<s>/<metric>``)."""
     rows = []
-    cols = [(c, SAMPLING_METRIC.match(c)) for c in runs.columns]
-    for c, m in cols:
-        if not m:
+    for c in runs.columns:
+        k = keys.parse_gen_key(c)
+        if k is None or k.metric not in SAMPLING_SCORES:
             continue
         for run_id, v in zip(runs["run_id"], runs[c]):
             if pd.notna(v):
-                rows.append({"run_id": run_id, "corpus": m[1], "decoder": m[2], "sample_seed": int(m[3]),
-                             "metric": m[4], "value": float(v)})
+                rows.append({"run_id": run_id, "corpus": k.corpus, "decoder": k.decoder, "sample_seed": k.seed,
+                             "metric": k.metric, "value": float(v)})
     return pd.DataFrame(rows, columns=["run_id", "corpus", "decoder", "sample_seed", "metric", "value"])
 
 
 def icl_tasks(runs: pd.DataFrame) -> list[str]:
-    return sorted(m[1] for c in runs.columns if (m := ICL_ACCURACY.match(c)) and runs[c].notna().any())
+    return sorted(k.task for c in runs.columns
+                  if (k := keys.parse_icl_key(c)) and k.metric == "accuracy" and runs[c].notna().any())
 
 
 @dataclass

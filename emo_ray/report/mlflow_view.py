@@ -17,17 +17,18 @@ and headline metrics side by side, one link away.
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import pandas as pd
 
+from emo_ray import tracking
 from emo_ray.report.scaling import HEADLINES
+from emo_ray.tracking import keys, tags
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
 """MLflow 3.17's experiment-tag prefix of a shared runs-table view (the UI's ``viewStateShareKey``)."""
-TRIAL_COLUMNS = ["tags.`emo_ray.objective`", "params.`data.max_train_tokens`", "params.`train.seed`",
-                 "tags.`emo_ray.hparams`", "tags.`emo_ray.model`"]
+TRIAL_COLUMNS = [tags.column(tags.OBJECTIVE), "params.`data.max_train_tokens`", "params.`train.seed`",
+                 tags.column(tags.HPARAMS), tags.column(tags.MODEL)]
 """Columns beside the headline metrics: objective, data volume, seed (trial params), then the
 hyperparameter set and model. Column ids are the UI's ``<type>.`<key>``` form."""
 RUN_NAME_SORT = "tags.`mlflow.runName`"
@@ -38,12 +39,9 @@ RUN_NAME_COLUMN = "attributes.`Run Name`"
 def log_headlines(client, runs: pd.DataFrame) -> int:
     """Log each run's finite headline values (``scaling.headline_values``) under ``headline/*``
     (step 0, so a rerun overwrites rather than adds a history); returns the number logged."""
-    from mlflow.entities import Metric
-
     now, logged = int(time.time() * 1000), 0
     for r in runs.to_dict("records"):
-        metrics = [Metric(h.key, float(r[h.key]), now, 0) for h in HEADLINES
-                   if h.key in r and r[h.key] is not None and math.isfinite(r[h.key])]
+        metrics = tracking.metric_entities({h.key: r[h.key] for h in HEADLINES if h.key in r}, timestamp=now)
         if metrics:
             client.log_batch(r["run_id"], metrics=metrics)
             logged += len(metrics)
@@ -56,8 +54,8 @@ def log_fits(client, parent_run_id: str, fits: pd.DataFrame) -> None:
 
     now, metrics = int(time.time() * 1000), []
     for r in fits.to_dict("records") if not fits.empty else []:
-        name = f"figure1/{r['metric']}/{r['axis']}/{r['objective']}" + (f"/{r['domain']}" if r["domain"] else "")
-        metrics += [Metric(f"{name}/{p}", float(r[p]), now, 0) for p in ("a", "b", "b_low", "b_high")]
+        metrics += [Metric(keys.fit_key(r["metric"], r["axis"], r["objective"], r["domain"], p), float(r[p]), now, 0)
+                    for p in ("a", "b", "b_low", "b_high")]
     if metrics:
         client.log_batch(parent_run_id, metrics=metrics)
 
@@ -67,7 +65,7 @@ def view_state(parent_run_id: str) -> dict:
     would otherwise fold them under one collapsed row), sorted by run name (objective, then
     volume), with the headline columns wide enough to read their names and values."""
     columns = [*(f"metrics.`{h.key}`" for h in HEADLINES), *TRIAL_COLUMNS]
-    return {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    return {"searchFilter": f"{tags.column(tags.PARENT_RUN_ID)} = '{parent_run_id}'",
             "orderByKey": RUN_NAME_SORT, "orderByAsc": True, "selectedColumns": columns,
             "columnOrder": [RUN_NAME_COLUMN, *columns],
             "columnWidths": {RUN_NAME_COLUMN: 330, **{c: 190 for c in columns}},

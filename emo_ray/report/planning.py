@@ -20,8 +20,8 @@ import pandas as pd
 
 from emo_ray import stats
 from emo_ray.report.units import LEVEL, POWER, Arm
+from emo_ray.tracking import keys
 
-HUMAN_MAUVE = "eval/gen/{corpus}/human_mauve"
 PLAN_RUNS = (1, 5, 20)
 """Sampling runs per seed the plan is printed for (20 approximates 'as many as you like')."""
 CPU_SEEDS = 5
@@ -36,7 +36,7 @@ other MAUVE settings need their own (``delta_mauve``)."""
 
 def human_ceiling(runs: pd.DataFrame, corpus: str) -> float:
     """Mean human-vs-human MAUVE over the runs that logged it for ``corpus``; nan when none did."""
-    col = HUMAN_MAUVE.format(corpus=corpus)
+    col = keys.eval_name(keys.gen_corpus_key(corpus, "human_mauve"))
     vals = runs[col].dropna() if col in runs.columns else pd.Series(dtype=float)
     return float(vals.mean()) if len(vals) else math.nan
 

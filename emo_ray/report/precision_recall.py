@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from emo_ray.evaluation.precision_recall import PRECISION_METRIC, RECALL_METRIC
+from emo_ray.evaluation.precision_recall import parse_precision_metric, recall_metric
 
 FILE = "precision_recall.png"
 
@@ -23,9 +23,9 @@ def metric_pairs(columns) -> list[tuple[str, str, str, str]]:
     cols = set(columns)
     out = []
     for c in sorted(cols):
-        m = PRECISION_METRIC.match(c)
-        if m and RECALL_METRIC.format(corpus=m[1]) in cols:
-            out.append((m[1], m[2], c, RECALL_METRIC.format(corpus=m[1])))
+        m = parse_precision_metric(c)
+        if m and recall_metric(m[0]) in cols:
+            out.append((m[0], m[1], c, recall_metric(m[0])))
     return out
 
 
@@ -40,17 +40,16 @@ def runs_frame(run_ids: list[str], tracking_uri: str | None = None) -> pd.DataFr
     and evaluations logged onto them), else the run name."""
     import json
 
-    from mlflow import MlflowClient
+    from emo_ray import tracking
+    from emo_ray.tracking.tags import OBJECTIVE, TRIAL_RECORD as TRIAL_RECORD_TAG
 
-    from emo_ray.sweep.trial import TRIAL_RECORD_TAG  # report is above sweep: no circle
-
-    client = MlflowClient(tracking_uri)
+    client = tracking.client(tracking_uri)
     rows = []
     for rid in run_ids:
         r = client.get_run(rid)
         tags = r.data.tags
         label = json.loads(tags[TRIAL_RECORD_TAG]).get("loss") if TRIAL_RECORD_TAG in tags else None
-        label = label or tags.get("emo_ray.objective") or r.info.run_name or rid[:8]
+        label = label or tags.get(OBJECTIVE) or r.info.run_name or rid[:8]
         rows.append({"run_id": rid, "objective": label, **r.data.metrics})
     return pd.DataFrame(rows)
 
@@ -123,6 +122,6 @@ def log_precision_recall_plot(run_ids: list[str], artifact_run_id: str, tracking
     """Given several MLflow runs (e.g. a sweep's children, or evaluations of models trained with
     different objectives), draw precision_ce vs recall_ce and log it to ``artifact_run_id``
     (for instance the sweep's parent run, or one of the runs)."""
-    from mlflow import MlflowClient
+    from emo_ray import tracking
 
-    return log_frame_plot(runs_frame(run_ids, tracking_uri), artifact_run_id, MlflowClient(tracking_uri), artifact_path)
+    return log_frame_plot(runs_frame(run_ids, tracking_uri), artifact_run_id, tracking.client(tracking_uri), artifact_path)

@@ -75,13 +75,13 @@ def build_report(parent_ref: str, tracking_uri: str, alpha: float = 0.001,
     """Read the sweep ``parent_ref`` (run id or sweep name) and build every table and Figure 1's
     data; nothing is written. Missing pieces are stated in the tables, never invented.
     ``delta_mauve``: the MAUVE difference the power plan sizes a sweep for."""
-    from mlflow import MlflowClient
+    from emo_ray import tracking
 
     if not 0 < alpha < 1:
         raise ReportError(f"alpha must be in (0, 1), got {alpha}")
     if not 0 < delta_mauve <= 1:
         raise ReportError(f"delta_mauve must be in (0, 1], got {delta_mauve}")
-    client = MlflowClient(tracking_uri)
+    client = tracking.client(tracking_uri)
     parent = resolve_parent(client, parent_ref)
     runs = child_runs(parent, tracking_uri)
     arts = Artifacts(client)
@@ -178,10 +178,10 @@ def report_and_log(parent_ref: str, tracking_uri: str, alpha: float = 0.001, out
     """Build the report, write it (to ``out_dir`` or a temporary folder) and log every file under
     ``report/`` on the parent run; then the MLflow view: headline metrics on every trial, the fits
     on the parent, and the shared runs-table view the sweep's printed link opens."""
-    from mlflow import MlflowClient
+    from emo_ray import tracking
 
     report = build_report(parent_ref, tracking_uri, alpha, delta_mauve)
-    client = MlflowClient(tracking_uri)
+    client = tracking.client(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         files = write(report, out_dir or tmp)
         for path in files.values():

@@ -26,13 +26,13 @@ from emo_ray.evaluation.config import MauveConfig, load_eval_config
 from emo_ray.evaluation.mauve_features import CorpusFeatures, all_metrics
 from emo_ray.evaluation.mauve_score import mauve_settings
 from emo_ray.inference.executor import ExecutionConfig
+from emo_ray.tracking import keys, tags
 from emo_ray.typed_config import ConfigError
 
 SCORE_FREE = {"batch_size", "cache"}
 """Settings that change how features are computed, never their values or the scores."""
 REFEATURIZE = {"featurizer", "pooling", "layer", "max_tokens", "include_prefix"}
 """Settings that need new features; every other one reuses the stored features."""
-PREFIX = "eval/rescore"
 
 
 class RescoreError(ValueError):
@@ -79,7 +79,7 @@ def evaluation_runs(client, ref: str, tracking_uri: str) -> list[str]:
         run = client.get_run(ref)
     except MlflowException:
         run = None
-    if run is not None and run.data.tags.get("emo_ray.kind") != "sweep":
+    if run is not None and run.data.tags.get(tags.KIND) != tags.KIND_SWEEP:
         if run.info.status != "FINISHED":
             raise RescoreError(f"run {ref} is {run.info.status}; only finished runs are re-scored")
         return [run.info.run_id]
@@ -139,8 +139,8 @@ def rescore_run(client, run_id: str, overrides: list[str]) -> list[dict]:
             if table is None:
                 raise RescoreError(f"run {run_id} has no generations/{corpus}.json to re-featurize")
             f = refeaturize(f, table, new, execution)
-        scores = all_metrics(f, new, f"gen/{corpus}")
-        metrics.update({f"{PREFIX}/{tag}/{k}": v for k, v in scores.items()})
+        scores = all_metrics(f, new, keys.gen_section(corpus))
+        metrics.update({keys.eval_name(keys.rescore_key(tag, k)): v for k, v in scores.items()})
         params[f"rescore/{tag}"] = f"{mauve_settings(new)} features={'stored' if stored else 'refeaturized'}"
         for dec in dict.fromkeys(f.model_decoder.tolist()):
             rows.append(summary_row(run_id, corpus, dec, tag, original, scores))
@@ -153,25 +153,26 @@ def rescore_run(client, run_id: str, overrides: list[str]) -> list[dict]:
 
 
 def summary_row(run_id: str, corpus: str, dec: str, tag: str, original: dict, scores: dict) -> dict:
-    key = f"gen/{corpus}"
+    mean = {name: keys.gen_stat_key(corpus, dec, name, "mean") for name in ("mauve", "mauve_star", "frontier_integral")}
+    human = keys.gen_corpus_key(corpus, "human_mauve")
     return {
         "run": run_id[:12], "corpus": corpus, "decoder": dec, "setting": tag,
-        "mauve (logged)": original.get(f"eval/{key}/{dec}/mauve_mean", np.nan),
-        "mauve": scores[f"{key}/{dec}/mauve_mean"],
-        "mauve_star": scores[f"{key}/{dec}/mauve_star_mean"],
-        "frontier_integral": scores[f"{key}/{dec}/frontier_integral_mean"],
-        "human_mauve (logged)": original.get(f"eval/{key}/human_mauve", np.nan),
-        "human_mauve": scores.get(f"{key}/human_mauve", np.nan),
+        "mauve (logged)": original.get(keys.eval_name(mean["mauve"]), np.nan),
+        "mauve": scores[mean["mauve"]],
+        "mauve_star": scores[mean["mauve_star"]],
+        "frontier_integral": scores[mean["frontier_integral"]],
+        "human_mauve (logged)": original.get(keys.eval_name(human), np.nan),
+        "human_mauve": scores.get(human, np.nan),
     }
 
 
 def rescore(ref: str, tracking_uri: str, overrides: list[str]) -> pd.DataFrame:
     """Re-score the run ``ref``, or every finished child run of the sweep ``ref``; one row per
     run, corpus and decoder (means over sampling seeds)."""
-    from mlflow import MlflowClient
+    from emo_ray import tracking
 
     settings(MauveConfig(), overrides)  # a typo fails before anything is read
-    client = MlflowClient(tracking_uri)
+    client = tracking.client(tracking_uri)
     runs = evaluation_runs(client, ref, tracking_uri)
     for run_id in runs:  # every run checked before the first is re-scored
         feature_paths(client, run_id)

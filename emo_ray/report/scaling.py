@@ -18,7 +18,6 @@ seed interval, the power-law fits and, per data volume, each objective minus MLE
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +28,8 @@ import emo_ray.report.planning as planning
 import emo_ray.report.units as units
 from emo_ray.report.collect import ICL_AVG, sampling_scores
 from emo_ray.report.tables import BASELINE, CELL, PRETRAINED_ROW, best_hparams, interval
+from emo_ray.tracking import keys
 
-MAUVE_MEAN = re.compile(r"^eval/gen/([^/]+)/([^/]+)/mauve_mean$")
 AXES = ("tokens", "n_params")
 
 
@@ -43,7 +42,7 @@ class Headline:
 
     @property
     def key(self) -> str:
-        return f"headline/{self.name}"
+        return keys.headline_key(self.name)
 
 
 VAL_LOSS = Headline("val_loss", "validation loss", False)
@@ -58,9 +57,9 @@ def _mauve_per_run(runs: pd.DataFrame) -> dict[str, float]:
     long = sampling_scores(runs)
     long = long[long.metric == "mauve"].groupby(["run_id", "corpus", "decoder"])["value"].mean().reset_index()
     for c in runs.columns:
-        if (m := MAUVE_MEAN.match(c)):
+        if (m := keys.parse_gen_stat_key(c)) and (m.metric, m.stat) == ("mauve", "mean"):
             have = runs[["run_id", c]].dropna()
-            extra = pd.DataFrame({"run_id": have["run_id"], "corpus": m[1], "decoder": m[2], "value": have[c]})
+            extra = pd.DataFrame({"run_id": have["run_id"], "corpus": m.corpus, "decoder": m.decoder, "value": have[c]})
             long = pd.concat([long, extra]).drop_duplicates(["run_id", "corpus", "decoder"])
     domain = dict(zip(runs["run_id"], runs["domain"]))
     out = {}
@@ -73,7 +72,7 @@ def _mauve_per_run(runs: pd.DataFrame) -> dict[str, float]:
 def headline_values(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with one column per headline key (nan where a run did not measure it)."""
     out = runs.copy()
-    out[VAL_LOSS.key] = runs["val/loss"] if "val/loss" in runs.columns else math.nan
+    out[VAL_LOSS.key] = runs[keys.VAL_LOSS] if keys.VAL_LOSS in runs.columns else math.nan
     out[ICL.key] = runs[ICL_AVG] if ICL_AVG in runs.columns else math.nan
     out[MAUVE.key] = runs["run_id"].map(_mauve_per_run(runs)).astype(float) if len(runs) else math.nan
     return out

@@ -13,6 +13,7 @@ import emo_ray.report.units as units
 from emo_ray.report.collect import ICL_AVG, icl_tasks
 from emo_ray.report.tables import BASELINE, CELL, PRETRAINED_ROW, Table, finish, _grid_markdown, best_hparams
 from emo_ray.report.units import FIXED, Arm
+from emo_ray.tracking import keys
 
 
 def icl_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +65,7 @@ def table3_icl(runs: pd.DataFrame, artifacts, alpha: float) -> Table:
     notes = [] if sel["pretrained"].any() else [
         "no pre-trained run (evaluate_pretrained off, or its evaluation failed): no pre-trained row and no tests against it"]
     several_cells = sel[~sel.pretrained][["model", "tokens"]].drop_duplicates().shape[0] > 1
-    columns = [(t, f"eval/icl/{t}/accuracy") for t in tasks] + [("avg", ICL_AVG)]
+    columns = [(t, keys.eval_name(keys.icl_key(t, "accuracy"))) for t in tasks] + [("avg", ICL_AVG)]
     frame_rows, tests = [], []
     for key, g in sel.groupby(CELL):
         cell = dict(zip(CELL, key))

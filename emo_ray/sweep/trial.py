@@ -10,33 +10,32 @@ from __future__ import annotations
 
 import json
 
-from emo_ray import typed_config
+from emo_ray import tracking, typed_config
 from emo_ray.sweep.spec import PRETRAINED, SweepConfig, Trial, eval_config, trial_config
+from emo_ray.tracking import tags
 
-TRIAL_TAG = "emo_ray.trial_id"
-TRIAL_RECORD_TAG = "emo_ray.trial"
+TRIAL_TAG = tags.TRIAL_ID
+TRIAL_RECORD_TAG = tags.TRIAL_RECORD
 """The trial's typed record (``Trial.to_dict`` as JSON) on its MLflow child run: what the
 aggregation reads back, instead of re-parsing params."""
 
 
 def find_child_run(tracking_uri: str, parent_run_id: str, trial_id: str) -> str | None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    client = tracking.client(tracking_uri)
     parent = client.get_run(parent_run_id)
     found = client.search_runs(
         [parent.info.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+        f"{tags.column(tags.PARENT_RUN_ID)} = '{parent_run_id}' and {tags.column(TRIAL_TAG)} = '{trial_id}'",
     )
     return found[0].info.run_id if found else None
 
 
 def trial_tags(sweep: SweepConfig, trial: Trial, trial_id: str) -> dict[str, str]:
     return {TRIAL_TAG: trial_id, TRIAL_RECORD_TAG: json.dumps(trial.to_dict(), sort_keys=True),
-            "emo_ray.trial_key": trial.key, "emo_ray.objective": trial.loss, "emo_ray.model": trial.model,
-            "emo_ray.hparams": trial.hparams or "-", "emo_ray.preset": sweep.name,
-            "emo_ray.domain": trial.domain or "-",
-            **({"emo_ray.kind": PRETRAINED} if trial.pretrained else {})}
+            tags.TRIAL_KEY: trial.key, tags.OBJECTIVE: trial.loss, tags.MODEL: trial.model,
+            tags.HPARAMS: trial.hparams or "-", tags.PRESET: sweep.name,
+            tags.DOMAIN: trial.domain or "-",
+            **({tags.KIND: PRETRAINED} if trial.pretrained else {})}
 
 
 def run_trial(config: dict) -> None:
@@ -62,17 +61,20 @@ def run_trial(config: dict) -> None:
     result = fit(cfg, callbacks=[TuneReportCallback()], mlflow_run_id=existing, tags=trial_tags(sweep, trial, trial_id))
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     if sweep.eval_config:
-        metrics.update(evaluate_trial(sweep, result.mlflow_run_id, uri, trial.domain))
+        metrics.update(evaluate_trial(sweep, result, uri, trial.domain))
     ray.tune.report({**metrics, "mlflow_run_id": result.mlflow_run_id, "done_trial": 1})
 
 
-def evaluate_trial(sweep: SweepConfig, run_id: str, tracking_uri: str, domain: str = "") -> dict:
-    """Evaluate the trial's exported model and log the scores on the trial's own MLflow run."""
+def evaluate_trial(sweep: SweepConfig, fitted, tracking_uri: str, domain: str = "") -> dict:
+    """Evaluate the trial's exported model (``fitted``: the ``FitResult``, whose
+    ``hf_model_path`` is the model) and log the scores on the trial's own MLflow run."""
     from emo_ray.evaluation import evaluate_and_log
 
+    if not fitted.hf_model_path:
+        raise ValueError(f"trial run {fitted.mlflow_run_id} exported no model (no hf_model_path) to evaluate")
     cfg = eval_config(sweep, {"tracking": {"tracking_uri": tracking_uri, "experiment": sweep.tracking.experiment,
                                            "log_to_source_run": True}}, domain=domain)
-    _, result = evaluate_and_log(f"mlflow:{run_id}", cfg)
+    _, result = evaluate_and_log(fitted.hf_model_path, cfg, source_run=fitted.mlflow_run_id)
     return dict(result.metrics)
 
 
@@ -86,18 +88,16 @@ def evaluate_pretrained(sweep: SweepConfig, trial: Trial, trial_id: str, trackin
     unfinished one is evaluated again on the same run. A failure marks the run FAILED and raises,
     so Tune records the trial as errored and ``--resume`` retries it, as for training trials.
     """
-    from mlflow import MlflowClient
-
     from emo_ray.evaluation.run import log_result_to_run, resolve_model, run_evaluation
 
-    client = MlflowClient(tracking_uri)
+    client = tracking.client(tracking_uri)
     run_id = find_child_run(tracking_uri, parent_run_id, trial_id)
     if run_id and client.get_run(run_id).info.status == "FINISHED":
         return dict(client.get_run(run_id).data.metrics), run_id
     if run_id is None:
         experiment = client.get_run(parent_run_id).info.experiment_id
-        tags = {"mlflow.parentRunId": parent_run_id, **trial_tags(sweep, trial, trial_id)}
-        run_id = client.create_run(experiment, run_name=trial.key, tags=tags).info.run_id
+        run_tags = {tags.PARENT_RUN_ID: parent_run_id, **trial_tags(sweep, trial, trial_id)}
+        run_id = client.create_run(experiment, run_name=trial.key, tags=run_tags).info.run_id
     else:
         client.update_run(run_id, status="RUNNING")
     try:

@@ -85,18 +85,34 @@ def gen_section(corpus: str) -> str:
     return f"gen/{_part(corpus, 'corpus')}"
 
 
+def seed_key(section: str, decoder: str, seed: int, metric: str) -> str:
+    """``<section>/<decoder>/seed<s>/<metric>`` (``section``: ``gen_section(corpus)`` on a run;
+    a re-scoring or a test may prefix differently)."""
+    return f"{section}/{_part(decoder, 'decoder')}/seed{int(seed)}/{_part(metric, 'metric')}"
+
+
+def stat_key(section: str, decoder: str, metric: str, stat: str) -> str:
+    """``<section>/<decoder>/<metric>_<stat>``, ``stat`` mean or std over the sampling seeds."""
+    if stat not in STATS:
+        raise ValueError(f"metric key stat {stat!r} must be one of {STATS}")
+    return f"{section}/{_part(decoder, 'decoder')}/{_part(metric, 'metric')}_{stat}"
+
+
+def section_key(section: str, metric: str) -> str:
+    """``<section>/<metric>``: one number of the whole section (corpus or task)."""
+    return f"{section}/{_part(metric, 'metric')}"
+
+
 def gen_key(corpus: str, decoder: str, seed: int, metric: str) -> str:
-    return f"{gen_section(corpus)}/{_part(decoder, 'decoder')}/seed{int(seed)}/{_part(metric, 'metric')}"
+    return seed_key(gen_section(corpus), decoder, seed, metric)
 
 
 def gen_stat_key(corpus: str, decoder: str, metric: str, stat: str) -> str:
-    if stat not in STATS:
-        raise ValueError(f"metric key stat {stat!r} must be one of {STATS}")
-    return f"{gen_section(corpus)}/{_part(decoder, 'decoder')}/{_part(metric, 'metric')}_{stat}"
+    return stat_key(gen_section(corpus), decoder, metric, stat)
 
 
 def gen_corpus_key(corpus: str, metric: str) -> str:
-    return f"{gen_section(corpus)}/{_part(metric, 'metric')}"
+    return section_key(gen_section(corpus), metric)
 
 
 _GEN = re.compile(rf"^gen/{_PART}/{_PART}/seed(\d+)/{_PART}$")
@@ -131,7 +147,7 @@ def icl_section(task: str) -> str:
 
 
 def icl_key(task: str, metric: str) -> str:
-    return f"{icl_section(task)}/{_part(metric, 'metric')}"
+    return section_key(icl_section(task), metric)
 
 
 _ICL = re.compile(rf"^icl/{_PART}/{_PART}$")

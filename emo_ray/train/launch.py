@@ -150,11 +150,11 @@ def _record_model(run_id: str, run_name: str, ckpt_uri: str | None, hf: str | No
             return  # a resumed run: its model is recorded already
         mlflow.create_external_model(
             name=run_name or f"model-{run_id[:8]}", source_run_id=run_id, model_type="huggingface-causal-lm",
-            tags={"hf_model_path": hf, "emo_ray.objective": cfg.train.loss, "emo_ray.model": cfg.model.name},
+            tags={tracking.tags.HF_MODEL_PATH: hf, tracking.tags.OBJECTIVE: cfg.train.loss, tracking.tags.MODEL: cfg.model.name},
             params={"model.n_params": str(n_params), "base_model": cfg.model.name},
         )
     except Exception as e:  # noqa: BLE001 - an older server without logged models: the tags remain
-        mlflow.set_tag("emo_ray.logged_model_error", str(e)[:500])
+        mlflow.set_tag(tracking.tags.LOGGED_MODEL_ERROR, str(e)[:500])
 
 
 RUN_RECORD = "emo_ray_run.json"
@@ -238,10 +238,8 @@ def _continue_run(record: dict, uri: str) -> str | None:
     """The MLflow run a stored Ray run belongs to, if it still exists. One left RUNNING by a
     driver that is gone (SIGKILL) is continued and tagged so; one whose driver still runs is a
     concurrent start of the same run: refused."""
-    from mlflow import MlflowClient
-
     try:
-        run = MlflowClient(uri).get_run(record["mlflow_run_id"])
+        run = tracking.client(uri).get_run(record["mlflow_run_id"])
     except Exception:  # noqa: BLE001 - deleted or another store: a new MLflow run
         return None
     if run.info.lifecycle_stage != "active":
@@ -250,7 +248,7 @@ def _continue_run(record: dict, uri: str) -> str | None:
         if _driver_alive(record):
             raise ConfigError(f"ray.run_name is being trained right now by process {record.get('driver_pid')} "
                               f"(MLflow run {run.info.run_id})")
-        MlflowClient(uri).set_tag(run.info.run_id, "emo_ray.stale_run_recovered",
+        tracking.client(uri).set_tag(run.info.run_id, tracking.tags.STALE_RUN_RECOVERED,
                                   f"driver {record.get('driver_pid')}@{record.get('driver_host')} gone; resumed")
     return run.info.run_id
 
@@ -268,8 +266,8 @@ def resolve_run(cfg: Config, storage: str, uri: str, mlflow_run_id: str | None, 
     record = read_run_record(storage, name) if name else None
     changed = check_resume(cfg, record, allow_changed=allow_changed)
     if changed:  # explicitly allowed: a new MLflow run (its params are the new config) that says so
-        return name, mlflow_run_id, {"emo_ray.resumed_with_changed_config": ",".join(changed)[:5000],
-                                     "emo_ray.resumed_from_run": record.get("mlflow_run_id", "")}, None
+        return name, mlflow_run_id, {tracking.tags.RESUMED_WITH_CHANGED_CONFIG: ",".join(changed)[:5000],
+                                     tracking.tags.RESUMED_FROM_RUN: record.get("mlflow_run_id", "")}, None
     done = finished_run(record, uri)
     tags: dict = {}
     if done and cfg.ray.rerun_finished == "skip":
@@ -377,7 +375,7 @@ def _fit_or_storage_fault(trainer, run_dir: str):
         if not fault:
             raise
     remove_partial(run_dir)
-    mlflow.set_tag("emo_ray.failure", f"StorageFault: {fault}"[:5000])
+    mlflow.set_tag(tracking.tags.FAILURE, f"StorageFault: {fault}"[:5000])
     raise storage_lib.StorageFault(f"{fault}; rerun the same command to resume from the last complete checkpoint") from None
 
 
@@ -473,7 +471,7 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                                   keep=mlflow_run_id)
     except Exception:  # noqa: BLE001 - housekeeping must never stop a run
         pass
-    all_tags = {"emo_ray.kind": "training", "emo_ray.objective": cfg.train.loss, "emo_ray.model": cfg.model.name,
+    all_tags = {tracking.tags.KIND: tracking.tags.KIND_TRAINING, tracking.tags.OBJECTIVE: cfg.train.loss, tracking.tags.MODEL: cfg.model.name,
                 **tracking.provenance_tags(), **tracking.driver_tags(), **resume_tags, **(tags or {})}
     if cfg.tracking.parent_run_id:
         all_tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
@@ -493,7 +491,7 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                 old = mlflow.get_run(run_id).data.params
                 differ = sorted(k for k, v in params.items() if k in old and old[k] != str(v)[:6000])
                 if differ:
-                    mlflow.set_tag("emo_ray.resumed_with_changed_params",
+                    mlflow.set_tag(tracking.tags.RESUMED_WITH_CHANGED_PARAMS,
                                    ", ".join(f"{k}={params[k]}" for k in differ)[:5000])
                 params = {k: v for k, v in params.items() if k not in differ}
             tracking.log_params_flat(params)
@@ -508,7 +506,7 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                                          source=val_src.split(",")[0], context="validation",
                                          tags={"block_size": cfg.data.block_size})
             except Exception as e:  # noqa: BLE001 - a dataset record must never stop a run
-                mlflow.set_tag("emo_ray.dataset_log_error", str(e)[:500])
+                mlflow.set_tag(tracking.tags.DATASET_LOG_ERROR, str(e)[:500])
             name = ray_name or f"emo-ray-{run_id}"
             import socket
 

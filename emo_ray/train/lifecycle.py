@@ -13,9 +13,11 @@ import itertools
 import threading
 from collections.abc import Callable
 
+from emo_ray import tracking
+
 FINISHED_KEY = "finished"
-RERUN_OF_TAG = "emo_ray.rerun_of"
-RERUN_OF_RAY_RUN_TAG = "emo_ray.rerun_of_ray_run"
+RERUN_OF_TAG = tracking.tags.RERUN_OF
+RERUN_OF_RAY_RUN_TAG = tracking.tags.RERUN_OF_RAY_RUN
 RERUN_SUFFIX = "-rerun"
 
 
@@ -37,10 +39,8 @@ def finished_run(record: dict | None, uri: str) -> dict | None:
         return record[FINISHED_KEY]
     if record.get("tracking_uri") != uri or not record.get("mlflow_run_id"):
         return None
-    from mlflow import MlflowClient
-
     try:
-        run = MlflowClient(uri).get_run(record["mlflow_run_id"])
+        run = tracking.client(uri).get_run(record["mlflow_run_id"])
     except Exception:  # noqa: BLE001 - deleted, or the store cannot say: not known to be finished
         return None
     if run.info.status != "FINISHED" or run.info.lifecycle_stage != "active":

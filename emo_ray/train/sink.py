@@ -9,14 +9,15 @@ that gets through (``train/mlflow_sink_errors``), is reported to Ray Train with 
 """
 from __future__ import annotations
 
-import math
 import queue
 import sys
 import threading
 import time
 
-ERRORS_METRIC = "mlflow_sink_errors"
-ERRORS_TAG = "emo_ray.mlflow_sink_errors"
+from emo_ray import tracking
+
+ERRORS_METRIC = tracking.keys.SINK_ERRORS
+ERRORS_TAG = tracking.tags.MLFLOW_SINK_ERRORS
 MAX_PENDING = 1000
 """Batches held while MLflow is slow or down; beyond that new batches are dropped (and counted)."""
 FLUSH_TIMEOUT_S = 60.0
@@ -42,9 +43,7 @@ class MlflowSink:
         self._thread = None
         if self.enabled:
             if client is None:
-                from mlflow import MlflowClient
-
-                client = MlflowClient(uri)
+                client = tracking.client(uri)
             self.client, self.run_id = client, run_id
 
     def _failed(self, what: str, error: BaseException) -> None:
@@ -61,26 +60,22 @@ class MlflowSink:
             self._failed(what, e)
             return None
 
-    def resume(self, key: str = "train/loss") -> None:
+    def resume(self, key: str = tracking.keys.TRAIN_LOSS) -> None:
         """Read how far an earlier attempt of this run logged ``key`` (and ``val/loss``)."""
         if not self.enabled:
             return
-        history = self._call("read", lambda: (self.client.get_metric_history(self.run_id, key),
-                                              self.client.get_metric_history(self.run_id, "val/loss")))
-        if history is not None:
-            self.logged_through = max((m.step for m in history[0]), default=0)
-            self.val_logged_through = max((m.step for m in history[1]), default=0)
+        through = self._call("read", lambda: (tracking.logged_through(self.client, self.run_id, key),
+                                              tracking.logged_through(self.client, self.run_id, tracking.keys.VAL_LOSS)))
+        if through is not None:
+            self.logged_through, self.val_logged_through = through
 
     def log(self, metrics: dict, step: int, prefix: str = "") -> None:
         """Queue one step's metrics (non-finite values left out); returns at once."""
         if not self.enabled or (prefix == "train/" and step <= self.logged_through) or \
                 (prefix == "val/" and step <= self.val_logged_through):
             return
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(f"{prefix}{k}", float(v), now, step) for k, v in metrics.items()
-                 if v is not None and math.isfinite(float(v))]
+        batch = tracking.metric_entities(tracking.prefixed(metrics, prefix), step, timestamp=now)
         if not batch:
             return
         self._start()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emo_ray import tracking
 from emo_ray.config import Config, from_flat
 import emo_ray.train.best_model as best_model
 import emo_ray.train.checkpoint_io as checkpoint_io
@@ -247,11 +248,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     sink = MlflowSink(loop_config["tracking_uri"], loop_config["mlflow_run_id"], rank == 0)
     if rank == 0:
         sink.describe({"train.precision_resolved": precision},
-                      {"emo_ray.peak_flops_per_worker": f"{peak:.4g}" if peak else "unmeasured"})
+                      {tracking.tags.PEAK_FLOPS_PER_WORKER: f"{peak:.4g}" if peak else "unmeasured"})
     if rank == 0:
         sink.describe({"train.chunked_loss": bool(objective.chunked),
                        "train.trainable_params": trainable_parameters(engine.module)},
-                      {"emo_ray.resumed_from_step": step})
+                      {tracking.tags.RESUMED_FROM_STEP: step})
         sink.resume()  # an earlier attempt (worker restart, restarted driver) may have logged steps
         if t.cost_embedding_model and objective.cost_embedding_shape:
             sink.describe({"train.cost_embedding_shape": list(objective.cost_embedding_shape)}, {})
@@ -361,7 +362,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                               overflow_patience=t.overflow_patience, dead_patience=t.dead_patience)
         if diverged:
             if rank == 0:
-                sink.describe({}, {"emo_ray.failure": diverged})
+                sink.describe({}, {tracking.tags.FAILURE: diverged})
                 sink.close()
             raise TrainingDiverged(diverged)  # no checkpoint, no validation, no export
         if t.eval_every and step % t.eval_every == 0 and step < t.max_steps:

@@ -18,6 +18,7 @@ from emo_ray.evaluation.icl.scorer import BATCH_TOKENS, CandidateNLL, get_scorer
 from emo_ray.evaluation.icl.tasks import Task, TaskData, load_task, load_task_data
 from emo_ray.evaluation.open_ended import SectionResult
 from emo_ray.inference.executor import ModelActor, map_rows, torch_threads
+from emo_ray.tracking import keys
 
 
 class ICLScorer(ModelActor):
@@ -192,19 +193,19 @@ def task_section(p: PreparedTask, scored: list[dict], cfg: EvalConfig) -> Sectio
         for r in scored
     ]
     gold = [r["gold"] for r in scored]
-    key = f"icl/{task.name}"
+    key = keys.icl_section(task.name)
     metrics = {
-        f"{key}/accuracy": float(np.mean([p == g for p, g in zip(preds, gold)])),
-        f"{key}/prior_baseline": prior_baseline(gold, data.label_prior),
-        f"{key}/chance": 1.0 / len(task.label_words),
-        f"{key}/n_items": float(len(scored)),
-        f"{key}/n_skipped": float(len(items) - len(scored)),  # items whose test input alone exceeds the context
-        f"{key}/n_demonstrations_dropped": float(sum(r["dropped"] for r in scored)),
-        f"{key}/n_items_shortened": float(sum(r["dropped"] > 0 for r in scored)),
-        f"time/{key}/retrieve_s": p.t_ret,
-        f"time/{key}/score_s": t_score,
-        f"time/{key}/score_per_item_s": t_score / max(1, len(scored)),
-        f"time/{key}/total_s": p.t_prepare + t_score,
+        keys.section_key(key, "accuracy"): float(np.mean([p == g for p, g in zip(preds, gold)])),
+        keys.section_key(key, "prior_baseline"): prior_baseline(gold, data.label_prior),
+        keys.section_key(key, "chance"): 1.0 / len(task.label_words),
+        keys.section_key(key, "n_items"): float(len(scored)),
+        keys.section_key(key, "n_skipped"): float(len(items) - len(scored)),  # items whose test input alone exceeds the context
+        keys.section_key(key, "n_demonstrations_dropped"): float(sum(r["dropped"] for r in scored)),
+        keys.section_key(key, "n_items_shortened"): float(sum(r["dropped"] > 0 for r in scored)),
+        keys.time_key(key, "retrieve_s"): p.t_ret,
+        keys.time_key(key, "score_s"): t_score,
+        keys.time_key(key, "score_per_item_s"): t_score / max(1, len(scored)),
+        keys.time_key(key, "total_s"): p.t_prepare + t_score,
     }
     retr = "fixed" if task.selection == "fixed" else f"topk({resolve_retriever(cfg.icl.retriever)})"
     params = {
