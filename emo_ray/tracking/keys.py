@@ -15,6 +15,10 @@ Families (plain form; ``<c>`` corpus label, ``<d>`` decoder, ``<s>`` sampling se
 * ``time/<section...>/<phase>``           wall times                              ``time_key``
 * ``rescore/<tag>/<gen key>``             ``emo-ray rescore`` under other MAUVE settings  ``rescore_key``
 * ``headline/<name>``, ``figure1/<metric>/<axis>/<objective>[/<domain>]/<param>``  written by the report
+
+A name's parts hold no ``/`` (corpus labels, decoder and task names have none), which is what lets
+the parsers read them back. The builders do not check it: readers also build names to look a
+column up, and a part that was never written (an empty domain) must find nothing, not raise.
 """
 from __future__ import annotations
 
@@ -34,14 +38,6 @@ ICL_N_TASKS = "icl/n_tasks"
 ICL_N_TASKS_SKIPPED = "icl/n_tasks_skipped"
 STATS = ("mean", "std")
 _PART = r"([^/]+)"
-
-
-def _part(value, what: str) -> str:
-    """One path component of a metric name: non-empty and without ``/`` (else it reads back wrong)."""
-    text = str(value)
-    if not text or "/" in text:
-        raise ValueError(f"metric key {what} {value!r} must be non-empty and contain no '/'")
-    return text
 
 
 def _strip(name: str, prefix: str) -> str | None:
@@ -82,25 +78,25 @@ class GenCorpusKey(NamedTuple):
 
 def gen_section(corpus: str) -> str:
     """``gen/<corpus>``: the section every key of one corpus starts with."""
-    return f"gen/{_part(corpus, 'corpus')}"
+    return f"gen/{corpus}"
 
 
 def seed_key(section: str, decoder: str, seed: int, metric: str) -> str:
     """``<section>/<decoder>/seed<s>/<metric>`` (``section``: ``gen_section(corpus)`` on a run;
     a re-scoring or a test may prefix differently)."""
-    return f"{section}/{_part(decoder, 'decoder')}/seed{int(seed)}/{_part(metric, 'metric')}"
+    return f"{section}/{decoder}/seed{int(seed)}/{metric}"
 
 
 def stat_key(section: str, decoder: str, metric: str, stat: str) -> str:
     """``<section>/<decoder>/<metric>_<stat>``, ``stat`` mean or std over the sampling seeds."""
     if stat not in STATS:
         raise ValueError(f"metric key stat {stat!r} must be one of {STATS}")
-    return f"{section}/{_part(decoder, 'decoder')}/{_part(metric, 'metric')}_{stat}"
+    return f"{section}/{decoder}/{metric}_{stat}"
 
 
 def section_key(section: str, metric: str) -> str:
     """``<section>/<metric>``: one number of the whole section (corpus or task)."""
-    return f"{section}/{_part(metric, 'metric')}"
+    return f"{section}/{metric}"
 
 
 def gen_key(corpus: str, decoder: str, seed: int, metric: str) -> str:
@@ -143,7 +139,7 @@ class IclKey(NamedTuple):
 
 
 def icl_section(task: str) -> str:
-    return f"icl/{_part(task, 'task')}"
+    return f"icl/{task}"
 
 
 def icl_key(task: str, metric: str) -> str:
@@ -164,7 +160,7 @@ def time_key(*parts: str) -> str:
     """``time/<parts...>``; a part may be a section (``gen/<corpus>``), the last is the phase."""
     if not parts:
         raise ValueError("time_key needs at least the phase")
-    return "/".join(["time", *parts[:-1], _part(parts[-1], "phase")])
+    return "/".join(["time", *map(str, parts)])
 
 
 def parse_time_key(name: str, prefix: str = EVAL) -> tuple[str, ...] | None:
@@ -177,7 +173,7 @@ RESCORE = "rescore"
 
 def rescore_key(tag: str, key: str) -> str:
     """``rescore/<tag>/<key>``: ``key`` re-scored under the settings ``tag`` names."""
-    return f"{RESCORE}/{_part(tag, 'rescore tag')}/{key}"
+    return f"{RESCORE}/{tag}/{key}"
 
 
 def parse_rescore_key(name: str, prefix: str = EVAL) -> tuple[str, str] | None:
@@ -189,7 +185,7 @@ def parse_rescore_key(name: str, prefix: str = EVAL) -> tuple[str, str] | None:
 
 
 def headline_key(name: str) -> str:
-    return f"headline/{_part(name, 'headline')}"
+    return f"headline/{name}"
 
 
 def parse_headline_key(name: str) -> str | None:
@@ -207,9 +203,8 @@ class FitKey(NamedTuple):
 
 def fit_key(metric: str, axis: str, objective: str, domain: str, param: str) -> str:
     """A fitted power law's parameter on the sweep's parent run (Figure 1)."""
-    parts = [_part(metric, "metric"), _part(axis, "axis"), _part(objective, "objective")]
-    parts += [_part(domain, "domain")] if domain else []
-    return "/".join(["figure1", *parts, _part(param, "param")])
+    parts = [metric, axis, objective, *([domain] if domain else []), param]
+    return "/".join(["figure1", *map(str, parts)])
 
 
 def parse_fit_key(name: str) -> FitKey | None:

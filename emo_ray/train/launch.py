@@ -136,7 +136,7 @@ def _record_model(run_id: str, run_name: str, ckpt_uri: str | None, hf: str | No
     local or s3, and are not copied)."""
     import mlflow
 
-    mlflow.set_tags({k: v for k, v in {"checkpoint_path": ckpt_uri, "hf_model_path": hf}.items() if v})
+    mlflow.set_tags({k: v for k, v in {tracking.tags.CHECKPOINT_PATH: ckpt_uri, tracking.tags.HF_MODEL_PATH: hf}.items() if v})
     if not hf:
         return
     mlflow.log_dict({"hf_model_path": hf, "checkpoint_path": ckpt_uri, "format": "huggingface-causal-lm",
@@ -563,7 +563,7 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                 ),
                 datasets={"train": train_ds},
             )
-            mlflow.set_tags({"ray.run_name": name, "ray.storage_path": storage})
+            mlflow.set_tags({tracking.tags.RAY_RUN_NAME: name, tracking.tags.RAY_STORAGE_PATH: storage})
             if bar:
                 with bar:
                     result = _fit_or_storage_fault(trainer, storage_lib.join(storage, name))

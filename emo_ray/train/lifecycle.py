@@ -47,7 +47,7 @@ def finished_run(record: dict | None, uri: str) -> dict | None:
         return None
     tags, params = run.data.tags, run.data.params
     return {"mlflow_run_id": run.info.run_id, "run_name": run.info.run_name, "experiment_id": run.info.experiment_id,
-            "metrics": {}, "checkpoint_path": tags.get("checkpoint_path"), "hf_model_path": tags.get("hf_model_path"),
+            "metrics": {}, "checkpoint_path": tags.get(tracking.tags.CHECKPOINT_PATH), "hf_model_path": tags.get(tracking.tags.HF_MODEL_PATH),
             "n_params": int(params.get("model.n_params") or 0)}
 
 
