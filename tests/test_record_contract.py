@@ -178,3 +178,36 @@ def test_the_writer_keeps_finite_numbers_counts_the_rest_and_batches():
     assert (m2[-1].key, m2[-1].value) == ("eval/nonfinite_metrics", 1.0)
     assert all(len(p.value) == 6000 for p in p1)
     assert "bad" not in {m.key for m in m1 + m2}
+
+
+def test_a_sweep_trial_evaluates_the_model_path_it_holds_onto_its_own_run(tmp_path, monkeypatch):
+    """Issue 24.1: the trial hands ``FitResult.hf_model_path`` and its run id to the evaluation,
+    which logs onto that run; nothing is read back through the ``hf_model_path`` tag (the run
+    here has none)."""
+    import mlflow
+
+    from emo_ray import tracking
+    from emo_ray.evaluation import run as run_mod
+    from emo_ray.sweep.spec import load_sweep_config
+    from emo_ray.sweep.trial import evaluate_trial
+    from emo_ray.train import FitResult
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracking.setup(uri, "trials")
+    with mlflow.start_run() as train_run:
+        pass
+    model = tmp_path / "hf"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    seen = []
+    monkeypatch.setattr(run_mod, "run_evaluation", lambda path, cfg: seen.append(path) or run_mod.EvalResult(
+        metrics={keys.ICL_AVG: 0.25}))
+    sweep = load_sweep_config("cpu-small", ["eval_config=configs/eval/quick.yaml"])
+    fitted = FitResult(train_run.info.run_id, {}, None, str(model), "train-x")
+    scores = evaluate_trial(sweep, fitted, uri)
+    got = tracking.client(uri).get_run(train_run.info.run_id)
+    assert seen == [str(model)] and scores == {keys.ICL_AVG: 0.25}
+    assert got.data.metrics["eval/icl/avg_accuracy"] == 0.25 and got.data.tags["emo_ray.evaluated"] == "true"
+    assert "hf_model_path" not in got.data.tags and got.info.status == "FINISHED"
+    with pytest.raises(ValueError, match=f"trial run {train_run.info.run_id} exported no model"):
+        evaluate_trial(sweep, FitResult(train_run.info.run_id, {}, None, None, "train-x"), uri)
