@@ -225,7 +225,8 @@ def section_params(key: str, corpus: Corpus, samples: Samples, feats: Features, 
         ),
         keys.section_key(key, "mauve"): f"protocol={cfg.protocol} " + mauve_settings(cfg.mauve),
         keys.section_key(key, "human_mauve"): feats.ceiling_note,
-        keys.section_key(key, "oracle_ppl"): f"oracle={cfg.oracle.model} scored=continuation|prompt aggregate=exp(sum_nll/sum_tokens)",
+        keys.section_key(key, "oracle_ppl"): (f"oracle={cfg.oracle.model} scored=continuation|prompt "
+                                              "aggregate=exp(sum_nll/sum_tokens)"),
         keys.section_key(key, "rouge"): rouge_settings(cfg.rouge.use_stemmer),
     }
     if pr is not None:

@@ -34,7 +34,8 @@ def resolve_parent(client, ref: str) -> str:
     except MlflowException:
         pass
     exps = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(exps, f"{tags.column(tags.KIND)} = '{tags.KIND_SWEEP}' and {tags.column(tags.PRESET)} = '{ref}'",
+    query = f"{tags.column(tags.KIND)} = '{tags.KIND_SWEEP}' and {tags.column(tags.PRESET)} = '{ref}'"
+    found = client.search_runs(exps, query,
                                order_by=["attributes.start_time DESC"], max_results=1) if exps else []
     if not found:
         raise ReportError(f"{ref!r} is neither a run id nor the name of a sweep in this MLflow store")

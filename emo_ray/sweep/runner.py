@@ -217,7 +217,8 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False,
     else:
         if storage.exists(state_path):
             raise FileExistsError(f"sweep {sweep.name!r} already exists in {sweep_dir}: pass --resume, or another name=")
-        with tracking.run(sweep.name, tags={tracking.tags.KIND: tracking.tags.KIND_SWEEP, tracking.tags.PRESET: sweep.name}) as parent:
+        with tracking.run(sweep.name, tags={tracking.tags.KIND: tracking.tags.KIND_SWEEP,
+                                            tracking.tags.PRESET: sweep.name}) as parent:
             parent_id = parent.info.run_id
             tracking.log_params_flat({f"sweep.{k}": v for k, v in typed_config.to_flat(sweep).items()})
             mlflow.log_param("sweep.n_trials", len(grid))

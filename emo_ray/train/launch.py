@@ -136,7 +136,8 @@ def _record_model(run_id: str, run_name: str, ckpt_uri: str | None, hf: str | No
     local or s3, and are not copied)."""
     import mlflow
 
-    mlflow.set_tags({k: v for k, v in {tracking.tags.CHECKPOINT_PATH: ckpt_uri, tracking.tags.HF_MODEL_PATH: hf}.items() if v})
+    model_tags = {tracking.tags.CHECKPOINT_PATH: ckpt_uri, tracking.tags.HF_MODEL_PATH: hf}
+    mlflow.set_tags({k: v for k, v in model_tags.items() if v})
     if not hf:
         return
     mlflow.log_dict({"hf_model_path": hf, "checkpoint_path": ckpt_uri, "format": "huggingface-causal-lm",
@@ -150,7 +151,8 @@ def _record_model(run_id: str, run_name: str, ckpt_uri: str | None, hf: str | No
             return  # a resumed run: its model is recorded already
         mlflow.create_external_model(
             name=run_name or f"model-{run_id[:8]}", source_run_id=run_id, model_type="huggingface-causal-lm",
-            tags={tracking.tags.HF_MODEL_PATH: hf, tracking.tags.OBJECTIVE: cfg.train.loss, tracking.tags.MODEL: cfg.model.name},
+            tags={tracking.tags.HF_MODEL_PATH: hf, tracking.tags.OBJECTIVE: cfg.train.loss,
+                  tracking.tags.MODEL: cfg.model.name},
             params={"model.n_params": str(n_params), "base_model": cfg.model.name},
         )
     except Exception as e:  # noqa: BLE001 - an older server without logged models: the tags remain
@@ -471,10 +473,11 @@ def fit(cfg: Config, *, callbacks: list | None = None, mlflow_run_id: str | None
                                   keep=mlflow_run_id)
     except Exception:  # noqa: BLE001 - housekeeping must never stop a run
         pass
-    all_tags = {tracking.tags.KIND: tracking.tags.KIND_TRAINING, tracking.tags.OBJECTIVE: cfg.train.loss, tracking.tags.MODEL: cfg.model.name,
+    all_tags = {tracking.tags.KIND: tracking.tags.KIND_TRAINING, tracking.tags.OBJECTIVE: cfg.train.loss,
+                tracking.tags.MODEL: cfg.model.name,
                 **tracking.provenance_tags(), **tracking.driver_tags(), **resume_tags, **(tags or {})}
     if cfg.tracking.parent_run_id:
-        all_tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id
+        all_tags[tracking.tags.PARENT_RUN_ID] = cfg.tracking.parent_run_id
     run_name = None if mlflow_run_id else (cfg.tracking.run_name or default_run_name(cfg, packed.stats["train_tokens"]))
     started_ray, connected_here, interrupted = False, not ray.is_initialized(), False
     run_id = name = None  # known once the run is open: the interrupt and failure lines name them
