@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)  # "emo_ray.precision"
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
