@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Annotated
 
 from emo_ray import typed_config
 from emo_ray.config import TrackingConfig
+from emo_ray.typed_config import Bounds
 
 WHOLE_SPLIT = "all"
 """``grid.data_tokens`` entry: train on the whole training split (paper 4.1.1); such a trial has
@@ -28,7 +30,7 @@ class GridConfig:
     for the whole training split. A whole split's size is only known once it is tokenised, so its
     steps cannot follow from ``epochs``: a sweep with ``all`` sets ``epochs: 0`` and gives
     ``train.max_steps`` in the training config (per domain, in ``grid.domains.<d>.train``)."""
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[Annotated[int, Bounds(ge=0)], ...] = (0,)
     """Training seeds (data order and initialisation of the run); curves show the seed mean."""
     domains: dict = field(default_factory=dict)
     """Domain name -> ``{train: <training-config overrides>, eval: <eval-config overrides>}``: one
@@ -46,7 +48,7 @@ class SweepConfig:
     train_overrides: dict = field(default_factory=dict)
     """Nested mapping merged into every trial's training config, e.g.
     ``{data: {block_size: 128}, ray: {num_workers: 1}}``."""
-    epochs: float = 1.0
+    epochs: Annotated[float, Bounds(ge=0, note="0 keeps the config's steps")] = 1.0
     """Passes over each data volume (sets ``train.max_steps``); 0 keeps the config's steps."""
     eval_config: str = ""
     """Evaluation after each trial (``configs/eval/*.yaml``); empty: validation perplexity only."""
@@ -61,7 +63,7 @@ class SweepConfig:
     """MLflow metric the scaling-law curves plot (``val/ppl`` when the trials have none)."""
     storage_path: str = "runs/sweeps"
     """Checkpoints and Tune state (shared storage or ``s3://`` on a cluster)."""
-    max_concurrent_trials: int = 0
+    max_concurrent_trials: Annotated[int, Bounds(ge=0, note="0 = derive")] = 0
     """Trials at once; 0 derives it: on a cluster from the capacity the autoscaler can reach
     (node types x max workers, not only the GPUs up when the sweep starts), locally from the cores."""
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(experiment="emo-ray-sweeps"))
