@@ -11,15 +11,14 @@ class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit code 2."""
 
 
-
-def _split_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+def split_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
     """``emo-ray eval model=x`` has no config: a first positional with '=' is an override."""
     if config and "=" in config and not Path(config).exists():
         return None, [config, *overrides]
     return config, list(overrides)
 
 
-def _guess_kind(path: str) -> str:
+def guess_kind(path: str) -> str:
     from emo_ray.sweep.spec import sweep_config_path
     from emo_ray.typed_config import read_yaml
 
@@ -64,9 +63,7 @@ def load(kind: str, config: str | None, overrides: list[str], *, preflight: bool
     return cfg
 
 
-
-
-def _summary(name: str, *args) -> None:
+def print_summary(name: str, *args) -> None:
     """The console module draws the end-of-run summary; a plain fallback keeps the CLI usable."""
     try:
         from emo_ray import console

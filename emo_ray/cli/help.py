@@ -10,9 +10,8 @@ import yaml
 def _config_defaults(kind: str):
     from emo_ray.config import Config
     from emo_ray.evaluation.config import EvalConfig
-    from emo_ray.sweep.spec import SweepConfig
-
     from emo_ray.inference.oracle_corpus import OracleCorpusConfig
+    from emo_ray.sweep.spec import SweepConfig
 
     return {"train": Config, "eval": EvalConfig, "sweep": SweepConfig, "sample-corpus": OracleCorpusConfig}[kind]()
 
@@ -21,7 +20,7 @@ def _fields_help(kind: str) -> str:
     return help_text(_config_defaults(kind), f"{kind} config fields")
 
 
-class _LazyHelp(str):
+class LazyHelp(str):
     """An argparse epilog rendered only when ``--help`` prints it."""
 
     def __new__(cls, kind: str):

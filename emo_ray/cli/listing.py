@@ -1,14 +1,14 @@
 """The commands that only print: show-config (the resolved config) and ls (what is registered)."""
 from __future__ import annotations
 
-from emo_ray.cli.common import UsageError, _guess_kind, _split_overrides, load
+from emo_ray.cli.common import UsageError, guess_kind, load, split_overrides
 
 
 def cmd_show_config(args) -> int:
     from emo_ray import typed_config
 
-    config, overrides = _split_overrides(args.config, args.overrides)
-    kind = args.kind or (_guess_kind(config) if config else "train")
+    config, overrides = split_overrides(args.config, args.overrides)
+    kind = args.kind or (guess_kind(config) if config else "train")
     if kind == "corpus":
         from emo_ray.config import ConfigError
         from emo_ray.evaluation.corpora import CorpusError, load_corpus_file
@@ -70,7 +70,7 @@ def _ls_configs() -> list[str]:
     out = []
     for path in sorted((REPO_ROOT / "configs").rglob("*.yaml")):
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        out.append(f"{str(path.relative_to(REPO_ROOT)):38s} {_guess_kind(str(path)):13s}  {first}")
+        out.append(f"{str(path.relative_to(REPO_ROOT)):38s} {guess_kind(str(path)):13s}  {first}")
     return out
 
 

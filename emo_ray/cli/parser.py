@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from emo_ray.cli.help import _LazyHelp
+from emo_ray.cli.help import LazyHelp
 from emo_ray.cli.listing import LISTINGS
 
 KINDS = ("train", "eval", "sweep", "sample-corpus")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str, kind: str | None, config_help: str, optional_config: bool = False):
         # Field docs go to the epilog lazily (importing the configs is cheap, not free).
         p = sub.add_parser(name, help=help_, description=help_, formatter_class=fmt,
-                           epilog=_LazyHelp(kind) if kind else None)
+                           epilog=LazyHelp(kind) if kind else None)
         p.add_argument("config", nargs="?" if optional_config else None, help=config_help)
         p.add_argument("overrides", nargs="*", default=[], help="key=value overrides (values are YAML), e.g. train.lr=1e-4")
         p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,

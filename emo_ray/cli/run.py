@@ -1,7 +1,7 @@
 """The commands that run something: train, eval, sweep, sample-corpus."""
 from __future__ import annotations
 
-from emo_ray.cli.common import _split_overrides, _summary, load
+from emo_ray.cli.common import load, print_summary, split_overrides
 
 
 def cmd_train(args) -> int:
@@ -14,17 +14,17 @@ def cmd_train(args) -> int:
 
         print(console.finished_rerun_line(result), flush=True)
         return 0
-    _summary("print_fit_summary", result, cfg)
+    print_summary("print_fit_summary", result, cfg)
     return 0
 
 
 def cmd_eval(args) -> int:
     from emo_ray.evaluation.run import evaluate_and_log
 
-    config, overrides = _split_overrides(args.config, args.overrides)
+    config, overrides = split_overrides(args.config, args.overrides)
     cfg = load("eval", config, overrides)
     run_id, result = evaluate_and_log(cfg.model, cfg)
-    _summary("print_eval_summary", run_id, result, cfg)
+    print_summary("print_eval_summary", run_id, result, cfg)
     return 0
 
 
@@ -38,7 +38,7 @@ def cmd_sweep(args) -> int:
     from emo_ray.report import sweep_end
 
     summary = run_sweep(sweep, resume=args.resume, report=sweep_end)  # the report ends the sweep
-    _summary("print_sweep_summary", summary, sweep)
+    print_summary("print_sweep_summary", summary, sweep)
     return 0
 
 
