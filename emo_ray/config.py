@@ -6,14 +6,14 @@ as the first line of a worker.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from emo_ray import typed_config
+from emo_ray.plugins import import_plugins  # noqa: F401  (re-exported: sweep configs load plugins too)
 from emo_ray.typed_config import (  # noqa: F401  (re-exported: the config's public API)
-    REPO_ROOT, ConfigError, default_data_dir, expand_path, parse_overrides, resolve_config_path,
+    REPO_ROOT, Bounds, ConfigError, default_data_dir, expand_path, parse_overrides, resolve_config_path,
 )
 
 
@@ -33,17 +33,17 @@ class DataConfig:
     """Same forms as ``train``; empty holds out ``validation_fraction`` of the train documents."""
     text_field: str = "text"
     """JSON key holding the text."""
-    block_size: int = 256
+    block_size: Annotated[int, Bounds(ge=2)] = 256
     """Tokens per packed training block (official EMO scripts: 256)."""
-    validation_fraction: float = 0.05
-    max_train_tokens: int = 0
+    validation_fraction: Annotated[float, Bounds(ge=0, lt=1)] = 0.05
+    max_train_tokens: Annotated[int, Bounds(ge=0, note="0 = all")] = 0
     """Data-volume knob: use only this many training tokens (0 = all). Seeded and nested: the
     subset for a smaller volume is a prefix of the one for a larger volume."""
-    max_train_documents: int = 0
+    max_train_documents: Annotated[int, Bounds(ge=0, note="0 = all")] = 0
     """The same knob counted in documents (0 = all); applied before ``max_train_tokens``."""
-    max_validation_blocks: int = 64
+    max_validation_blocks: Annotated[int, Bounds(ge=0, note="0 = all")] = 64
     """Cap on validation blocks scored at the end (0 = all)."""
-    seed: int = 0
+    seed: Annotated[int, Bounds(ge=0)] = 0
     """Seed of the document order (and so of the subsets and the validation hold-out)."""
     format: Literal["text", "instruction"] = "text"
     """``text``: every token of every document is a target. ``instruction``: JSON Lines (or hub)
@@ -68,11 +68,11 @@ class LoraConfig:
     official DRSY/EMO scripts (``continual_finetuning/run_clm_trainer_emo.py``) use r=32,
     alpha=16, dropout=0.05, bias none and peft's default LLaMA targets (q_proj, v_proj)."""
 
-    rank: int = 0
+    rank: Annotated[int, Bounds(ge=0, note="0: LoRA off")] = 0
     """LoRA rank r; 0 = LoRA off (full fine-tuning). Official EMO LoRA runs: 32."""
-    alpha: float = 16.0
+    alpha: Annotated[float, Bounds(gt=0)] = 16.0
     """Scale numerator: the update is ``(alpha / rank) B A`` (official EMO: 16)."""
-    dropout: float = 0.05
+    dropout: Annotated[float, Bounds(ge=0, lt=1)] = 0.05
     """Dropout on the adapter's input, in [0, 1) (official EMO: 0.05)."""
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     """Names of the linear layers to adapt (last name component, e.g. ``q_proj``); checked
@@ -90,14 +90,14 @@ class TrainConfig:
     """EMO only: frozen pre-trained head (paper 4.2.1) or the live head."""
     loss_impl: Literal["auto", "reference", "chunked"] = "auto"
     """``chunked`` never materialises the logits; ``auto`` uses it when available and exact."""
-    loss_chunk_size: int = 1024
-    max_steps: int = 50
+    loss_chunk_size: Annotated[int, Bounds(gt=0)] = 1024
+    max_steps: Annotated[int, Bounds(gt=0)] = 50
     """Optimizer steps."""
-    micro_batch_size: int = 4
+    micro_batch_size: Annotated[int, Bounds(gt=0)] = 4
     """Blocks per worker per forward pass."""
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
+    grad_accum: Annotated[int, Bounds(gt=0)] = 1
+    lr: Annotated[float, Bounds(gt=0)] = 2e-5
+    weight_decay: Annotated[float, Bounds(ge=0)] = 0.0
     betas: tuple[float, ...] = (0.9, 0.999)
     """Adam's (beta1, beta2), each in [0, 1)."""
     optimizer_impl: Literal["fused", "foreach", "for-loop"] = "fused"
@@ -106,46 +106,46 @@ class TrainConfig:
     ops, ``for-loop`` one tensor at a time (the CPU default before issue 26; at the table1-cpu
     shape the fused step costs half its CPU time, benchmarks/README.md). Never DeepSpeed's
     JIT-built ops."""
-    warmup_steps: int = 0
+    warmup_steps: Annotated[int, Bounds(ge=0)] = 0
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = 0.0
+    min_lr_ratio: Annotated[float, Bounds(ge=0, le=1)] = 0.0
     """Decay ends at ``lr * min_lr_ratio``."""
-    clip_grad_norm: float = 1.0
+    clip_grad_norm: Annotated[float, Bounds(ge=0, note="0 disables")] = 1.0
     """0 disables clipping."""
-    seed: int = 42
-    zero_stage: int = 2
+    seed: Annotated[int, Bounds(ge=0)] = 42
+    zero_stage: Annotated[int, Bounds(ge=0, le=3)] = 2
     """DeepSpeed ZeRO stage 0-3."""
     precision: Literal["auto", "bf16", "fp32", "fp16"] = "auto"
     """``auto``: bf16 where the hardware has it (CUDA with bf16, a CPU with avx512_bf16 / AMX),
     fp32 otherwise; the choice is logged and recorded as the ``train.precision_resolved`` param.
     Master weights and optimizer state stay fp32; softmax, EMO transport and loss run in fp32.
     ``fp16`` is GPU only."""
-    checkpoint_every: int = 0
+    checkpoint_every: Annotated[int, Bounds(ge=0, note="0: only at the end")] = 0
     """Save a DeepSpeed checkpoint every N steps (0: only at the end)."""
-    checkpoint_every_minutes: float = 0.0
+    checkpoint_every_minutes: Annotated[float, Bounds(ge=0, note="0: off")] = 0.0
     """Also save one when this many minutes of wall clock (rank 0's) passed since the last save
     or the start (0: off). A full 13B checkpoint takes minutes to write: a time basis bounds the
     work lost to a failure without paying that write every few steps of a fast run (issue 27.4)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: Annotated[int, Bounds(ge=1)] = 2
     final_checkpoint: Literal["full", "weights"] = "full"
     """What the last checkpoint holds. ``full``: the DeepSpeed state (weights, optimizer
     moments, scheduler) and the Hugging Face export, so training can continue from it.
     ``weights``: the Hugging Face export and the final metrics only, about 4x smaller with
     Adam in fp32 (5.1 -> 1.1 GB for Gemma-3-270M); what a sweep keeps per trial."""
-    log_every: int = 1
-    overflow_patience: int = 10
+    log_every: Annotated[int, Bounds(ge=1)] = 1
+    overflow_patience: Annotated[int, Bounds(ge=0)] = 10
     """fp16 dynamic loss scaling: consecutive overflow-skipped steps tolerated before the run
     stops as diverged (fp32 and bf16 never skip steps)."""
-    dead_patience: int = 3
+    dead_patience: Annotated[int, Bounds(ge=1)] = 3
     """Consecutive steps with a gradient norm of exactly 0 after which the run stops as
     diverged: a dead model (e.g. loss stuck at ln V after a too-large learning rate) that no
     further step can change."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapters instead of full fine-tuning (``train.lora.rank > 0``)."""
-    debug_fail_at_step: int = 0
+    debug_fail_at_step: Annotated[int, Bounds(ge=0)] = 0
     """Fault injection for tests: the rank-0 worker process exits at this step on the first
     attempt (no checkpoint restored yet). 0 = never."""
-    eval_every: int = 0
+    eval_every: Annotated[int, Bounds(ge=0, note="0: only at the end")] = 0
     """Validate every K optimizer steps (logged as ``val/loss``, ``val/ppl`` at that step) and at
     the end; 0: only at the end."""
     select_checkpoint: Literal["last", "best_val_loss"] = "last"
@@ -166,10 +166,10 @@ class TrainConfig:
 class RayConfig:
     address: str = ""
     """``ray.init`` address; empty starts (or joins) a local Ray."""
-    num_workers: int = 2
+    num_workers: Annotated[int, Bounds(ge=1)] = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    max_failures: int = 0
+    cpus_per_worker: Annotated[float, Bounds(gt=0)] = 1.0
+    max_failures: Annotated[int, Bounds(ge=-1, note="-1: unlimited")] = 0
     """Worker-group restarts Ray Train allows before failing the run."""
     storage_path: str = ""
     """Checkpoints and Ray Train state; shared storage on a cluster. Empty: ``./runs``."""
@@ -227,40 +227,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
-def import_plugins(names) -> None:
-    """Import each plugin once (a module name, or a path to a ``.py`` file)."""
-    import hashlib
-    import importlib
-    import importlib.util
-    import sys
-
-    if isinstance(names, str):
-        names = (names,)
-    for name in names:
-        if not isinstance(name, str):
-            raise ConfigError(f"plugins: expected module names or .py paths, got {name!r}")
-        if name.endswith(".py"):
-            path = Path(typed_config.expand_path(name)).resolve()
-            mod_name = f"emo_ray_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-            if mod_name in sys.modules:
-                continue
-            if not path.exists():
-                raise ConfigError(f"plugins: {path} does not exist")
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[mod_name] = module
-            spec.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(name)
-            except ImportError as e:
-                raise ConfigError(f"plugins: cannot import {name!r} ({e})") from None
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
 def validate(cfg: Config) -> None:
     """Value and cross-field checks that a type cannot express; fail before any process starts."""
     from emo_ray.losses import check_hparams
@@ -272,35 +238,12 @@ def validate(cfg: Config) -> None:
     t, d, r = cfg.train, cfg.data, cfg.ray
     betas = t.betas
     checks = [
-        (0 <= t.zero_stage <= 3, f"train.zero_stage must be 0-3, got {t.zero_stage}"),
-        (t.max_steps > 0, f"train.max_steps must be positive, got {t.max_steps}"),
-        (t.micro_batch_size > 0, f"train.micro_batch_size must be positive, got {t.micro_batch_size}"),
-        (t.grad_accum > 0, f"train.grad_accum must be positive, got {t.grad_accum}"),
-        (_finite(t.lr) and t.lr > 0, f"train.lr must be a finite positive number, got {t.lr}"),
-        (_finite(t.weight_decay) and t.weight_decay >= 0, f"train.weight_decay must be finite and >= 0, got {t.weight_decay}"),
         (len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas),
          f"train.betas must be two numbers in [0, 1), got {list(betas)}"),
-        (t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}"),
         (t.warmup_steps < t.max_steps or t.warmup_steps == 0, "train.warmup_steps must be below train.max_steps"),
-        (0.0 <= t.min_lr_ratio <= 1.0, f"train.min_lr_ratio must lie in [0, 1], got {t.min_lr_ratio}"),
-        (_finite(t.clip_grad_norm) and t.clip_grad_norm >= 0, f"train.clip_grad_norm must be finite and >= 0 (0 disables), got {t.clip_grad_norm}"),
-        (t.seed >= 0, f"train.seed must be >= 0, got {t.seed}"),
-        (t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0: only at the end), got {t.checkpoint_every}"),
-        (_finite(t.checkpoint_every_minutes) and t.checkpoint_every_minutes >= 0,
-         f"train.checkpoint_every_minutes must be finite and >= 0 (0: off), got {t.checkpoint_every_minutes}"),
-        (t.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1, got {t.keep_checkpoints}"),
-        (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}"),
-        (t.overflow_patience >= 0, f"train.overflow_patience must be >= 0, got {t.overflow_patience}"),
-        (t.dead_patience >= 1, f"train.dead_patience must be at least 1, got {t.dead_patience}"),
-        (t.debug_fail_at_step >= 0, f"train.debug_fail_at_step must be >= 0, got {t.debug_fail_at_step}"),
-        (t.lora.rank >= 0, f"train.lora.rank must be >= 0 (0: LoRA off), got {t.lora.rank}"),
-        (_finite(t.lora.alpha) and t.lora.alpha > 0, f"train.lora.alpha must be a finite positive number, got {t.lora.alpha}"),
-        (0.0 <= t.lora.dropout < 1.0, f"train.lora.dropout must lie in [0, 1), got {t.lora.dropout}"),
         (t.lora.rank == 0 or len(t.lora.target_modules) > 0, "train.lora.target_modules must name at least one module"),
         (t.lora.rank == 0 or t.zero_stage < 3,
          "train.lora.rank > 0 needs train.zero_stage 0-2 (ZeRO-3 partitions the base weights the LoRA merge reads)"),
-        (t.loss_chunk_size > 0, f"train.loss_chunk_size must be positive, got {t.loss_chunk_size}"),
-        (t.eval_every >= 0, f"train.eval_every must be >= 0 (0: only at the end), got {t.eval_every}"),
         (t.select_checkpoint != "best_val_loss" or t.lora.rank == 0,
          "train.select_checkpoint=best_val_loss cannot be combined with train.lora (the candidate export "
          "merges the adapters into the live model mid-run); use select_checkpoint=last"),
@@ -317,20 +260,11 @@ def validate(cfg: Config) -> None:
         (t.precision != "fp16" or t.loss_impl != "chunked",
          "train.loss_impl=chunked is not exact under train.precision=fp16 (its logit gradient would be rounded to "
          "fp16 before the loss scale); use auto or reference"),
-        (d.block_size >= 2, f"data.block_size must be at least 2, got {d.block_size}"),
-        (0.0 <= d.validation_fraction < 1.0, f"data.validation_fraction must lie in [0, 1), got {d.validation_fraction}"),
-        (d.max_train_tokens >= 0, f"data.max_train_tokens must be >= 0 (0 = all), got {d.max_train_tokens}"),
-        (d.max_train_documents >= 0, f"data.max_train_documents must be >= 0 (0 = all), got {d.max_train_documents}"),
-        (d.max_validation_blocks >= 0, f"data.max_validation_blocks must be >= 0 (0 = all), got {d.max_validation_blocks}"),
-        (d.seed >= 0, f"data.seed must be >= 0, got {d.seed}"),
         (d.format != "instruction" or all(f.strip() for f in (d.instruction_field, d.output_field)),
          "data.instruction_field and data.output_field must be non-empty for data.format=instruction"),
         (d.format != "instruction" or len({d.instruction_field, d.input_field, d.output_field}) == 3,
          f"data.instruction_field, data.input_field and data.output_field must differ, got "
          f"{[d.instruction_field, d.input_field, d.output_field]}"),
-        (r.num_workers >= 1, f"ray.num_workers must be at least 1, got {r.num_workers}"),
-        (r.cpus_per_worker > 0, f"ray.cpus_per_worker must be positive, got {r.cpus_per_worker}"),
-        (r.max_failures >= -1, f"ray.max_failures must be >= 0 (or -1: unlimited), got {r.max_failures}"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -11,9 +11,11 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+
+from emo_ray.bounds import Bounds  # noqa: F401  (re-exported: what a config field's type carries)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +33,19 @@ def fields_of(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Annotated:  # a number with its Bounds
+        base, *meta = typing.get_args(tp)
+        value = coerce(value, base, where)
+        for bounds in (m for m in meta if isinstance(m, Bounds)):
+            if value is not None and not bounds.contains(value):
+                raise ConfigError(f"{where} must {bounds.describe(integer=base is int)}, got {value!r}")
+        return value
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(tp))}")
@@ -92,21 +105,25 @@ def build(cls, data: Any, where: str = "config", base=None):
     it: ``tracking: {run_name: x}`` in an evaluation config keeps that section's own experiment."""
     if isinstance(data, cls):
         return data
+    at = f"{where}: " if where else ""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{at}expected a mapping, got {data!r}")
     hints = _type_hints(cls)
     fields = fields_of(cls)
     unknown = set(data) - set(fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
+        raise ConfigError(f"{at}unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
     base = base if base is not None else _defaults(cls)
+    missing = [] if base is not None else [k for k, f in fields.items() if k not in data and _required(f)]
+    if missing:
+        raise ConfigError(f"{at}missing key(s) {missing}")
     kwargs = {}
     for k, v in data.items():
         default = getattr(base, k, None) if base is not None else None
         if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
-            kwargs[k] = build(hints[k], v, f"{where}.{k}", base=default)
+            kwargs[k] = build(hints[k], v, _at(where, k), base=default)
         else:
-            kwargs[k] = coerce(v, hints[k], f"{where}.{k}")
+            kwargs[k] = coerce(v, hints[k], _at(where, k))
     if base is not None:
         return dataclasses.replace(base, **kwargs)
     return cls(**kwargs)
@@ -114,7 +131,11 @@ def build(cls, data: Any, where: str = "config", base=None):
 
 @functools.lru_cache(maxsize=None)
 def _type_hints(cls) -> dict:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)  # keep Annotated: it carries the Bounds
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _defaults(cls):
@@ -253,52 +274,3 @@ def to_yaml(obj) -> str:
         return v
 
     return yaml.safe_dump(plain(dataclasses.asdict(obj)), sort_keys=False)
-
-
-def field_docs(cls) -> dict[str, str]:
-    """The attribute docstrings of a config dataclass (the string literal under each field): the
-    one place an option is documented, read here for ``--help``."""
-    import ast
-    import inspect
-    import textwrap
-
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
-    return docs
-
-
-def describe_fields(obj, prefix: str = "") -> list[tuple[str, str, str]]:
-    """``(dotted key, default as YAML, doc)`` for every leaf field of a config instance."""
-    rows = []
-    docs = field_docs(type(obj))
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(v):
-            rows.extend(describe_fields(v, f"{key}."))
-        else:
-            plain = list(v) if isinstance(v, tuple) else v
-            shown = yaml.safe_dump(plain, default_flow_style=True, width=10_000).strip()
-            shown = shown.removesuffix("\n...").removesuffix("...").strip()
-            rows.append((key, shown, docs.get(f.name, "")))
-    return rows
-
-
-def help_text(obj, title: str) -> str:
-    """Every field of a config with its default and its doc, for ``--help``."""
-    import textwrap
-
-    lines = [f"{title} (defaults shown; set any with key=value, values are YAML):"]
-    for key, default, doc in describe_fields(obj):
-        lines.append(f"  {key} = {default}")
-        if doc:
-            lines.extend(textwrap.wrap(doc, width=96, initial_indent="      ", subsequent_indent="      "))
-    return "\n".join(lines)

@@ -51,7 +51,7 @@ def test_the_errors_name_the_key_and_the_valid_choices(capsys):
 
 def test_help_lists_every_field_with_its_default_and_doc(capsys):
     from emo_ray.config import Config
-    from emo_ray.typed_config import describe_fields
+    from emo_ray.cli.help import describe_fields
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     # The foundation, imported by everything. console / tracking / ray_runtime / placement /
     # stats are not named in the plan; they import only this layer, so they belong to it.
     {"emo_ray", "typed_config", "config", "precision", "storage", "stats", "tracking", "console", "placement",
-     "ray_runtime", "ray_reaper", "preflight"},
+     "ray_runtime", "ray_reaper", "preflight", "bounds", "plugins"},
     {"models", "perf"},  # perf reads the model cache folder
     {"data"},
     {"inference"},  # the executor, sampler and decoders that evaluation and the oracle corpus share

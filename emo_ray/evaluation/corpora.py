@@ -19,17 +19,17 @@ two numbers count space-separated words of one row (prefix, then human continuat
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 
+from emo_ray import typed_config
 from emo_ray.data.sources import DataError, parse_hf
-from emo_ray.typed_config import expand_path
+from emo_ray.typed_config import Bounds, ConfigError, expand_path
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus_defs"
-UNITS = ("document", "paragraph")
 
 
 class CorpusError(ValueError):
@@ -40,16 +40,16 @@ class CorpusError(ValueError):
 class Corpus:
     source: str
     """Local JSON Lines file (``${EMO_RAY_DATA}`` expanded) or ``hf:NAME[:CONFIG]:SPLIT``."""
-    prefix_tokens: int
-    gen_tokens: int
+    prefix_tokens: Annotated[int, Bounds(gt=0)]
+    gen_tokens: Annotated[int, Bounds(gt=0)]
     text_field: str = "text"
     unit: Literal["document", "paragraph"] = "document"
     """``paragraph``: split documents at line breaks and drop WikiText headings (`` = Title = ``)."""
     newlines_to_spaces: bool = False
     """MixCE / EMO preprocessing of WebText: newlines become spaces."""
-    windows_per_unit: int = 1
+    windows_per_unit: Annotated[int, Bounds(gt=0)] = 1
     """Consecutive non-overlapping windows taken from one unit (more prompts from few documents)."""
-    scan_rows: int = 0
+    scan_rows: Annotated[int, Bounds(ge=0, note="0 = all rows")] = 0
     """Word windows only: read just the first ``scan_rows`` rows of the split (0 = all), as the
     official ``test_batch`` reads ``eval_num`` rows (4000 for the hub datasets WikiText, PTB and
     AG News; 5000, i.e. all, for the WebText / WritingPrompts files) in slices of 64, which
@@ -57,23 +57,11 @@ class Corpus:
 
     def __post_init__(self) -> None:
         parse_hf(self.source)  # a malformed hf: spec fails where the corpus is defined
-        for k in ("prefix_tokens", "gen_tokens", "windows_per_unit"):
-            if getattr(self, k) <= 0:
-                raise CorpusError(f"{k} must be positive, got {getattr(self, k)}")
-        if self.scan_rows < 0:
-            raise CorpusError(f"scan_rows must be >= 0 (0 = all rows), got {self.scan_rows}")
-        if self.unit not in UNITS:
-            raise CorpusError(f"unit {self.unit!r} is not one of {list(UNITS)}")
-
-
-_FIELDS = {f.name: f for f in fields(Corpus)}
-_REQUIRED = [n for n, f in _FIELDS.items() if f.default is MISSING]
-_TYPES = {"source": str, "prefix_tokens": int, "gen_tokens": int, "text_field": str, "unit": str,
-          "newlines_to_spaces": bool, "windows_per_unit": int, "scan_rows": int}
 
 
 def load_corpus_file(path: str | Path) -> Corpus:
-    """A corpus from a YAML file whose keys are the :class:`Corpus` fields; every mistake raises
+    """A corpus from a YAML file whose keys are the :class:`Corpus` fields, checked as every typed
+    config is (``typed_config.build``: keys, types, ranges); every mistake raises
     :class:`CorpusError` naming the file."""
     path = Path(path)
     try:
@@ -81,22 +69,13 @@ def load_corpus_file(path: str | Path) -> Corpus:
     except yaml.YAMLError as e:
         raise CorpusError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise CorpusError(f"{path}: expected a mapping of corpus keys {list(_FIELDS)}, got {type(data).__name__}")
-    unknown = set(data) - set(_FIELDS)
-    if unknown:
-        raise CorpusError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {list(_FIELDS)}")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise CorpusError(f"{path}: missing key(s) {missing}")
-    for k, v in data.items():
-        want = _TYPES[k]
-        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
-            raise CorpusError(f"{path}: {k} must be {want.__name__}, got {v!r} ({type(v).__name__})")
+        keys = [f.name for f in fields(Corpus)]
+        raise CorpusError(f"{path}: expected a mapping of corpus keys {keys}, got {type(data).__name__}")
     try:
-        return Corpus(**data)
+        return typed_config.build(Corpus, data, "")
     except DataError as e:
         raise CorpusError(f"{path}: source: {e}") from None
-    except CorpusError as e:
+    except ConfigError as e:
         raise CorpusError(f"{path}: {e}") from None
 
 

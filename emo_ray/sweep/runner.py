@@ -183,32 +183,13 @@ def _distinct_cost_models(configs: list) -> list:
     return list(seen.values())
 
 
-def run_sweep(sweep: SweepConfig, *, resume: bool = False,
-              report: Callable[[str, str], dict] | None = None) -> dict:
-    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``). ``report`` is
-    called at the end, failed trials or not, with (parent run id, tracking URI) and its answer
-    joins the summary: the CLI passes ``emo_ray.report.sweep_end`` (tables, the one Figure 1, the
-    MLflow view). Cross-run analysis lives in report/, a layer above: it is handed in, not imported."""
+def _parent_run(sweep: SweepConfig, sweep_dir: str, n_trials: int, resume: bool) -> str:
+    """The sweep's MLflow parent run id: opened (with the sweep's params and YAML) and written to
+    the sweep's state file on a first run, read back from that file on ``resume``."""
     import mlflow
-    import ray
-    from ray import tune
 
-    from emo_ray.sweep.progress import TrialProgress
-    from emo_ray.sweep.trial import run_trial
-    from emo_ray.train.launch import init_ray
-
-    trained = trials(sweep)
-    configs = [trial_config(sweep, t) for t in trained]
-    # Pre-trained evaluations (evaluate_pretrained) run as extra Tune trials that train nothing:
-    # one grid, so they share the trial slots, Tune's restore and the MLflow child-run lookup.
-    grid = trained + pretrained_trials(sweep)
-    cfg0 = configs[0]
-    _preflight(sweep, configs)
-    sweep_dir = storage.join(storage.resolve(sweep.storage_path), sweep.name)  # local folder or s3:// etc.
     state_path = storage.join(sweep_dir, STATE_FILE)
-    uri = tracking.setup(sweep.tracking.tracking_uri or None, sweep.tracking.experiment)
     sweep_tree = dataclasses.asdict(sweep)
-
     if resume:
         if not storage.exists(state_path):
             raise FileNotFoundError(f"nothing to resume: {state_path} does not exist (run without --resume first)")
@@ -221,15 +202,25 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False,
                                             tracking.tags.PRESET: sweep.name}) as parent:
             parent_id = parent.info.run_id
             tracking.log_params_flat({f"sweep.{k}": v for k, v in typed_config.to_flat(sweep).items()})
-            mlflow.log_param("sweep.n_trials", len(grid))
+            mlflow.log_param("sweep.n_trials", n_trials)
             mlflow.log_text(typed_config.to_yaml(sweep), "sweep.yaml")
         storage.write_text(state_path, json.dumps({"parent_run_id": parent_id, "sweep": sweep_tree}, indent=2))
+    return parent_id
 
+
+def _start_ray(sweep: SweepConfig, trained: list, configs: list, grid: list) -> tuple[int, Callable]:
+    """Start (or join) Ray and size the trials: how many run at once, and the Tune resources of each
+    (a trial slot and its memory on a local Ray; a pin to its GPU node type on a cluster)."""
+    import ray
+    import torch
+    from ray import tune
+
+    from emo_ray.train.launch import init_ray
+
+    cfg0 = configs[0]
     # On a local Ray the trial concurrency is a resource, not only Tune's max_concurrent_trials:
     # Tuner.restore re-queues errored and interrupted trials as PENDING, and the limiter (which
     # only gates new trials) would let them all start at once on 2 cores.
-    import torch
-
     local_slots = sweep.max_concurrent_trials or _concurrency(cfg0, {"GPU": torch.cuda.device_count()})
     local = init_ray(cfg0, local_resources={TRIAL_SLOT: local_slots}, concurrent_runs=local_slots)
     slots = local_slots if local else sweep_concurrency(sweep, configs, ray.cluster_resources())
@@ -246,6 +237,32 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False,
         bundle = {"CPU": 0.01, "memory": memory[key], **({TRIAL_SLOT: 1} if local else {}), **pins.get(key, {})}
         return tune.PlacementGroupFactory([bundle])
 
+    return slots, resources
+
+
+def run_sweep(sweep: SweepConfig, *, resume: bool = False,
+              report: Callable[[str, str], dict] | None = None) -> dict:
+    """Run every trial of ``sweep`` (or only the unfinished ones with ``resume``). ``report`` is
+    called at the end, failed trials or not, with (parent run id, tracking URI) and its answer
+    joins the summary: the CLI passes ``emo_ray.report.sweep_end`` (tables, the one Figure 1, the
+    MLflow view). Cross-run analysis lives in report/, a layer above: it is handed in, not imported."""
+    import mlflow
+    from ray import tune
+
+    from emo_ray.sweep.progress import TrialProgress
+    from emo_ray.sweep.trial import run_trial
+
+    trained = trials(sweep)
+    configs = [trial_config(sweep, t) for t in trained]
+    # Pre-trained evaluations (evaluate_pretrained) run as extra Tune trials that train nothing:
+    # one grid, so they share the trial slots, Tune's restore and the MLflow child-run lookup.
+    grid = trained + pretrained_trials(sweep)
+    _preflight(sweep, configs)
+    sweep_dir = storage.join(storage.resolve(sweep.storage_path), sweep.name)  # local folder or s3:// etc.
+    uri = tracking.setup(sweep.tracking.tracking_uri or None, sweep.tracking.experiment)
+    sweep_tree = dataclasses.asdict(sweep)
+    parent_id = _parent_run(sweep, sweep_dir, len(grid), resume)
+    slots, resources = _start_ray(sweep, trained, configs, grid)
     trainable = tune.with_resources(run_trial, resources)
     param_space = {
         "sweep": sweep_tree,

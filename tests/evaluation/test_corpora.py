@@ -23,7 +23,7 @@ TABLE4 = {
     "ag_news": (10, 30),
 }
 SHIPPED = sorted(CORPUS_DIR.glob("*.yaml"))
-VALID_KEYS = "\\['source', 'prefix_tokens', 'gen_tokens', 'text_field', 'unit', 'newlines_to_spaces', 'windows_per_unit', 'scan_rows'\\]"
+VALID_KEYS = "\\['gen_tokens', 'newlines_to_spaces', 'prefix_tokens', 'scan_rows', 'source', 'text_field', 'unit', 'windows_per_unit'\\]"
 
 
 def test_every_table4_domain_is_shipped():
@@ -126,16 +126,16 @@ OK = "source: x.jsonl\nprefix_tokens: 5\ngen_tokens: 25\n"
         (OK + "window: 3\n", f"unknown key\\(s\\) \\['window'\\]; valid: {VALID_KEYS}"),
         ("source: x.jsonl\nprefix_tokens: 5\n", "missing key\\(s\\) \\['gen_tokens'\\]"),
         ("prefix_tokens: 5\ngen_tokens: 25\n", "missing key\\(s\\) \\['source'\\]"),
-        ("source: x.jsonl\nprefix_tokens: five\ngen_tokens: 25\n", "prefix_tokens must be int, got 'five' \\(str\\)"),
-        ("source: x.jsonl\nprefix_tokens: 5\ngen_tokens: 25.5\n", "gen_tokens must be int, got 25.5 \\(float\\)"),
-        ("source: x.jsonl\nprefix_tokens: true\ngen_tokens: 25\n", "prefix_tokens must be int, got True \\(bool\\)"),
-        (OK + "newlines_to_spaces: 1\n", "newlines_to_spaces must be bool, got 1 \\(int\\)"),
-        (OK + "text_field: [a, b]\n", "text_field must be str, got \\['a', 'b'\\] \\(list\\)"),
-        ("source: 3\nprefix_tokens: 5\ngen_tokens: 25\n", "source must be str, got 3 \\(int\\)"),
+        ("source: x.jsonl\nprefix_tokens: five\ngen_tokens: 25\n", "prefix_tokens: expected an integer, got 'five'"),
+        ("source: x.jsonl\nprefix_tokens: 5\ngen_tokens: 25.5\n", "gen_tokens: expected an integer, got 25.5"),
+        ("source: x.jsonl\nprefix_tokens: true\ngen_tokens: 25\n", "prefix_tokens: expected an integer, got True"),
+        (OK + "newlines_to_spaces: 1\n", "newlines_to_spaces: expected true/false, got 1"),
+        (OK + "text_field: [a, b]\n", "text_field: expected a string, got \\['a', 'b'\\]"),
+        ("source: 3\nprefix_tokens: 5\ngen_tokens: 25\n", "source: expected a string, got 3"),
         ("source: x.jsonl\nprefix_tokens: 0\ngen_tokens: 25\n", "prefix_tokens must be positive, got 0"),
         ("source: x.jsonl\nprefix_tokens: 5\ngen_tokens: -25\n", "gen_tokens must be positive, got -25"),
         (OK + "windows_per_unit: 0\n", "windows_per_unit must be positive, got 0"),
-        (OK + "unit: sentence\n", "unit 'sentence' is not one of \\['document', 'paragraph'\\]"),
+        (OK + "unit: sentence\n", "unit: 'sentence' is not one of \\['document', 'paragraph'\\]"),
         (OK + "scan_rows: -1\n", "scan_rows must be >= 0 \\(0 = all rows\\), got -1"),
         ("source: 'hf:ptb_text_only'\nprefix_tokens: 5\ngen_tokens: 25\n", "source: 'hf:ptb_text_only': expected hf:NAME\\[:CONFIG\\]:SPLIT"),
         ("- source: x.jsonl\n", "expected a mapping of corpus keys"),

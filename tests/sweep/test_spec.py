@@ -98,10 +98,13 @@ def test_dry_run_lists_every_trial_and_the_compute():
         (["grid.data_tokens=[all]"], r"'all': a whole split's steps cannot follow from epochs=1.0.*set epochs: 0"),
         (["grid.seeds=[0, 0]"], "duplicates"),
         (["grid.modles=[x]"], r"unknown key\(s\) \['modles'\]"),
-        (["train_overrides.train.lr=-1"], r"trial mle-.*: train.lr must be a finite positive number"),
+        (["train_overrides.train.lr=-1"], r"trial mle-.*: config\.train\.lr must be a finite positive number, got -1\.0"),
         (["eval_config=configs/eval/nope.yaml"], "does not exist"),
         (["eval_config=configs/eval/quick.yaml", "eval_overrides.icl.tasks=[sst3]"], "'sst3' is not an ICL task"),
-        (["epochs=-1"], "epochs must be >= 0"),
+        (["epochs=-1"], r"sweep\.epochs must be finite and >= 0 \(0 keeps the config's steps\), got -1\.0"),
+        (["max_concurrent_trials=-2"], r"sweep\.max_concurrent_trials must be >= 0 \(0 = derive\), got -2"),
+        (["grid.seeds=[0, -1]"], r"sweep\.grid\.seeds\[1\] must be >= 0, got -1"),
+        (["grid.seeds=[]"], "grid.seeds needs at least one seed"),
     ],
 )
 def test_bad_sweep_configs_fail_at_load_naming_the_key(overrides, message):

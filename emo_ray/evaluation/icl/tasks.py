@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 
+from emo_ray import typed_config
 from emo_ray.data.sources import DataError, parse_hf
-from emo_ray.typed_config import expand_path
+from emo_ray.typed_config import Bounds, ConfigError, expand_path
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?(?::([A-Za-z_]+))?\}")
@@ -59,7 +60,7 @@ class Task:
     input_fields: tuple = ("text",)
     """Row fields the template reads from the test item; also what the retriever embeds."""
     label_field: str = "label"
-    demonstrations: int = 8
+    demonstrations: Annotated[int, Bounds(ge=0)] = 8
     """Paper A.4: 8 retrieved demonstrations (MMLU: a fixed 5-shot)."""
     selection: Literal["topk", "fixed"] = "topk"
     """``topk``: the most similar training rows by sentence-embedding cosine similarity;
@@ -103,17 +104,10 @@ def load_task(name_or_path: str, wording: str = "official") -> Task:
         if not path.exists():
             raise TaskError(f"{name_or_path!r} is not an ICL task; valid: {task_names()} (or a path to a task YAML)")
     data = yaml.safe_load(path.read_text()) or {}
-    valid = {f.name for f in fields(Task)}
-    unknown = set(data) - valid
-    if unknown:
-        raise TaskError(f"{path}: unknown key(s) {sorted(unknown)}; valid: {sorted(valid)}")
-    missing = {"name", "template", "train", "test"} - set(data)
-    if missing:
-        raise TaskError(f"{path}: missing key(s) {sorted(missing)}")
-    for k in ("label_words", "paper_label_words", "input_fields"):
-        if k in data:
-            data[k] = tuple(data[k])
-    task = Task(**data)
+    try:
+        task = typed_config.build(Task, data, "")  # keys, types and ranges, as every typed config
+    except ConfigError as e:
+        raise TaskError(f"{path}: {e}") from None
     if not task.label_words:
         task = replace(task, label_words=tuple(read_label_words(task)))
     validate_task(task)
@@ -161,7 +155,8 @@ def read_label_words(task: Task) -> list[str]:
 
 
 def validate_task(task: Task) -> None:
-    """Everything a config can get wrong, before any data or model is loaded."""
+    """What the field types cannot say (placeholders, label words, data specs), checked before any
+    data or model is loaded; keys, types and ranges were checked when the YAML was built."""
     used = {m.group(1) for m in PLACEHOLDER.finditer(task.template)}
     for text in (task.template, task.instruction):
         bad = sorted({m.group(3) for m in PLACEHOLDER.finditer(text) if m.group(3)} - set(FORMATS))
@@ -181,10 +176,6 @@ def validate_task(task: Task) -> None:
         raise TaskError(f"task {task.name!r}: label words must be non-empty strings, got {list(words)}")
     if len(set(words)) != len(words):
         raise TaskError(f"task {task.name!r}: label words must be distinct, got {list(words)}")
-    if task.demonstrations < 0:
-        raise TaskError(f"task {task.name!r}: demonstrations must be >= 0")
-    if task.selection not in ("topk", "fixed"):
-        raise TaskError(f"task {task.name!r}: selection {task.selection!r} is not one of ['topk', 'fixed']")
     for key in ("train", "test"):
         try:
             parse_hf(getattr(task, key))  # a malformed hf: spec fails here, not when data is read

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -115,3 +116,28 @@ def test_fewer_training_rows_than_demonstrations(tmp_path):
 def test_unknown_key_in_task_yaml(tmp_path):
     with pytest.raises(TaskError, match="unknown key\\(s\\) \\['shots'\\]"):
         load_task(write_task(tmp_path, shots=3))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [  # the task YAML is checked as every typed config: the field, the problem and the bound named
+        ({"demonstrations": -1}, r"demonstrations must be >= 0, got -1"),
+        ({"demonstrations": "many"}, r"demonstrations: expected an integer, got 'many'"),
+        ({"selection": "random"}, r"selection: 'random' is not one of \['topk', 'fixed'\]"),
+        ({"label_words": "positive"}, r"label_words: expected a list, got 'positive'"),
+        ({"test": 5}, r"test: expected a string, got 5"),
+    ],
+)
+def test_a_bad_task_field_names_the_file_and_the_field(tmp_path, overrides, message):
+    path = write_task(tmp_path, **overrides)
+    with pytest.raises(TaskError, match=f"^{re.escape(path)}: {message}$"):
+        load_task(path)
+
+
+def test_a_task_without_its_required_keys(tmp_path):
+    import yaml
+
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump({"name": "bare", "template": "{text} {label}"}))
+    with pytest.raises(TaskError, match=r"bare.yaml: missing key\(s\) \['train', 'test'\]"):
+        load_task(str(path))
