@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from emo_ray import typed_config
+from emo_ray.bounds import Bounds
 from emo_ray.config import TrackingConfig
 from emo_ray.inference.executor import ExecutionConfig
 
@@ -24,7 +25,7 @@ class GenerationConfig:
     corpora: tuple = ("wikitext-2", "webtext")
     """Names in ``emo_ray.evaluation.corpora.CORPORA`` (paper Table 4 prefix / generation lengths)
     or paths to corpus YAML files."""
-    num_prompts: int = 200
+    num_prompts: Annotated[int, Bounds(ge=0, note="0 = all")] = 200
     """Prompts per corpus: a seeded sample of all windows (0 = all)."""
     seeds: tuple = (0, 1)
     """Sampling seeds; every score is reported as mean and std over them."""
@@ -33,7 +34,7 @@ class GenerationConfig:
     sampling (top_k=0, top_p=1, temperature 1)."""
     prompt_seed: int = 0
     """Seed of the prompt sample (fixed across models so that they see the same prompts)."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Bounds(gt=0)] = 16
     """Prompts per sampling batch (rows of equal prefix length sample together: no padding)."""
     window_unit: Literal["tokens", "words"] = "tokens"
     """What a corpus's ``prefix_tokens`` / ``gen_tokens`` count when prompts are cut.
@@ -45,7 +46,7 @@ class GenerationConfig:
     stop_at_eos: bool = True
     """``true`` (project): a sample ends at EOS. ``false`` (official): EOS cannot be drawn among
     the first ``gen_tokens`` new tokens (HF ``min_new_tokens``, as ``test_batch``)."""
-    extra_tokens: int = 0
+    extra_tokens: Annotated[int, Bounds(ge=0)] = 0
     """Tokens sampled after the corpus's ``gen_tokens``, where EOS may end a sample again. Official:
     1 (``test_batch`` passes ``min_new_tokens=decode_newlen, max_new_tokens=decode_newlen+1``)."""
     precision_recall: bool = False
@@ -73,23 +74,23 @@ class MauveConfig:
     final layer, as mauve-text with gpt2-large. A small LM's final layer is specialised for the
     next token: with SmolLM2-135M, human vs word-shuffled wikitext scores MAUVE 0.44 at -1 but
     0.03 at -8 (human vs human 0.95 / 0.96, 100 texts per side), so offline configs use -8."""
-    max_tokens: int = 1024
+    max_tokens: Annotated[int, Bounds(gt=0)] = 1024
     """Featurizer truncation (mauve-text's ``max_text_length``)."""
     include_prefix: bool = True
     """Featurize prompt + continuation (human and model side alike), else the continuation only."""
-    num_buckets: int = 0
+    num_buckets: Annotated[int, Bounds(ge=0, note="0 = auto")] = 0
     """k-means clusters; 0 = mauve-text's 'auto' (n / 10)."""
-    scaling_factor: float = 5.0
-    kmeans_explained_var: float = 0.9
+    scaling_factor: Annotated[float, Bounds(gt=0)] = 5.0
+    kmeans_explained_var: Annotated[float, Bounds(gt=0, le=1)] = 0.9
     kmeans_num_redo: int = 5
     kmeans_max_iter: int = 500
     seed: int = 25
-    kmeans_seeds: int = 1
+    kmeans_seeds: Annotated[int, Bounds(ge=1)] = 1
     """Average MAUVE, MAUVE* and the frontier integral over this many k-means seeds (``seed``,
     ``seed + 1``, ...). At a few hundred texts the quantization moves MAUVE as much as a new
     sampling run does; averaging 5 seeds raised the pre-trained vs fine-tuned separation 1.4x ->
     9.2x in benchmarks/mauve_sensitivity.py. 1: mauve-text's single quantization (official)."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Bounds(gt=0)] = 16
     cache: bool = True
     """Cache the human-side features on disk (keyed by featurizer, pooling and texts)."""
 
@@ -98,7 +99,7 @@ class MauveConfig:
 class OracleConfig:
     model: str = "gpt2-large"
     """Model that scores the generations (perplexity of each continuation given its prompt)."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Bounds(gt=0)] = 16
 
 
 @dataclass(frozen=True)
@@ -111,18 +112,18 @@ class RougeConfig:
 class ICLConfig:
     tasks: tuple = ("sst2", "tweet_emotion", "trec", "subj", "cr", "rotten_tomatoes", "ag_news", "mmlu")
     """Task names (``emo_ray/evaluation/tasks/*.yaml``) or paths to task YAML files."""
-    num_items: int = 0
+    num_items: Annotated[int, Bounds(ge=0, note="0 = all")] = 0
     """Test items per task: a seeded sample (0 = the whole test split)."""
     item_selection: Literal["random", "longest"] = "random"
     """Which ``num_items``: a seeded sample, or the items with the longest prompts (a smoke test of
     position limits and memory)."""
     seed: int = 0
-    demonstrations: int = -1
+    demonstrations: Annotated[int, Bounds(ge=-1, note="-1 = the task's own")] = -1
     """Override of every task's demonstration count (-1: the task's own, 8 or MMLU's 5)."""
     retriever: str = "all-mpnet-base-v2"
     """Sentence-transformer for top-k retrieval: a name in ``icl.retriever.RETRIEVERS``, hub id or
     folder. The default is OpenICL's TopkRetriever default, which the paper ran."""
-    retriever_batch_size: int = 64
+    retriever_batch_size: Annotated[int, Bounds(gt=0)] = 64
     scorer: Literal["shared_prefix", "plain"] = "shared_prefix"
     normalization: Literal["token_mean", "openicl", "sum"] = "token_mean"
     """How a prompt's NLL becomes its perplexity score, see ``icl.predict.NORMALIZATIONS``."""
@@ -131,7 +132,7 @@ class ICLConfig:
     DRSY/EMO ``continual_finetuning/icl.py`` (the code that produced the paper's ICL numbers), or
     ``paper``, its ``paper_template``, as printed in the paper's Table 5 (a task without one fails
     at load time)."""
-    batch_items: int = 4
+    batch_items: Annotated[int, Bounds(gt=0)] = 4
     """Items per scoring forward pass."""
     skip_unavailable: bool = False
     """A task whose data cannot be loaded (e.g. a hub dataset offline) is recorded as a counted
@@ -236,23 +237,11 @@ def validate(cfg: EvalConfig) -> None:
     except ValueError as err:
         raise EvalConfigError(str(err)) from None
     checks = [
-        (g.num_prompts >= 0, f"generation.num_prompts must be >= 0 (0 = all), got {g.num_prompts}"),
         (len(g.seeds) >= 1 or not cfg.generation_enabled, "generation.seeds needs at least one seed"),
         (len(set(g.seeds)) == len(g.seeds), "generation.seeds has duplicates"),
-        (g.batch_size > 0 and cfg.mauve.batch_size > 0 and cfg.oracle.batch_size > 0, "batch sizes must be positive"),
-        (i.num_items >= 0, f"icl.num_items must be >= 0 (0 = all), got {i.num_items}"),
         (e.gpus_per_actor >= 0, f"execution.gpus_per_actor must be >= 0, got {e.gpus_per_actor}"),
         (e.dtype != "fp16" or e.gpus_per_actor > 0, "execution.dtype=fp16 needs gpus_per_actor > 0 (CPUs: bf16 or fp32)"),
-        (cfg.mauve.max_tokens > 0, f"mauve.max_tokens must be positive, got {cfg.mauve.max_tokens}"),
-        (cfg.mauve.scaling_factor > 0, f"mauve.scaling_factor must be positive, got {cfg.mauve.scaling_factor}"),
-        (cfg.mauve.kmeans_seeds >= 1, f"mauve.kmeans_seeds must be at least 1, got {cfg.mauve.kmeans_seeds}"),
-        (0 < cfg.mauve.kmeans_explained_var <= 1, f"mauve.kmeans_explained_var must lie in (0, 1], got {cfg.mauve.kmeans_explained_var}"),
-        (i.retriever_batch_size > 0, f"icl.retriever_batch_size must be positive, got {i.retriever_batch_size}"),
-        (i.batch_items > 0, "icl.batch_items must be positive"),
-        (i.demonstrations >= -1, "icl.demonstrations must be >= 0 (or -1 for the task's own)"),
         (e.num_actors >= 1 and e.cpus_per_actor > 0, "execution.num_actors and cpus_per_actor must be positive"),
-        (cfg.mauve.num_buckets >= 0, "mauve.num_buckets must be >= 0 (0 = auto)"),
-        (g.extra_tokens >= 0, f"generation.extra_tokens must be >= 0, got {g.extra_tokens}"),
     ]
     for ok, msg in checks:
         if not ok:

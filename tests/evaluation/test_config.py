@@ -53,3 +53,36 @@ def test_overrides_and_errors():
         load_eval_config(None, ["generation.corpora=[nope]"])
     with pytest.raises(EvalConfigError, match="duplicates"):
         load_eval_config(None, ["generation.seeds=[1, 1]"])
+
+
+def _eval_bounded_fields():
+    from emo_ray.evaluation.config import EvalConfig
+    from tests.test_config import _bounded_fields
+
+    return list(_bounded_fields(EvalConfig))
+
+
+EVAL_BOUNDED = _eval_bounded_fields()
+
+
+def test_eval_ranges_are_carried_by_the_types():
+    """The eval config's hand-written range checks became field bounds (issue 24.6)."""
+    keys = {key for key, _, _ in EVAL_BOUNDED}
+    assert {"generation.num_prompts", "generation.batch_size", "mauve.kmeans_explained_var", "icl.demonstrations",
+            "oracle.batch_size"} <= keys
+
+
+@pytest.mark.parametrize("key, base, bounds", EVAL_BOUNDED, ids=[key for key, _, _ in EVAL_BOUNDED])
+def test_an_eval_value_out_of_range_names_the_field_and_the_bound(key, base, bounds):
+    from emo_ray.evaluation.config import EvalConfigError, load_eval_config
+    from tests.test_config import _just_outside
+
+    default = load_eval_config(None)
+    for section in key.split("."):
+        default = getattr(default, section)
+    assert bounds.contains(default), f"{key}: its default {default!r} is outside its own bounds"
+    for bad in _just_outside(base, bounds):
+        text = ".nan" if bad != bad else ".inf" if bad == float("inf") else bad
+        with pytest.raises(EvalConfigError) as err:
+            load_eval_config(None, [f"{key}={text}"])
+        assert str(err.value).startswith(f"config.{key} must {bounds.describe(base is int)}, got "), str(err.value)

@@ -155,7 +155,7 @@ def test_explicit_fields_win_over_the_switch(tmp_path):
     ("protocol=paper", "^protocol: 'paper' is not one of \\['project', 'official'\\]$"),
     ("generation.window_unit=lines", "generation.window_unit: 'lines' is not one of \\['tokens', 'words'\\]"),
     ("generation.stop_at_eos=maybe", "generation.stop_at_eos: expected true/false"),
-    ("generation.extra_tokens=-1", "^generation.extra_tokens must be >= 0, got -1$"),
+    ("generation.extra_tokens=-1", "^config.generation.extra_tokens must be >= 0, got -1$"),
 ])
 def test_a_bad_protocol_value_is_a_one_line_error(override, message):
     with pytest.raises(EvalConfigError, match=message) as err:
