@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fresh_store
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
@@ -143,7 +145,7 @@ def test_numbers_are_read_from_mlflow_as_the_worker_logs_them(tmp_path):
     from mlflow import MlflowClient
 
     gc = _gpu_check_module()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("gpu-check")
     run = client.create_run(exp, run_name="gpu-check-zero2-chunked")

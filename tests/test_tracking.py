@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from emo_ray import tracking
+from tests.conftest import fresh_store
 
 
 def test_experiment_opens_as_runs_table_and_run_carries_provenance(tmp_path, monkeypatch):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = fresh_store(tmp_path / "m.db")
     assert tracking.setup(uri, "kinds") == uri
     exp = mlflow.get_experiment_by_name("kinds")
     assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND

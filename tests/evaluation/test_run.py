@@ -14,6 +14,7 @@ from emo_ray.evaluation.open_ended import evaluate_corpus
 from emo_ray.evaluation.run import evaluate, run_evaluation
 from emo_ray.inference.executor import ExecutionConfig
 from tests.evaluation.conftest import LOCAL, needs_data, write_task
+from tests.conftest import fresh_store
 
 
 def tiny_cfg(tmp_path, **kw) -> EvalConfig:
@@ -80,7 +81,7 @@ def test_unknown_task_fails_before_any_model_loads(tmp_path):
 
 @needs_data
 def test_cli_logs_to_mlflow_and_evaluates_a_run_checkpoint(tmp_path, tiny_path, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path / "mlflow.db")
     cfg_path = tmp_path / "eval.yaml"
     cfg_path.write_text(json.dumps({
         "model": "tiny-llama", "generation": {"corpora": ["webtext"], "num_prompts": 8, "seeds": [0, 1], "batch_size": 8},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from emo_ray.cli import build_parser, main
+from tests.conftest import fresh_store
 
 ORDERS = [
     ["sweep", "cpu-small", "--dry-run", "grid.seeds=[0, 1, 2]"],
@@ -45,10 +46,7 @@ def test_rescore_and_report_flags_anywhere():
 
 @pytest.fixture
 def store(tmp_path, capsys):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()
+    uri = fresh_store(tmp_path / "mlflow.db")
     capsys.readouterr()
     return uri
 

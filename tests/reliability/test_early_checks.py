@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fresh_store
+
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_S = 30
 """The promise: exit 2 within 30 s. On a loaded machine a fresh Python needs longer just to
@@ -77,11 +79,7 @@ def train_args(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def empty_store(tmp_path: Path) -> str:
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # creates the schema
-    return uri
+    return fresh_store(tmp_path / "mlflow.db")
 
 
 def test_a_tracking_server_that_is_not_there_is_one_line_in_seconds(tmp_path):

@@ -70,37 +70,50 @@ def test_no_token_file_when_the_user_chose_otherwise(tmp_path, monkeypatch):
     assert not (tmp_path / ".ray").exists()
 
 
-@pytest.mark.integration
-def test_local_ray_refuses_a_client_without_the_token(tmp_path):
-    """Start a local Ray the way a run does, in a child process with its own HOME; from a second
-    process with no token, connect to its GCS on the address other hosts would use: refused."""
-    home, other = tmp_path / "home", tmp_path / "other"
-    home.mkdir()
-    other.mkdir()
-    code = textwrap.dedent("""
-        import json, os, subprocess, sys, ray
-        from emo_ray.ray_runtime import start_ray
-        assert start_ray(num_cpus=1, dashboard=False)
-        gcs = ray.get_runtime_context().gcs_address
-        tok = os.path.expanduser("~/.ray/auth_token")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-        env.update(RAY_AUTH_MODE="disabled", HOME=sys.argv[1])
-        probe = "import ray, sys; ray.init(address=sys.argv[1]); print('CONNECTED')"
-        try:
-            out = subprocess.run([sys.executable, "-c", probe, gcs], env=env, capture_output=True, text=True,
-                                 timeout=150)
-            res = {"rc": out.returncode, "out": out.stdout[-300:], "err": out.stderr[-3000:]}
-        except subprocess.TimeoutExpired:
-            res = {"rc": "timeout", "out": "", "err": ""}
-        ray.shutdown()
-        print(json.dumps({"gcs": gcs, "mode": os.stat(tok).st_mode & 0o777, **res}))
-    """)
-    out = subprocess.run([sys.executable, "-c", code, str(other)], env=_clean_ray_env(HOME=str(home)), cwd=tmp_path,
-                         capture_output=True, text=True, timeout=400)
-    assert out.returncode == 0, out.stderr[-3000:]
+PROBE_RAY = textwrap.dedent("""
+    import json, os, subprocess, sys, psutil, ray
+    from emo_ray.ray_runtime import start_ray
+    assert start_ray(num_cpus=1)  # the way a run starts its local Ray (dashboard on loopback)
+    gcs = ray.get_runtime_context().gcs_address
+    me = psutil.Process()
+    pids = {p.pid for p in [me, *me.children(recursive=True)]}
+    listening = sorted({(c.laddr.ip, c.pid) for c in psutil.net_connections("tcp")
+                        if c.status == psutil.CONN_LISTEN and c.pid in pids})
+    tok = os.path.expanduser("~/.ray/auth_token")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(RAY_AUTH_MODE="disabled", HOME=sys.argv[1])
+    probe = "import ray, sys; ray.init(address=sys.argv[1]); print('CONNECTED')"
+    try:
+        out = subprocess.run([sys.executable, "-c", probe, gcs], env=env, capture_output=True, text=True,
+                             timeout=150)
+        res = {"rc": out.returncode, "out": out.stdout[-300:], "err": out.stderr[-3000:]}
+    except subprocess.TimeoutExpired:
+        res = {"rc": "timeout", "out": "", "err": ""}
+    ray.shutdown()
+    print(json.dumps({"gcs": gcs, "mode": os.stat(tok).st_mode & 0o777, "listening": listening, **res}))
+""")
+
+
+@pytest.fixture(scope="module")
+def probed_local_ray(tmp_path_factory):
+    """One local Ray, started the way a run does in a child process with its own HOME, probed for
+    both guarantees below (one Ray start instead of two): the TCP sockets its processes listen on,
+    and what a second process with no token gets from its GCS on the address other hosts use."""
     import json
 
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    tmp = tmp_path_factory.mktemp("exposure")
+    home, other = tmp / "home", tmp / "other"
+    home.mkdir()
+    other.mkdir()
+    out = subprocess.run([sys.executable, "-c", PROBE_RAY, str(other)], env=_clean_ray_env(HOME=str(home)), cwd=tmp,
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.integration
+def test_local_ray_refuses_a_client_without_the_token(probed_local_ray):
+    got = probed_local_ray
     assert got["mode"] == 0o600
     assert "CONNECTED" not in got["out"] and got["rc"] != 0, got
     assert "InvalidAuthToken" in got["err"] or got["rc"] == "timeout", got["err"][-1500:]
@@ -111,27 +124,8 @@ def test_local_ray_refuses_a_client_without_the_token(tmp_path):
                    "'::' / 0.0.0.0 whatever _node_ip_address says (measured; the C++ servers take no bind "
                    "address). Guarded by token auth instead: test_local_ray_refuses_a_client_without_the_token. "
                    "Remove this mark when Ray can bind to loopback.")
-def test_local_ray_listens_on_loopback_only(tmp_path):
-    """Start a local Ray the way a run does (in a child process of our own), list the TCP
-    sockets its processes listen on, stop it."""
-    code = textwrap.dedent("""
-        import json, psutil, ray
-        from emo_ray.ray_runtime import start_ray
-        assert start_ray(num_cpus=1)
-        me = psutil.Process()
-        procs = [me, *me.children(recursive=True)]
-        pids = {p.pid for p in procs}
-        listening = sorted({(c.laddr.ip, c.pid) for c in psutil.net_connections("tcp")
-                            if c.status == psutil.CONN_LISTEN and c.pid in pids})
-        ray.shutdown()
-        print(json.dumps(listening))
-    """)
-    out = subprocess.run([sys.executable, "-c", code], env=_clean_ray_env(), cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    import json
-
-    listening = json.loads(out.stdout.strip().splitlines()[-1])
+def test_local_ray_listens_on_loopback_only(probed_local_ray):
+    listening = probed_local_ray["listening"]
     assert listening, "found no listening socket of the Ray we started"
     exposed = [(ip, pid) for ip, pid in listening if ip not in ("127.0.0.1", "::1")]
     assert not exposed, exposed

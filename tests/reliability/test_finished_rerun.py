@@ -1,19 +1,21 @@
 """The same command again after a run FINISHED never rewrites it: a rerun does nothing and says
 so; even one that fails (here: interrupted where it would start Ray) leaves the finished run's
 MLflow record and checkpoints byte-identical; ``ray.rerun_finished=new`` trains a new run linked
-to it."""
+to it. The finished run is trained without validation data (it logs no val metrics), and a rerun
+with a changed config is refused before anything opens: one run holds those guarantees too."""
 from __future__ import annotations
 
 import pytest
 
-from emo_ray.config import load_config
+from emo_ray.config import ConfigError, load_config
 from emo_ray.train import fit, launch
 
 pytestmark = pytest.mark.integration
 
 ARGS = ["model.name=tiny-llama", "data.block_size=64", "data.max_train_tokens=4096", "data.max_validation_blocks=4",
         "train.micro_batch_size=4", "train.lr=1e-3", "train.max_steps=4", "train.checkpoint_every=2",
-        "ray.num_workers=1", "train.zero_stage=0", "tracking.experiment=rerun", "ray.run_name=done"]
+        "ray.num_workers=1", "train.zero_stage=0", "tracking.experiment=rerun", "ray.run_name=done",
+        "data.validation_fraction=0"]
 
 
 def _record(client, run_id: str, storage) -> dict:
@@ -35,6 +37,25 @@ def _fail_at_ray_start(*_a, **_k):
     raise RuntimeError("injected: no Ray for this rerun")
 
 
+def _assert_no_validation_metrics(result, record):
+    """``data.validation_fraction=0``: the run finishes and logs no val metrics."""
+    assert "val/loss" not in record["metrics"] and "val/ppl" not in record["metrics"]
+    assert "val_loss" not in result.metrics and "val_ppl" not in result.metrics
+
+
+def _assert_a_changed_config_is_refused_and_a_neutral_change_is_not(client, args, first, before, storage):
+    """Resume with weight-changing fields changed: refused, naming them, before a run opens; with
+    only a neutral field changed (``train.log_every``): the same MLflow run, nothing rewritten."""
+    n_runs = len(client.search_runs([first.experiment_id]))
+    with pytest.raises(ConfigError, match=r"train\.loss .*train\.lr"):
+        fit(load_config(None, [*args, "train.lr=1e-2", "train.loss=mle"]))
+    assert len(client.search_runs([first.experiment_id])) == n_runs  # refused before a run opened
+    again = fit(load_config(None, [*args, "train.log_every=2"]))
+    assert again.mlflow_run_id == first.mlflow_run_id
+    assert len(client.search_runs([first.experiment_id])) == n_runs
+    assert _record(client, first.mlflow_run_id, storage) == before
+
+
 def test_a_finished_run_is_never_rewritten(ray_local, mlflow_uri, tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
@@ -47,6 +68,8 @@ def test_a_finished_run_is_never_rewritten(ray_local, mlflow_uri, tmp_path, monk
     client = MlflowClient(mlflow_uri)
     before = _record(client, first.mlflow_run_id, storage)
     assert before["status"] == "FINISHED" and before["history"]["train/loss"]
+    _assert_no_validation_metrics(first, before)
+    _assert_a_changed_config_is_refused_and_a_neutral_change_is_not(client, args, first, before, storage)
 
     # A rerun that fails once the run would be reopened (Ctrl-C): today's main reopened the
     # finished run and ended it KILLED / FAILED, rewriting its status.

@@ -9,6 +9,7 @@ import pytest
 
 from emo_ray import tracking
 from emo_ray.config import ConfigError, load_config
+from tests.conftest import fresh_store
 
 
 def test_failed_evaluation_onto_the_source_run_keeps_its_status(tmp_path, monkeypatch):
@@ -17,7 +18,7 @@ def test_failed_evaluation_onto_the_source_run_keeps_its_status(tmp_path, monkey
     from emo_ray.evaluation import run as run_mod
     from emo_ray.evaluation.config import load_eval_config
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = fresh_store(tmp_path / "m.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.setup(uri, "train")
     with mlflow.start_run() as train_run:

@@ -12,6 +12,7 @@ import pytest
 
 from emo_ray.sweep.spec import PRETRAINED, Trial
 from emo_ray.sweep.trial import TRIAL_RECORD_TAG
+from tests.conftest import fresh_store
 
 VOLUMES = (4096, 16384, 65536, 262144)
 PLANTED_B = {"mle": -0.05, "emo": -0.08}
@@ -35,7 +36,7 @@ def planted_sweep(tmp_path, volumes=VOLUMES, seeds=(0, 1, 2), noise=0.01):
     accuracy 0.4 (MLE) / 0.46 (EMO) plus seed noise; a pre-trained evaluation at x = 0."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("figure1", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(exp, run_name="figure1", tags={"emo_ray.kind": "sweep", "emo_ray.preset": "f1"}).info.run_id
@@ -134,7 +135,7 @@ def test_a_sweep_without_finished_trials_reports_why(tmp_path):
 
     from emo_ray.report import sweep_end
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = fresh_store(tmp_path / "m.db")
     client = MlflowClient(uri)
     parent = client.create_run(client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))).info.run_id
     out = sweep_end(parent, uri)["aggregate"]
@@ -150,7 +151,7 @@ def test_best_set_per_cell_registry_outside_models_and_domains(tmp_path):
     from emo_ray.report import scaling
     from emo_ray.report.collect import child_runs
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = fresh_store(tmp_path / "m.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("e", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(exp).info.run_id

@@ -13,6 +13,7 @@ import pytest
 
 from emo_ray.sweep.spec import PRETRAINED, Trial
 from emo_ray.sweep.trial import TRIAL_RECORD_TAG
+from tests.conftest import fresh_store
 
 MODEL = "smollm2-135m"
 TASKS = ("sst2", "trec")
@@ -64,7 +65,7 @@ def stored_sweep(tmp_path, *, seeds=(0,), tokens=(4096,), pretrained=True, icl=T
                  human_mauve=None):
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("sweeps", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(exp, run_name="demo", tags={"emo_ray.kind": "sweep", "emo_ray.preset": "demo"}).info.run_id
@@ -255,10 +256,7 @@ def test_cli_turns_report_errors_into_usage_errors_but_keeps_a_bugs_traceback(tm
     import emo_ray.report
     from emo_ray.cli import main
 
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # report reads an existing store only (issue 25.4)
+    uri = fresh_store(tmp_path / "mlflow.db")  # report reads an existing store only (issue 25.4)
     assert main(["report", "any", "--tracking-uri", uri, "--alpha", "1.5"]) == 2
     assert "alpha must be in (0, 1), got 1.5" in capsys.readouterr().err
 

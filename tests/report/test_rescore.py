@@ -22,6 +22,7 @@ from emo_ray.report.rescore import RescoreError, rescore, setting_tag
 from emo_ray.typed_config import ConfigError
 from tests.evaluation.conftest import needs_data, one_torch_thread, tiny_path  # noqa: F401 (fixtures)
 from tests.evaluation.test_run import tiny_cfg
+from tests.conftest import fresh_store
 
 MAUVE_KEY = re.compile(r"^eval/(gen/wikitext-2/.*(mauve|frontier_integral).*)$")
 
@@ -35,7 +36,7 @@ def stored_sweep(tmp_path_factory, tiny_path):
     from emo_ray.sweep.trial import TRIAL_RECORD_TAG
 
     tmp = tmp_path_factory.mktemp("sweep")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = fresh_store(tmp / "mlflow.db")
     client = MlflowClient(uri)
     exp = client.create_experiment("sweeps", artifact_location=str(tmp / "artifacts"))
     parent = client.create_run(exp, run_name="demo", tags={"emo_ray.kind": "sweep", "emo_ray.preset": "demo"}).info.run_id
@@ -162,7 +163,7 @@ def test_unknown_key_and_unfinished_run_fail_early(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown key"):
         rescore("anything", f"sqlite:///{tmp_path / 'm.db'}", ["mauve.nope=1"])
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = fresh_store(tmp_path / "m.db")
     client = MlflowClient(uri)
     running = client.create_run(client.create_experiment("e")).info.run_id
     with pytest.raises(RescoreError, match="is RUNNING; only finished runs"):

@@ -9,6 +9,7 @@ import pytest
 from emo_ray.sweep import load_sweep_config
 from emo_ray.sweep.spec import pretrained_trials
 from emo_ray.sweep.trial import TRIAL_RECORD_TAG, evaluate_pretrained
+from tests.conftest import fresh_store
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def fake_eval(monkeypatch):
 def test_pretrained_child_run_is_tagged_resumable_and_retried_after_failure(tmp_path, fake_eval):
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = fresh_store(tmp_path / "m.db")
     client = MlflowClient(uri)
     parent = client.create_run(client.create_experiment("s", str(tmp_path / "a"))).info.run_id
     sweep = load_sweep_config("cpu-small", ["eval_config=configs/eval/quick.yaml"])

@@ -1,4 +1,7 @@
-"""A real sweep (local Ray, Tune over Train, MLflow) stopped half-way and resumed."""
+"""A real sweep (local Ray, Tune over Train, MLflow) stopped half-way and resumed. Its grid is a
+plugin objective with two values of its own hyperparameter, so the same sweep also shows that a
+new objective is swept without touching ``emo_ray/sweep/`` and that the end-of-sweep report
+chooses between hyperparameter sets by validation loss (one sweep driver instead of two)."""
 from __future__ import annotations
 
 import os
@@ -10,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.sweep.test_toy_objective import TOY_GRID, write_toy_plugin
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["cpu-small", "grid.objectives={mle: [{}], emo: [{}]}", "grid.data_tokens=[4096]", "name=resume-test"]
+# 4096 tokens (8 steps) per trial: time for the Ctrl-C between the first trial's end and the second's
+ARGS = ["cpu-small", TOY_GRID, "grid.data_tokens=[4096]", "name=resume-test"]
 
 
 def children(uri):
@@ -38,9 +44,9 @@ def stop_group(proc, sig, timeout):
         proc.wait(timeout=30)
 
 
-def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
+def test_interrupted_plugin_sweep_resumes_only_unfinished_trials_and_reports(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    common = [sys.executable, str(ROOT / "sweeps" / "scaling_law.py"), *ARGS,
+    common = [sys.executable, str(ROOT / "sweeps" / "scaling_law.py"), *ARGS, f"plugins=[{write_toy_plugin(tmp_path)}]",
               f"tracking.tracking_uri={uri}", f"storage_path={tmp_path / 'runs'}"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Create the store before the driver starts: the polling below would otherwise race the
@@ -77,3 +83,22 @@ def test_interrupted_sweep_resumes_only_unfinished_trials(tmp_path):
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED"
     assert "report/figure1.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    _assert_the_plugin_objective_was_swept(client, uri, parent.info.run_id, runs, tmp_path)
+
+
+def _assert_the_plugin_objective_was_swept(client, uri, parent_id, runs, tmp_path):
+    """Each trial trained the plugin's objective with its own ``scale``, and the end-of-sweep
+    report chose between the two hyperparameter sets by validation loss."""
+    import json
+
+    import pandas as pd
+
+    from emo_ray.report.collect import collect
+    from emo_ray.sweep.trial import TRIAL_RECORD_TAG
+
+    assert sorted(json.loads(r.data.tags[TRIAL_RECORD_TAG])["loss_kwargs"]["scale"] for r in runs) == [0.1, 3.0]
+    assert {r.data.params["train.loss"] for r in runs} == {"toy_scaled_mle"}
+    df = collect(parent_id, uri)
+    points = pd.read_csv(client.download_artifacts(parent_id, "report/figure1_points.csv", str(tmp_path)))
+    best = points[points.metric == "val_loss"]
+    assert len(best) == 1 and best["hparams"].item() == df.sort_values("val/loss").iloc[0]["hparams"]
