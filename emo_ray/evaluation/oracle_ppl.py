@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from emo_ray.inference.executor import ExecutionConfig, ModelActor, map_rows
+from emo_ray.models.loading import Fp32Head
 
 
 HEAD_CHUNK_TOKENS = 256
@@ -75,13 +76,19 @@ class ContinuationNLL(ModelActor):
 def token_nll(hidden: torch.Tensor, tokens: torch.Tensor, head, chunk: int = HEAD_CHUNK_TOKENS) -> torch.Tensor:
     """``-log softmax(head(hidden))[token]`` per row of ``hidden`` (K, d), float64 on the CPU.
 
-    Computed as ``logsumexp(logits) - logits[token]`` a chunk of rows at a time, the exponentials
-    in place: the same fp32 arithmetic as ``log_softmax`` + ``gather`` up to rounding in the last
-    bits, without a second ``K x V`` buffer and with one pass less over the logits (the
-    log-softmax was 15 % of the oracle's time, benchmarks/README.md "Evaluation stages")."""
+    Computed as ``logsumexp(logits) - logits[token]`` a chunk of rows at a time into one reused
+    logits buffer, the exponentials in place: the same fp32 arithmetic as ``log_softmax`` +
+    ``gather`` up to rounding in the last bits, without the second ``K x V`` buffer, one pass less
+    over the logits, and no fresh (page-faulted) buffer per chunk (benchmarks/README.md,
+    "Evaluation stages")."""
     out = torch.empty(hidden.shape[0], dtype=torch.float64)
+    weight = getattr(head, "weight", None)
+    into_buffer = isinstance(head, torch.nn.Linear | Fp32Head) and head.bias is None and weight.dtype == torch.float32
+    buf = torch.empty((min(chunk, hidden.shape[0]), weight.shape[0]), device=weight.device) if into_buffer else None
     for s in range(0, hidden.shape[0], chunk):
-        logits = head(hidden[s : s + chunk]).float()  # (c, V)
+        h = hidden[s : s + chunk]
+        # An fp32 head writes into the buffer (torch.mm(out=) is F.linear's GEMM); others allocate.
+        logits = torch.mm(h.float(), weight.t(), out=buf[: len(h)]) if into_buffer else head(h).float()
         picked = logits.gather(-1, tokens[s : s + chunk].to(logits.device).unsqueeze(-1)).squeeze(-1)
         top = logits.amax(-1, keepdim=True)
         lse = top.squeeze(-1) + logits.sub_(top).exp_().sum(-1).log()
