@@ -8,7 +8,7 @@ working tree. Same WikiText-2 word-window prompts (the official protocol's), sam
 * featurize: three ``featurize`` calls as ``open_ended.featurize_sides`` makes them (human windows,
   the "generations", the ceiling's disjoint windows; stand-ins: other windows of the corpus, two
   per prompt as two sampling seeds would give), model loads counted, features compared bit for bit;
-* sample: the ``Sampler`` over ``--prompts`` prompts x 2 seeds (80 tokens, EOS masked, batch 125), and
+* sample: the ``Sampler`` over ``--prompts`` prompts x 2 seeds (``--gen-tokens`` 80, EOS masked, batch 125), and
   the opt-in ``generation.pad_prefixes`` (one left-padded decode per batch); samples compared token by token;
 * oracle: ``score_continuations`` over the same 4 x ``--prompts`` continuations, perplexity compared;
   ``--bf16-head`` adds the opt-in bf16 output head (``oracle.fp32_head: false``) and its ppl shift.
@@ -89,7 +89,7 @@ def sample_stage(args, ex, batch_size: int, record, loads) -> None:
     for version in ("before", "after", "after-pad-prefixes"):
         mod = (module_at(args.before, "emo_ray/inference/sampler.py", "sampler_before") if version == "before"
                else importlib.import_module("emo_ray.inference.sampler"))
-        kw = {"model_path": smol, "gen_tokens": 80, "min_tokens": 80}
+        kw = {"model_path": smol, "gen_tokens": args.gen_tokens, "min_tokens": args.gen_tokens}
         if version == "after-pad-prefixes":
             kw["pad_prefixes"] = True
         loads["n"] = 0
@@ -107,6 +107,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=50)
     ap.add_argument("--before", default="main", help="git revision of the 'before' stage modules")
+    ap.add_argument("--gen-tokens", type=int, default=80, help="tokens sampled per row (EOS masked)")
     ap.add_argument("--skip", default="", help="comma-separated: sample,featurize,oracle")
     ap.add_argument("--bf16-head", action="store_true", help="also the oracle with its head in bf16 (opt-in)")
     ap.add_argument("--oracle-batch", type=int, default=8,
