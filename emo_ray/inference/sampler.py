@@ -1,7 +1,10 @@
 """The sampler stage: continuations of token prefixes, one reproducible draw per (prompt, seed).
 
-Each (prompt, seed) row draws from its own ``torch.Generator`` seeded by both (``row_seed``): a
-sample is reproducible whatever batch or actor it lands in. Used by the open-ended evaluation
+Each (prompt, seed) row draws from its own ``torch.Generator`` seeded by both (``row_seed``): its
+random numbers do not depend on the batch or actor it lands in, and in fp32 neither does its sample.
+In bf16 the rows sharing a decode change the matmuls' rounding and so, now and then, a drawn token
+(benchmarks/README.md, "Evaluation stages"); the same rows in the same batches reproduce exactly.
+Used by the open-ended evaluation
 (paper 4.1) and by the oracle-corpus sampler (paper 4.1.3), which is why it sits below both.
 """
 from __future__ import annotations
