@@ -65,6 +65,9 @@ def _check_layer_index(model: str, layer: int, n_layers: int) -> None:
 class Featurizer(ModelActor):
     """Ray Data stage: rows ``text`` -> ``features`` (float32 vector)."""
 
+    reusable = True
+    """Stateless between batches: the local executor keeps it for the next ``featurize`` call."""
+
     def __init__(self, model_path: str, pooling: str, max_tokens: int, layer: int = -1, threads: int = 1,
                  device: str = "cpu", dtype: str = "fp32"):
         super().__init__(threads, device)
@@ -85,12 +88,55 @@ class Featurizer(ModelActor):
         from emo_ray.models.loading import input_device, pad_batch
 
         ids, mask = pad_batch(enc, side="right", device=input_device(self.model))  # pool_last reads right padding
-        # The base model gives the hidden states (hidden_states[-1] is the final, normed one)
-        # without paying for the vocabulary projection.
-        out = self.model.base_model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer != -1)
-        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-        feats = self.pool(hidden.float(), mask).cpu().numpy().astype(np.float32)
-        return batch.assign(features=list(feats))
+        feats = self.pool(hidden_state(self.model.base_model, ids, mask, self.layer).float(), mask)
+        return batch.assign(features=list(feats.cpu().numpy().astype(np.float32)))
+
+
+class _Reached(Exception):
+    """Raised by the forward hook on the last decoder layer a feature needs, carrying its output."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+
+def decoder_layers(base) -> torch.nn.ModuleList | None:
+    """The decoder blocks of a base model (Llama / Gemma / Qwen ``layers``, GPT-2 ``h``), or None."""
+    for name in ("layers", "h"):
+        blocks = getattr(base, name, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    return None
+
+
+def hidden_state(base, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """``hidden_states[layer]`` of ``base`` (the embeddings, every block's output, the final normed
+    state last), computing no block after the one that produces it.
+
+    MAUVE reads layer -8 of Gemma-3-270M: the old full forward ran 18 blocks for the output of the
+    11th, i.e. 39 % of the featurizer's work thrown away. The early exit stops the forward with an
+    exception from that block's forward hook; what it returns is the very tensor
+    ``output_hidden_states`` records there (checked bit for bit in tests/evaluation/test_featurize.py),
+    so the features do not change. The base model never builds the vocabulary projection."""
+    blocks = decoder_layers(base)
+    n_states = len(blocks) + 1 if blocks is not None else None
+    index = layer % n_states if n_states else None
+    if layer == -1 or index == n_states - 1:
+        return base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    if not index:  # the embeddings, or a layout without a block list: the full forward
+        return base(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True).hidden_states[layer]
+
+    def stop(module, args, output):
+        raise _Reached(output[0] if isinstance(output, tuple) else output)
+
+    hook = blocks[index - 1].register_forward_hook(stop)
+    try:
+        base(input_ids=ids, attention_mask=mask, use_cache=False)
+    except _Reached as reached:
+        return reached.hidden
+    finally:
+        hook.remove()
+    raise RuntimeError(f"block {index - 1} of {type(base).__name__} never ran")
 
 
 def featurizer_identity(model_path: str, pooling: str, max_tokens: int, layer: int = -1, dtype: str = "fp32") -> str:

@@ -126,7 +126,8 @@ def sample_continuations(model_path: str, corpus: Corpus, cfg: EvalConfig) -> Sa
     if g.window_unit == "words":  # a prompt's seeds side by side: longer equal-length runs per sampling batch
         rows.sort(key=lambda r: (g.decoders.index(r["decoder"]), r["prompt_id"]))
     max_new, min_new = corpus.gen_tokens + g.extra_tokens, 0 if g.stop_at_eos else corpus.gen_tokens
-    gens = map_rows(rows, Sampler, {"model_path": model_path, "gen_tokens": max_new, "min_tokens": min_new},
+    gens = map_rows(rows, Sampler, {"model_path": model_path, "gen_tokens": max_new, "min_tokens": min_new,
+                                    "pad_prefixes": g.pad_prefixes},
                     execution=cfg.execution, batch_size=g.batch_size)
     table = pd.DataFrame(gens).drop(columns=["prefix_ids", "gen_ids"])
     table["prefix"] = [prompts[i].prefix for i in table["prompt_id"]]
@@ -167,7 +168,8 @@ def oracle_scores(samples: Samples, cfg: EvalConfig) -> tuple[str, list[tuple[fl
     rows = [{"prefix": a, "continuation": b, "kind": "model", "idx": i} for i, a, b in zip(ok.index, ok["prefix"], ok["generation"])]
     rows += [{"prefix": p.prefix, "continuation": p.reference, "kind": "human", "idx": p.prompt_id} for p in samples.prompts]
     oracle_path = materialize(cfg.oracle.model)
-    scored = score_continuations(rows, oracle_path, execution=cfg.execution, batch_size=cfg.oracle.batch_size)
+    scored = score_continuations(rows, oracle_path, execution=cfg.execution, batch_size=cfg.oracle.batch_size,
+                                 fp32_head=cfg.oracle.fp32_head)
     model_nll = {r["idx"]: (r["nll_sum"], r["n_tokens"]) for r in scored if r["kind"] == "model"}
     table["oracle_nll_sum"] = [model_nll.get(i, (np.nan, 0))[0] for i in table.index]
     table["oracle_tokens"] = [model_nll.get(i, (np.nan, 0))[1] for i in table.index]

@@ -124,10 +124,34 @@ class _StageBar:
             self.bar.close()
 
 
+_IDLE: dict = {}
+"""At most one idle local actor of a class that opts in (``reusable = True``), with the
+constructor arguments it was built with (the key)."""
+
+
+def local_actor(actor_cls, kwargs: dict):
+    """The local actor for ``actor_cls(**kwargs)``: the idle one when the last local stage built
+    the same (a ``reusable`` class: MAUVE featurizes the human windows, the generations and the
+    ceiling's second windows in three calls, one model load instead of three), else a new one.
+    Any other stage first drops the idle actor, so at most one extra model is ever held."""
+    key = (actor_cls, repr(sorted(kwargs.items())))
+    idle = _IDLE.pop(key, None)
+    release_local_actors()
+    actor = idle if idle is not None else actor_cls(**kwargs)
+    if getattr(actor_cls, "reusable", False):
+        _IDLE[key] = actor
+    return actor
+
+
+def release_local_actors() -> None:
+    """Drop the idle local actor (and its model) now rather than at the next stage."""
+    _IDLE.clear()
+
+
 def _map_local(rows, actor_cls, kwargs, batch_size, progress) -> list[dict]:
     import pandas as pd
 
-    actor = actor_cls(**kwargs)
+    actor = local_actor(actor_cls, kwargs)
     out: list[dict] = []
     bar = _StageBar(len(rows), actor_cls, progress)
     try:

@@ -56,3 +56,34 @@ def test_samples_do_not_depend_on_batch_mates_and_stop_at_eos(tiny):
     # Every token is EOS: empty generations, flagged as ended.
     toks, ended = sample(model, prefixes, dec, gens(range(4)), 5, set(range(len(tok))))
     assert toks == [[], [], [], []] and ended == [True] * 4
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_prefill_head_on_last_position_only_is_bit_identical(tiny_path, dtype):
+    """The sampler's prefill asks for the last position's logits only (``logits_to_keep=1``): the
+    same numbers, bit for bit, as slicing the full logits (fp32 head rows do not depend on how many
+    rows share the GEMM), so samples are unchanged."""
+    from emo_ray.models.loading import load_for_eval
+
+    model, _ = load_for_eval(tiny_path, "cpu", dtype=dtype)
+    ids = torch.randint(3, 200, (5, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[:, -1]
+        last = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+    assert torch.equal(full, last)
+
+
+def test_padded_batch_of_mixed_lengths_samples_like_rows_alone(tiny):
+    """``pad=True``: left-padded prefixes of different lengths decode as one batch; in fp32 each
+    row draws what it draws alone (positions and masks are right; bf16 would move last bits)."""
+    model, _ = tiny
+    prefixes = [list(range(10, 14)), list(range(20, 29)), list(range(30, 36))]
+    gens = lambda ids: [torch.Generator().manual_seed(i) for i in ids]  # noqa: E731
+    dec = get_decoder("ancestral")
+    padded, ended = sample(model, prefixes, dec, gens(range(3)), 10, set(), pad=True)
+    for r, p in enumerate(prefixes):
+        alone, _ = sample(model, [p], dec, gens([r]), 10, set())
+        assert padded[r] == alone[0]
+    assert ended == [False] * 3 and all(len(t) == 10 for t in padded)
+    with pytest.raises(ValueError, match="same length"):
+        sample(model, prefixes, dec, gens(range(3)), 2, set())
