@@ -120,19 +120,19 @@ class TrainConfig:
     fp32 otherwise; the choice is logged and recorded as the ``train.precision_resolved`` param.
     Master weights and optimizer state stay fp32; softmax, EMO transport and loss run in fp32.
     ``fp16`` is GPU only."""
-    checkpoint_every: Annotated[int, Bounds(ge=0, note="0: only at the end")] = 0
+    checkpoint_every: Annotated[int, Bounds(ge=0, note="0: only at the end")] = field(default=0, metadata=typed_config.NEUTRAL)
     """Save a DeepSpeed checkpoint every N steps (0: only at the end)."""
     checkpoint_every_minutes: Annotated[float, Bounds(ge=0, note="0: off")] = 0.0
     """Also save one when this many minutes of wall clock (rank 0's) passed since the last save
     or the start (0: off). A full 13B checkpoint takes minutes to write: a time basis bounds the
     work lost to a failure without paying that write every few steps of a fast run (issue 27.4)."""
-    keep_checkpoints: Annotated[int, Bounds(ge=1)] = 2
-    final_checkpoint: Literal["full", "weights"] = "full"
+    keep_checkpoints: Annotated[int, Bounds(ge=1)] = field(default=2, metadata=typed_config.NEUTRAL)
+    final_checkpoint: Literal["full", "weights"] = field(default="full", metadata=typed_config.NEUTRAL)
     """What the last checkpoint holds. ``full``: the DeepSpeed state (weights, optimizer
     moments, scheduler) and the Hugging Face export, so training can continue from it.
     ``weights``: the Hugging Face export and the final metrics only, about 4x smaller with
     Adam in fp32 (5.1 -> 1.1 GB for Gemma-3-270M); what a sweep keeps per trial."""
-    log_every: Annotated[int, Bounds(ge=1)] = 1
+    log_every: Annotated[int, Bounds(ge=1)] = field(default=1, metadata=typed_config.NEUTRAL)
     overflow_patience: Annotated[int, Bounds(ge=0)] = 10
     """fp16 dynamic loss scaling: consecutive overflow-skipped steps tolerated before the run
     stops as diverged (fp32 and bf16 never skip steps)."""
@@ -142,7 +142,7 @@ class TrainConfig:
     further step can change."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapters instead of full fine-tuning (``train.lora.rank > 0``)."""
-    debug_fail_at_step: Annotated[int, Bounds(ge=0)] = 0
+    debug_fail_at_step: Annotated[int, Bounds(ge=0)] = field(default=0, metadata=typed_config.NEUTRAL)
     """Fault injection for tests: the rank-0 worker process exits at this step on the first
     attempt (no checkpoint restored yet). 0 = never."""
     eval_every: Annotated[int, Bounds(ge=0, note="0: only at the end")] = 0
@@ -208,8 +208,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ray: RayConfig = field(default_factory=RayConfig, metadata=typed_config.NEUTRAL)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata=typed_config.NEUTRAL)
     plugins: tuple[str, ...] = ()
     """Python modules (``my_pkg.losses``) or ``.py`` files imported before the config is checked,
     in the driver and in every worker: register your own objective there with

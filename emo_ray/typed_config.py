@@ -274,3 +274,23 @@ def to_yaml(obj) -> str:
         return v
 
     return yaml.safe_dump(plain(dataclasses.asdict(obj)), sort_keys=False)
+
+
+NEUTRAL = types.MappingProxyType({"neutral": True})
+"""Field metadata, ``field(default=..., metadata=NEUTRAL)``: the value does not change what a run
+computes, only where, when or how it is recorded (a training run may resume with it changed). On
+a section, every field of the section is neutral."""
+
+
+def neutral_keys(cls, prefix: str = "") -> frozenset[str]:
+    """The dotted leaf keys of the config class ``cls`` marked :data:`NEUTRAL`, by their own field
+    or by a section's."""
+    out: set[str] = set()
+    for f in dataclasses.fields(cls):
+        tp, key = _type_hints(cls)[f.name], f"{prefix}{f.name}"
+        section = dataclasses.is_dataclass(tp)
+        if f.metadata.get("neutral"):
+            out |= {f"{key}.{k}" for k in to_flat(tp())} if section else {key}
+        elif section:
+            out |= neutral_keys(tp, f"{key}.")
+    return frozenset(out)

@@ -2,16 +2,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from emo_ray.config import Config
-
-
-def train_precision(cfg: Config) -> str:
-    """``train.precision`` resolved for the workers' device (``auto``: bf16 where the hardware
-    has it, see ``emo_ray.precision``)."""
-    from emo_ray.precision import resolve
-
-    return resolve(cfg.train.precision, "cuda" if cfg.ray.use_gpu else "cpu", what="train.precision")
 
 
 # How bf16 is run, per device (measured on this project's 2-core AMX/avx512_bf16 EPYC box):
@@ -22,24 +15,76 @@ def train_precision(cfg: Config) -> str:
 #   but it runs the *whole* network in bf16 (residual stream, norms, attention softmax, the hidden
 #   states the loss sees) and reduces bf16 gradients; autocast puts only the matmuls in bf16 and
 #   keeps softmax, EMO transport and the loss fp32 (tests/losses/test_bf16.py), for the same speed.
-def use_bf16(cfg: Config) -> bool:
-    """DeepSpeed's bf16 mode (GPU only; CPUs use autocast, ``cpu_autocast_dtype``)."""
-    return cfg.ray.use_gpu and train_precision(cfg) == "bf16"
+@dataclass(frozen=True)
+class TrainPrecision:
+    """``train.precision`` resolved once for the workers' device, and what each part of training
+    does with it (DeepSpeed's modes, the weights' dtype, autocast)."""
+
+    name: str
+    """``fp32 | bf16 | fp16``: never ``auto``."""
+    gpu: bool
+
+    @property
+    def deepspeed_bf16(self) -> bool:
+        """DeepSpeed's bf16 mode (GPU only; CPUs use autocast, ``autocast_dtype``)."""
+        return self.gpu and self.name == "bf16"
+
+    @property
+    def deepspeed_fp16(self) -> bool:
+        return self.gpu and self.name == "fp16"
+
+    @property
+    def autocast_dtype(self):
+        """``torch.bfloat16`` when a CPU run trains in bf16 (under autocast), else None."""
+        import torch
+
+        return torch.bfloat16 if not self.gpu and self.name == "bf16" else None
+
+    @property
+    def weights_dtype(self):
+        """The dtype the model is loaded in: DeepSpeed's bf16/fp16 modes train 16-bit module
+        weights; fp32 otherwise (CPU autocast keeps fp32 weights)."""
+        import torch
+
+        return torch.bfloat16 if self.deepspeed_bf16 else torch.float16 if self.deepspeed_fp16 else torch.float32
+
+    @property
+    def compute_dtype(self):
+        """The dtype the matmuls run in (the MFU denominator's)."""
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name, torch.float32)
+
+    def autocast(self):
+        """The context forward + loss run in: CPU bf16 autocast, or nothing."""
+        import contextlib
+
+        import torch
+
+        amp = self.autocast_dtype
+        return torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext()
+
+    def how(self) -> str:
+        """How the low precision is run, for the one log line."""
+        if self.autocast_dtype is not None:
+            return "autocast, fp32 master weights"
+        return "DeepSpeed bf16/fp16 mode" if self.name != "fp32" else ""
 
 
-def use_fp16(cfg: Config) -> bool:
-    return cfg.ray.use_gpu and train_precision(cfg) == "fp16"
+def train_precision(cfg: Config) -> TrainPrecision:
+    """``train.precision`` resolved for the workers' device (``auto``: bf16 where the hardware
+    has it, see ``emo_ray.precision``). Call once per worker and pass the result: ``auto`` is
+    resolved where the workers compute, not on the driver (a CPU head node would say fp32)."""
+    from emo_ray.precision import resolve
+
+    gpu = cfg.ray.use_gpu
+    return TrainPrecision(resolve(cfg.train.precision, "cuda" if gpu else "cpu", what="train.precision"), gpu)
 
 
-def cpu_autocast_dtype(cfg: Config):
-    """``torch.bfloat16`` when a CPU run trains in bf16 (under autocast), else None."""
-    import torch
-
-    return torch.bfloat16 if not cfg.ray.use_gpu and train_precision(cfg) == "bf16" else None
-
-
-def deepspeed_config(cfg: Config) -> dict:
+def deepspeed_config(cfg: Config, precision: TrainPrecision | None = None) -> dict:
+    """DeepSpeed's config; ``precision`` as the worker resolved it (default: resolved here)."""
     t = cfg.train
+    precision = precision or train_precision(cfg)
     zero: dict = {"stage": t.zero_stage}
     if t.zero_stage == 3:
         # Lets the final save gather a consolidated 16-bit copy of the weights.
@@ -50,8 +95,8 @@ def deepspeed_config(cfg: Config) -> dict:
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": t.grad_accum,
         "gradient_clipping": t.clip_grad_norm,
-        "bf16": {"enabled": use_bf16(cfg)},
-        "fp16": {"enabled": use_fp16(cfg)},
+        "bf16": {"enabled": precision.deepspeed_bf16},
+        "fp16": {"enabled": precision.deepspeed_fp16},
         "zero_optimization": zero,
         "optimizer": {
             "type": "AdamW",
@@ -81,13 +126,14 @@ def optimizer_impl(cfg: Config) -> dict:
     return {"torch_adam": True, "fused": impl == "fused", "foreach": impl == "foreach"}
 
 
-def unscaled_grad_norm(norm: float | None, loss_scale: float | None, cfg: Config) -> float | None:
+def unscaled_grad_norm(norm: float | None, loss_scale: float | None, precision: TrainPrecision,
+                       zero_stage: int) -> float | None:
     """The gradient norm of the loss, not of the loss-scaled gradients. Under fp16 at ZeRO stage 0
     DeepSpeed wraps torch's AdamW in ``FP16_UnfusedOptimizer``, whose recorded norm (like the norm
     of the module's gradients) is taken before unscaling; ZeRO 1-3 and the bf16 / fp32 paths
     already report it unscaled. ``loss_scale``: the scale the step's backward used (read before
     ``engine.step()``, which may change it)."""
-    if norm is None or not (use_fp16(cfg) and cfg.train.zero_stage == 0 and loss_scale):
+    if norm is None or not (precision.deepspeed_fp16 and zero_stage == 0 and loss_scale):
         return norm
     return float(norm) / float(loss_scale)
 

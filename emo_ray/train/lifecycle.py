@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from emo_ray import tracking
 
@@ -19,6 +20,26 @@ FINISHED_KEY = "finished"
 RERUN_OF_TAG = tracking.tags.RERUN_OF
 RERUN_OF_RAY_RUN_TAG = tracking.tags.RERUN_OF_RAY_RUN
 RERUN_SUFFIX = "-rerun"
+
+
+@dataclass
+class FitResult:
+    mlflow_run_id: str
+    metrics: dict
+    """Final metrics as Ray Train reported them (plain names: ``loss``, ``val_ppl``...)."""
+    checkpoint_path: str | None
+    hf_model_path: str | None
+    """The exported Hugging Face folder: a local path, or a URI (``s3://...``) on remote storage."""
+    ray_run_name: str
+    n_params: int = 0
+    """Parameters of the model, counted from its config on the meta device."""
+    run_name: str = ""
+    """The MLflow run's name."""
+    tracking_uri: str = ""
+    experiment_id: str = ""
+    already_finished: bool = False
+    """True when ``ray.run_name`` had finished already and nothing ran (``ray.rerun_finished=skip``):
+    the fields describe that finished run."""
 
 
 def finished_record(result) -> dict:

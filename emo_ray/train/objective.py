@@ -72,31 +72,49 @@ def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -
     the live head weight, read at every step (and gathered under ZeRO-3).
     """
     t = cfg.train
-    spec = get_spec(t.loss)
-    impl = t.loss_impl
+    chunked = _use_chunked(cfg, model)
+    fixed = _fixed_cost_embedding(cfg, model, cost_model_path)
+    compute = _chunked_compute(t, fixed) if chunked else _reference_compute(t, fixed)
+    return Objective(t.loss, chunked, compute, tuple(fixed.shape) if fixed is not None else ())
+
+
+def _use_chunked(cfg: Config, model) -> bool:
+    """``train.loss_impl``: ``chunked`` (refused where it is not exact), ``reference``, or
+    ``auto``: chunked exactly where it is exact."""
+    t = cfg.train
     exact = chunked_is_exact(cfg, model)
-    if impl == "chunked" and not exact:
+    if t.loss_impl == "chunked" and not exact:
         raise ValueError(
             f"train.loss_impl=chunked is not exact for this setup (loss {t.loss!r}, head "
             f"{type(model.get_output_embeddings()).__name__}, logit soft-capping "
             f"{getattr(model.config, 'final_logit_softcapping', None)}, precision {t.precision}); "
             "use 'reference' or 'auto'"
         )
-    chunked = impl == "chunked" or (impl == "auto" and exact)
-    fixed = None
-    if spec.needs_cost_embedding and t.cost_embedding == "fixed" and t.cost_embedding_model:
-        from emo_ray.models.cost_embedding import load_other_head
+    return t.loss_impl == "chunked" or (t.loss_impl == "auto" and exact)
 
-        if cost_model_path is None:
-            from emo_ray.models.loading import materialize
 
-            cost_model_path = materialize(t.cost_embedding_model)
-        own = head_weight(model)
-        fixed = load_other_head(cost_model_path, vocab_size=getattr(own, "ds_shape", own.shape)[0],
-                                dtype=own.dtype, device=own.device)
-    elif spec.needs_cost_embedding and t.cost_embedding == "fixed":
-        fixed = fixed_cost_embedding(model)
+def _fixed_cost_embedding(cfg: Config, model, cost_model_path: str | None):
+    """The fixed cost embedding ``(V, d)``: the model's own pre-trained head, copied before any
+    update, or ``train.cost_embedding_model``'s head; None for an adaptive one or none at all."""
+    t = cfg.train
+    if not get_spec(t.loss).needs_cost_embedding or t.cost_embedding != "fixed":
+        return None
+    if not t.cost_embedding_model:
+        return fixed_cost_embedding(model)
+    from emo_ray.models.cost_embedding import load_other_head
 
+    if cost_model_path is None:
+        from emo_ray.models.loading import materialize
+
+        cost_model_path = materialize(t.cost_embedding_model)
+    own = head_weight(model)
+    return load_other_head(cost_model_path, vocab_size=getattr(own, "ds_shape", own.shape)[0],
+                           dtype=own.dtype, device=own.device)
+
+
+def _reference_compute(t, fixed) -> Callable[..., LossOutput]:
+    """The materialised path: the model's logits, then the loss."""
+    spec = get_spec(t.loss)
     on_device: dict = {}  # the fixed table on the compute device, copied once
 
     def cost_embedding(module, device):
@@ -107,57 +125,61 @@ def build_objective(cfg: Config, model, *, cost_model_path: str | None = None) -
             # device: move it once, not at every micro-step (issue 27.8), and row-normalise it once
             # for the materialised loss (the chunked path prepares its own copy once).
             if device not in on_device:
-                on_device[device] = fixed.to(device) if chunked else normalize_cost_embedding(fixed.to(device))
+                on_device[device] = normalize_cost_embedding(fixed.to(device))
             return on_device[device]
         weight = head_weight(module)
         with gathered(weight):
             return weight.detach().clone() if hasattr(weight, "ds_id") else weight.detach()
 
-    if chunked:
-        from emo_ray.losses.chunked import CostEmbedding, chunked_loss
+    def compute(engine, input_ids, labels=None):
+        logits = engine(input_ids=input_ids).logits
+        cost = cost_embedding(getattr(engine, "module", engine), logits.device)
+        fn = get_loss(t.loss, cost_embedding=cost, **t.loss_kwargs)
+        return fn(logits, input_ids if labels is None else labels)
 
-        fixed_table = CostEmbedding(fixed) if fixed is not None else None  # prepared at first use, then reused
+    return compute
 
-        def compute(engine, input_ids, labels=None):
-            """``engine(input_ids)`` with the model's forward replaced by body + chunked loss, and
-            the chunk loop run as the output head's forward: the same module calls, hooks and
-            engine bookkeeping as the materialised path (``engine(...).logits``). Under ZeRO-3
-            the head's hooks gather its weight for the loop (and release it after), and its
-            gradient, computed inside the loop, reaches the partitioned parameter through
-            autograd like any module's; the model's hooks close the step's parameter trace."""
-            module = getattr(engine, "module", engine)
-            head = module.get_output_embeddings()
-            out: dict = {}
-            targets = input_ids if labels is None else labels  # IGNORE_INDEX positions: skipped
 
-            def head_forward(hidden):
-                # Inside the head's call its weight is whole even under ZeRO-3, so the adaptive
-                # cost embedding is that weight, detached: no copy, no second gather.
-                cost = None
-                if spec.needs_cost_embedding:
-                    cost = fixed_table if fixed_table is not None else head.weight.detach()
-                res = chunked_loss(
-                    t.loss, hidden, head.weight, targets, head_bias=head.bias,
-                    cost_embedding=cost, chunk_size=t.loss_chunk_size, **t.loss_kwargs,
-                )
-                out["res"] = res
-                return res.loss
+def _chunked_compute(t, fixed) -> Callable[..., LossOutput]:
+    """The chunked path (``emo_ray.losses.chunked``): the logits are never materialised."""
+    from emo_ray.losses.chunked import CostEmbedding, chunked_loss
 
-            def model_forward(input_ids):
-                hidden = module.base_model(input_ids=input_ids).last_hidden_state
-                return head(hidden)
+    spec = get_spec(t.loss)
+    fixed_table = CostEmbedding(fixed) if fixed is not None else None  # prepared at first use, then reused
 
-            with _as_forward(module, model_forward), _as_forward(head, head_forward):
-                # ZeRO-3's hooks wrap the loss in autograd functions: keep what the call returns.
-                loss = engine(input_ids=input_ids)
-            res = out["res"]
-            return LossOutput(loss, res.n_tokens, res.metrics)
-    else:
+    def compute(engine, input_ids, labels=None):
+        """``engine(input_ids)`` with the model's forward replaced by body + chunked loss, and
+        the chunk loop run as the output head's forward: the same module calls, hooks and
+        engine bookkeeping as the materialised path (``engine(...).logits``). Under ZeRO-3
+        the head's hooks gather its weight for the loop (and release it after), and its
+        gradient, computed inside the loop, reaches the partitioned parameter through
+        autograd like any module's; the model's hooks close the step's parameter trace."""
+        module = getattr(engine, "module", engine)
+        head = module.get_output_embeddings()
+        out: dict = {}
+        targets = input_ids if labels is None else labels  # IGNORE_INDEX positions: skipped
 
-        def compute(engine, input_ids, labels=None):
-            logits = engine(input_ids=input_ids).logits
-            cost = cost_embedding(getattr(engine, "module", engine), logits.device)
-            fn = get_loss(t.loss, cost_embedding=cost, **t.loss_kwargs)
-            return fn(logits, input_ids if labels is None else labels)
+        def head_forward(hidden):
+            # Inside the head's call its weight is whole even under ZeRO-3, so the adaptive
+            # cost embedding is that weight, detached: no copy, no second gather.
+            cost = None
+            if spec.needs_cost_embedding:
+                cost = fixed_table if fixed_table is not None else head.weight.detach()
+            res = chunked_loss(
+                t.loss, hidden, head.weight, targets, head_bias=head.bias,
+                cost_embedding=cost, chunk_size=t.loss_chunk_size, **t.loss_kwargs,
+            )
+            out["res"] = res
+            return res.loss
 
-    return Objective(t.loss, chunked, compute, tuple(fixed.shape) if fixed is not None else ())
+        def model_forward(input_ids):
+            hidden = module.base_model(input_ids=input_ids).last_hidden_state
+            return head(hidden)
+
+        with _as_forward(module, model_forward), _as_forward(head, head_forward):
+            # ZeRO-3's hooks wrap the loss in autograd functions: keep what the call returns.
+            loss = engine(input_ids=input_ids)
+        res = out["res"]
+        return LossOutput(loss, res.n_tokens, res.metrics)
+
+    return compute

@@ -35,7 +35,7 @@ def test_valid_selection_configs():
 def test_cost_embedding_model_is_ignored_without_a_cost_embedding():
     """A sweep sets it once for every objective (table3, as the official LoRA script): MLE
     neither fails nor loads the other model."""
-    from emo_ray.train.launch import _check_cost_embedding_model
+    from emo_ray.train.prepare import _check_cost_embedding_model
 
     cfg = load_config(None, ["train.loss=mle", "train.cost_embedding_model=/no/such/model"])
     assert _check_cost_embedding_model(cfg, "unused") is None
@@ -44,7 +44,7 @@ def test_cost_embedding_model_is_ignored_without_a_cost_embedding():
 def test_vocab_mismatch_is_an_early_config_error(tmp_path, monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from emo_ray.train.launch import _check_cost_embedding_model
+    from emo_ray.train.prepare import _check_cost_embedding_model
 
     monkeypatch.setenv("EMO_RAY_CACHE", str(tmp_path / "cache"))
     LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

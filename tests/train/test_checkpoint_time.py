@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emo_ray.config import ConfigError, load_config
-from emo_ray.train.launch import drop_superseded_checkpoints
+from emo_ray.train.finalize import drop_superseded_checkpoints
 from emo_ray.train.checkpoint_io import checkpoint_due, rank0_decides
 
 

@@ -39,7 +39,7 @@ def _rank_main(rank: int, port: int, model_path: str, out_root: str) -> None:
     from transformers import AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
 
-    from emo_ray.train import worker
+    from emo_ray.train import saving
 
     cfg = load_config(None, ["train.zero_stage=3", "train.micro_batch_size=2", "ray.num_workers=2"])
     ds_cfg = deepspeed_config(cfg)
@@ -66,7 +66,7 @@ def _rank_main(rank: int, port: int, model_path: str, out_root: str) -> None:
     deepspeed.zero.GatheredParameters = Recording
     out = os.path.join(out_root, f"rank{rank}", "hf")
     try:
-        worker._save_hf(engine, cfg, __import__("pathlib").Path(out), model_path, rank)
+        saving.save_hf(engine, cfg, __import__("pathlib").Path(out), model_path, rank)
     finally:
         deepspeed.zero.GatheredParameters = original
     own = [sum(p.ds_numel for p in m.parameters(recurse=False)) for m in engine.module.modules()]

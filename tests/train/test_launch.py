@@ -5,7 +5,7 @@ and reads "not found" as dead; left to machine-wide discovery its client can lan
 on the same machine, and then it removes the placement group under a running trial."""
 import os
 
-from emo_ray.train.launch import API_SERVER_ENV
+from emo_ray.ray_runtime import API_SERVER_ENV
 
 
 def test_workers_query_their_own_cluster_state_api(ray_local):
@@ -38,7 +38,7 @@ def test_driver_environment_is_not_redirected(ray_local):
 def test_dashboard_port_is_free_and_outside_ephemeral_and_ray_worker_ranges():
     import socket
 
-    from emo_ray.train.launch import _free_port
+    from emo_ray.ray_runtime import free_port as _free_port
 
     for _ in range(20):
         port = _free_port()

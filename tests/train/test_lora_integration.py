@@ -64,19 +64,20 @@ def _stage_main(rank: int, port: int, stage: int, model_path: str, out_root: str
     import torch.distributed as dist
 
     dist.init_process_group("gloo", rank=0, world_size=1)
-    from emo_ray.train.deepspeed_setup import deepspeed_config, prepare_deepspeed_env
+    from emo_ray.train.deepspeed_setup import deepspeed_config, prepare_deepspeed_env, train_precision
 
     prepare_deepspeed_env(False)
     import deepspeed
 
-    from emo_ray.train import worker
+    from emo_ray.train import saving, worker
     from emo_ray.train.objective import build_objective
 
     cfg = load_config(None, [f"train.zero_stage={stage}", "train.micro_batch_size=2", "ray.num_workers=1",
                              "train.loss=emo", "train.lora.rank=4", "train.lora.dropout=0", "train.lr=1e-2",
                              "train.precision=fp32"])
-    ds_cfg = deepspeed_config(cfg)
-    model, _ = worker._load_model(cfg, model_path, ds_cfg)
+    precision = train_precision(cfg)
+    ds_cfg = deepspeed_config(cfg, precision)
+    model, _ = worker._load_model(cfg, model_path, ds_cfg, precision)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     objective = build_objective(cfg, model)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
@@ -87,7 +88,7 @@ def _stage_main(rank: int, port: int, stage: int, model_path: str, out_root: str
         engine.step()
     params = dict(engine.module.named_parameters())
     torch.save({"base_equal": all(torch.equal(params[n], v) for n, v in base.items())}, os.path.join(out_root, "state.pt"))
-    worker._save_hf(engine, cfg, Path(out_root) / "hf", model_path, 0)
+    saving.save_hf(engine, cfg, Path(out_root) / "hf", model_path, 0)
     dist.destroy_process_group()
 
 

@@ -8,7 +8,7 @@ import torch
 
 from emo_ray import precision
 from emo_ray.config import load_config
-from emo_ray.train.deepspeed_setup import deepspeed_config, unscaled_grad_norm
+from emo_ray.train.deepspeed_setup import deepspeed_config, train_precision, unscaled_grad_norm
 
 
 @pytest.fixture
@@ -63,9 +63,12 @@ def test_cpu_runs_use_torchs_fused_adamw_too():
 def test_the_fp16_zero0_grad_norm_is_divided_by_the_loss_scale(gpu_configs):
     """DeepSpeed's FP16_UnfusedOptimizer (wrapping torch's AdamW at ZeRO-0) records the norm of
     the scaled gradients; ZeRO 1-3 and bf16 report it unscaled already."""
-    assert unscaled_grad_norm(2048.0, 1024.0, gpu_configs["fp16 ZeRO-0"]) == 2.0
-    assert unscaled_grad_norm(None, 1024.0, gpu_configs["fp16 ZeRO-0"]) is None
-    assert unscaled_grad_norm(2.0, None, gpu_configs["fp16 ZeRO-0"]) == 2.0  # no scaler, nothing to undo
-    assert unscaled_grad_norm(2.0, 1024.0, gpu_configs["bf16 ZeRO-2"]) == 2.0
+    def unscaled(norm, scale, cfg):  # the precision resolved once, as the worker does
+        return unscaled_grad_norm(norm, scale, train_precision(cfg), cfg.train.zero_stage)
+
+    assert unscaled(2048.0, 1024.0, gpu_configs["fp16 ZeRO-0"]) == 2.0
+    assert unscaled(None, 1024.0, gpu_configs["fp16 ZeRO-0"]) is None
+    assert unscaled(2.0, None, gpu_configs["fp16 ZeRO-0"]) == 2.0  # no scaler, nothing to undo
+    assert unscaled(2.0, 1024.0, gpu_configs["bf16 ZeRO-2"]) == 2.0
     fp16_zero2 = load_config(None, ["ray.use_gpu=true", "train.precision=fp16", "train.zero_stage=2"])
-    assert unscaled_grad_norm(2.0, 1024.0, fp16_zero2) == 2.0
+    assert unscaled(2.0, 1024.0, fp16_zero2) == 2.0

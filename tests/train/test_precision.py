@@ -83,17 +83,37 @@ def test_measure_matmul_runs():
 
 
 def test_deepspeed_precision_config_per_device(monkeypatch):
-    from emo_ray.train.deepspeed_setup import cpu_autocast_dtype, deepspeed_config, train_precision
+    from emo_ray.train.deepspeed_setup import deepspeed_config, train_precision
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"amx_bf16"}))
     cpu = load_config(None, ["train.precision=auto"])
-    assert train_precision(cpu) == "bf16" and cpu_autocast_dtype(cpu) == torch.bfloat16
-    ds = deepspeed_config(cpu)  # CPU bf16 = autocast, DeepSpeed's own bf16/fp16 modes off
+    resolved = train_precision(cpu)
+    assert resolved.name == "bf16" and resolved.autocast_dtype == torch.bfloat16
+    assert resolved.weights_dtype == torch.float32  # CPU autocast: fp32 master weights in the module
+    ds = deepspeed_config(cpu, resolved)  # CPU bf16 = autocast, DeepSpeed's own bf16/fp16 modes off
     assert ds["bf16"] == {"enabled": False} and ds["fp16"] == {"enabled": False}
-    assert cpu_autocast_dtype(load_config(None, ["train.precision=fp32"])) is None
+    assert train_precision(load_config(None, ["train.precision=fp32"])).autocast_dtype is None
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
-    assert cpu_autocast_dtype(load_config(None, ["train.precision=auto"])) is None
+    assert train_precision(load_config(None, ["train.precision=auto"])).autocast_dtype is None
     monkeypatch.setattr(precision, "cuda_has_bf16", lambda: True)
-    gpu = load_config(None, ["ray.use_gpu=true"])
-    assert deepspeed_config(gpu)["bf16"] == {"enabled": True} and cpu_autocast_dtype(gpu) is None
-    assert deepspeed_config(load_config(None, ["ray.use_gpu=true", "train.precision=fp16"]))["fp16"] == {"enabled": True}
+    gpu = train_precision(load_config(None, ["ray.use_gpu=true"]))
+    assert (gpu.name, gpu.autocast_dtype, gpu.weights_dtype) == ("bf16", None, torch.bfloat16)
+    assert deepspeed_config(load_config(None, ["ray.use_gpu=true"]))["bf16"] == {"enabled": True}
+    fp16 = load_config(None, ["ray.use_gpu=true", "train.precision=fp16"])
+    assert deepspeed_config(fp16)["fp16"] == {"enabled": True} and train_precision(fp16).weights_dtype == torch.float16
+
+
+def test_precision_is_resolved_once_per_worker(monkeypatch):
+    """The worker resolves ``train.precision`` once and passes the result: DeepSpeed's config,
+    the model's dtype and autocast read that object, never the setting again."""
+    from emo_ray.train.deepspeed_setup import deepspeed_config, train_precision
+
+    calls = []
+    real = precision.resolve
+    monkeypatch.setattr(precision, "resolve", lambda *a, **k: calls.append(a) or real(*a, **k))
+    cfg = load_config(None, ["train.precision=auto"])
+    resolved = train_precision(cfg)
+    deepspeed_config(cfg, resolved)
+    with resolved.autocast():
+        pass
+    assert len(calls) == 1
