@@ -52,7 +52,8 @@ def record_model(run_id: str, run_name: str, ckpt_uri: str | None, hf: str | Non
             return  # a resumed run: its model is recorded already
         mlflow.create_external_model(
             name=run_name or f"model-{run_id[:8]}", source_run_id=run_id, model_type="huggingface-causal-lm",
-            tags={tracking.tags.HF_MODEL_PATH: hf, tracking.tags.OBJECTIVE: cfg.train.loss, tracking.tags.MODEL: cfg.model.name},
+            tags={tracking.tags.HF_MODEL_PATH: hf, tracking.tags.OBJECTIVE: cfg.train.loss,
+                  tracking.tags.MODEL: cfg.model.name},
             params={"model.n_params": str(n_params), "base_model": cfg.model.name},
         )
     except Exception as e:  # noqa: BLE001 - an older server without logged models: the tags remain

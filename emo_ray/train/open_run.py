@@ -55,7 +55,8 @@ def resolve_slot(cfg: Config, storage: str, mlflow_run_id: str | None, allow_cha
                                   keep=mlflow_run_id)
     except Exception:  # noqa: BLE001 - housekeeping must never stop a run
         pass
-    all_tags = {tracking.tags.KIND: tracking.tags.KIND_TRAINING, tracking.tags.OBJECTIVE: cfg.train.loss, tracking.tags.MODEL: cfg.model.name,
+    all_tags = {tracking.tags.KIND: tracking.tags.KIND_TRAINING, tracking.tags.OBJECTIVE: cfg.train.loss,
+                tracking.tags.MODEL: cfg.model.name,
                 **tracking.provenance_tags(), **tracking.driver_tags(), **resume_tags, **(tags or {})}
     if cfg.tracking.parent_run_id:
         all_tags[tracking.tags.PARENT_RUN_ID] = cfg.tracking.parent_run_id
