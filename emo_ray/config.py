@@ -122,7 +122,8 @@ class TrainConfig:
     ``fp16`` is GPU only."""
     checkpoint_every: Annotated[int, Bounds(ge=0, note="0: only at the end")] = field(default=0, metadata=typed_config.NEUTRAL)
     """Save a DeepSpeed checkpoint every N steps (0: only at the end)."""
-    checkpoint_every_minutes: Annotated[float, Bounds(ge=0, note="0: off")] = 0.0
+    checkpoint_every_minutes: Annotated[float, Bounds(ge=0, note="0: off")] = field(
+        default=0.0, metadata=typed_config.NEUTRAL)  # when to save, not what: a resume may change it
     """Also save one when this many minutes of wall clock (rank 0's) passed since the last save
     or the start (0: off). A full 13B checkpoint takes minutes to write: a time basis bounds the
     work lost to a failure without paying that write every few steps of a fast run (issue 27.4)."""

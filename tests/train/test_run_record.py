@@ -25,7 +25,6 @@ CHANGES_WEIGHTS = {
     "train.lora.rank", "train.lora.alpha", "train.lora.dropout", "train.lora.target_modules",
     "train.eval_every", "train.select_checkpoint",  # which validated weights are exported
     "train.overflow_patience", "train.dead_patience",  # whether a run stops as diverged
-    "train.checkpoint_every_minutes",  # when to save, not what: a candidate for NEUTRAL; refused as before
 }
 
 
