@@ -72,7 +72,7 @@ def build_engine(model_path: str, overrides: list[str]):
 
 
 def grad_norm(module) -> float:
-    """The worker's stage-0 gradient norm (``worker._grad_norm``), timed with the optimizer phase."""
+    """The worker's stage-0 gradient norm (``train/step.py: _grad_norm``), timed with the optimizer phase."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
 

@@ -1,8 +1,8 @@
 """One typed config for a fine-tuning run: frozen dataclasses, YAML plus ``key=value`` overrides.
 
 Unknown keys and wrong types fail at load time with the valid choices named. The tree becomes a
-flat dict only at the Ray and MLflow boundaries (``to_flat``) and is rebuilt with ``from_flat``
-as the first line of a worker.
+flat dict only at the MLflow boundary and in stored records (``to_flat`` / ``from_flat``); a Ray
+Train worker receives the typed config itself inside its ``WorkerInputs`` record.
 """
 from __future__ import annotations
 

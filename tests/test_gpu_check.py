@@ -141,7 +141,7 @@ def test_real_run_on_gpu(tmp_path):
 
 def test_numbers_are_read_from_mlflow_as_the_worker_logs_them(tmp_path):
     """tokens/s, first-step loss, validation loss and the loss path, from a store shaped like a
-    training run's (metric names of emo_ray/train/worker.py)."""
+    training run's (metric names of emo_ray/train/step.py)."""
     from mlflow import MlflowClient
 
     gc = _gpu_check_module()
