@@ -63,7 +63,9 @@ def _status(url, auth=None):
 
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
-        return urllib.request.urlopen(req, timeout=30).status
+        # The first authenticated request creates the backend store's tables (MLflow migrates a new
+        # SQLite store lazily): ~2 s on a quiet machine, past 30 s on a loaded one. A liveness bound.
+        return urllib.request.urlopen(req, timeout=180).status
     except urllib.error.HTTPError as e:
         return e.code
 
