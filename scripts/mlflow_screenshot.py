@@ -11,6 +11,10 @@ server it started (its own process group, by PID). Views:
 * ``charts``: the same page in chart mode (one chart per metric, a bar or curve per run);
 * ``compare``: MLflow's run comparison page for the experiment's runs: params and metrics of
   every run side by side (``#/compare-runs?runs=[...]``).
+
+``--sweep <parent run id>`` opens the page a finished sweep prints at its end: its shared view
+(trials as flat rows, headline metrics as columns), written on the experiment by the report.
+``--query`` appends any other runs-page URL state (e.g. ``viewStateShareKey=<key>``).
 """
 from __future__ import annotations
 
@@ -55,12 +59,23 @@ def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 300.0) -> N
 BROWSER_HOST = "mlflow-runs.test"
 
 
-def page_url(base: str, experiment_id: str, run_ids: list[str], view: str) -> str:
+def page_url(base: str, experiment_id: str, run_ids: list[str], view: str, query: str = "") -> str:
     if view == "compare":
         q = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
         return f"{base}/#/compare-runs?{q}"
     mode = "CHART" if view == "charts" else "TABLE"
-    return f"{base}/#/experiments/{experiment_id}/runs?compareRunsMode={mode}"
+    extra = "&".join(part for part in query.split("&") if part and not part.startswith("compareRunsMode="))
+    return f"{base}/#/experiments/{experiment_id}/runs?compareRunsMode={mode}" + (f"&{extra}" if extra else "")
+
+
+def sweep_view_query(client, experiment_id: str, parent_run_id: str) -> str:
+    """The URL query of the shared view the sweep's report wrote (the link the sweep prints)."""
+    from emo_ray.report.mlflow_view import SHARED_VIEW_TAG, share_key
+
+    key = share_key(parent_run_id)
+    if SHARED_VIEW_TAG + key not in client.get_experiment(experiment_id).tags:
+        raise SystemExit(f"no shared view for sweep {parent_run_id} in this experiment: run `emo-ray report` on it first")
+    return f"viewStateShareKey={key}"
 
 
 def chromium_binary() -> str:
@@ -89,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--view", choices=("runs", "charts", "compare"), default="runs")
     p.add_argument("--width", type=int, default=1600)
     p.add_argument("--height", type=int, default=900)
+    p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="open this sweep's shared view (the link it prints)")
+    p.add_argument("--query", default="", help="extra runs-page URL state, e.g. viewStateShareKey=<key>")
     p.add_argument("--budget-ms", type=int, default=20000, help="Chromium's virtual time budget for the page")
     args = p.parse_args(argv)
 
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no experiment {args.experiment!r} in {args.tracking_uri}")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
     run_ids = [r.info.run_id for r in runs]
+    query = "&".join(q for q in (sweep_view_query(client, exp.experiment_id, args.sweep) if args.sweep else "",
+                                 args.query) if q)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -120,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.flush()
                 print(open(log_path).read()[-3000:], file=sys.stderr)
                 raise
-            url = page_url(f"http://{BROWSER_HOST}:{port}", exp.experiment_id, run_ids, args.view)
+            url = page_url(f"http://{BROWSER_HOST}:{port}", exp.experiment_id, run_ids, args.view, query)
             screenshot(url, args.out, width=args.width, height=args.height, budget_ms=args.budget_ms)
         finally:
             # Exactly the server started here: its own session / process group (uvicorn workers).
