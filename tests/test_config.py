@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from emo_ray.config import ConfigError, expand_path, from_flat, load_config, to_flat
+from emo_ray.config import ConfigError, from_flat, load_config, to_flat
+from emo_ray.typed_config import expand_path
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
