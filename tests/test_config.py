@@ -102,7 +102,7 @@ def _bounded_fields(cls, prefix: str = ""):
     import dataclasses
     import typing
 
-    from emo_ray.typed_config import Bounds
+    from emo_ray.bounds import Bounds
 
     for name, tp in typing.get_type_hints(cls, include_extras=True).items():
         if dataclasses.is_dataclass(tp):
