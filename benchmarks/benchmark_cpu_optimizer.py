@@ -23,14 +23,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a 
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import csv  # noqa: E402
 import gc  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from _results import RESULTS, write_csv  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE1_CPU = ["data.block_size=256", "train.micro_batch_size=4", "train.grad_accum=1", "train.precision=bf16",
               "ray.num_workers=1", "train.warmup_steps=0", "train.schedule=linear", "train.lr=5e-5"]
@@ -140,11 +140,7 @@ def main() -> None:
             for row in run_case(model_path, stage, impl, ids, args.steps, args.loss)[1:]:
                 rows.append({"round": r, "zero_stage": stage, "optimizer_impl": impl, **row})
                 print(rows[-1], flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows)
     for clock in ("cpu", "wall"):
         summary(rows, cases, clock)
     loss_agreement(rows, cases)

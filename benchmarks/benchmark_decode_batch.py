@@ -18,13 +18,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from _results import RESULTS, write_csv  # noqa: E402
+
 
 
 @torch.no_grad()
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,4,16,32,64,128,256")
     ap.add_argument("--prefix", type=int, default=24)
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "decode_batch.csv"))
+    ap.add_argument("--out", default=os.path.join(RESULTS, "decode_batch.csv"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     from emo_ray.models.loading import load_for_eval
@@ -64,11 +64,7 @@ def main() -> None:
                      "load_average": round(os.getloadavg()[0], 1)})
         print(rows[-1], flush=True)
     print(f"bf16 1-thread peak {peak / 1e9:.0f} GFLOP/s; {n_params / 1e6:.0f}M parameters")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows)
     print(f"-> {args.out}")
 
 

@@ -25,12 +25,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a shared box (before torch)
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from _results import RESULTS, write_csv  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -112,7 +113,7 @@ def main() -> None:
     ap.add_argument("--bf16-head", action="store_true", help="also the oracle with its head in bf16 (opt-in)")
     ap.add_argument("--oracle-batch", type=int, default=8,
                     help="oracle rows per batch (table1_cpu: 16; the 'before' head then holds 2 x 1.5 GB of logits)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results", "eval_stages.csv"))
+    ap.add_argument("--out", default=os.path.join(RESULTS, "eval_stages.csv"))
     args = ap.parse_args()
     import torch
 
@@ -179,11 +180,7 @@ def main() -> None:
                 note += (f"; ppl / before - 1 = {ppl / np.exp(base.sum() / n_tok.sum()) - 1:.2e}; "
                          f"max per-text |nll diff| / nll {np.max(np.abs(nll - base) / base):.2e}")
             record("oracle", version, wall, cpu, peak, loads["n"], note)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(results[0]))
-        w.writeheader()
-        w.writerows(results)
+    write_csv(args.out, results)
     print(f"-> {args.out}")
 
 

@@ -26,7 +26,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
@@ -35,7 +34,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from _results import RESULTS, write_csv  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -193,16 +193,9 @@ def main(argv=None):
                 else:
                     os.environ["EMO_RAY_CACHE"] = old
 
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["stage", "unit", "fp32", "bf16", "speedup_wall", "speedup_cpu", "note"])
-        w.writeheader()
-        w.writerows(rows)
-        if quality:
-            f.write("\n")
-            w2 = csv.DictWriter(f, fieldnames=["check", "fp32", "bf16", "result"])
-            w2.writeheader()
-            w2.writerows(quality)
+    write_csv(args.out, rows, ["stage", "unit", "fp32", "bf16", "speedup_wall", "speedup_cpu", "note"])
+    if quality:
+        write_csv(args.out, quality, ["check", "fp32", "bf16", "result"], append=True)
     print("\n| stage | unit | fp32 (cache: cold) | bf16 (cache: warm) | speedup wall | speedup CPU | note |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['stage']} | {r['unit']} | {r['fp32']} | {r['bf16']} | {r['speedup_wall']}x | {r['speedup_cpu']}x | {r['note']} |")

@@ -12,7 +12,6 @@ Writes ``results/grad_comm.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import os
 import socket
@@ -22,7 +21,8 @@ import time
 import torch
 import torch.distributed as dist
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from _results import RESULTS, write_csv
+
 
 
 def reduce_once(g: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -69,11 +69,7 @@ def main() -> None:
     rows, med, p99 = out.get()
     for p in procs:
         p.join()
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "grad_comm.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(RESULTS / "grad_comm.csv", rows)
     med_of = {d: {k: statistics.median(x[k] for x in rows if x["dtype"] == d) for k in ("wall_s", "cpu_s")}
               for d in ("fp32", "bf16")}
     for d, m in med_of.items():

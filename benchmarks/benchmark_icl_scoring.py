@@ -10,10 +10,8 @@ Writes ``benchmarks/results/icl_scoring.csv`` and prints a table; the ratio is p
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -24,7 +22,9 @@ from emo_ray.evaluation.icl.scorer import score_plain, score_shared_prefix
 from emo_ray.evaluation.icl.tasks import load_task, load_task_data
 from emo_ray.models import load_model
 
-OUT = Path(__file__).resolve().parent / "results" / "icl_scoring.csv"
+from _results import RESULTS, write_csv
+
+OUT = RESULTS / "icl_scoring.csv"
 
 
 def timed(fn, *args, repeats: int, **kw):
@@ -76,11 +76,7 @@ def main() -> None:
             "max_abs_nll_diff": f"{max_diff:.2e}",
         })
         print(rows_out[-1], flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with OUT.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows_out[0]))
-        w.writeheader()
-        w.writerows(rows_out)
+    write_csv(OUT, rows_out)
     cols = ["task", "labels", "items", "mean_prompt_tokens", "plain_s_per_item", "shared_s_per_item", "ratio_plain_over_shared", "cpu_ratio_plain_over_shared", "same_predictions"]
     print("\n" + " | ".join(cols))
     for r in rows_out:

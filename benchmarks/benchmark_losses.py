@@ -21,7 +21,6 @@ EMO variants use the adaptive cost embedding (the head weight, detached).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -29,7 +28,8 @@ import subprocess
 import sys
 import time
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from _results import RESULTS, print_aligned, write_csv
+
 ALL_OBJECTIVES = ["mle", "tailr", "tvd", "mixce", "emo", "emo_capped", "emo_mode2", "emo_exclude_target", "emo_batch"]
 
 
@@ -181,11 +181,7 @@ def fmt(v):
 
 
 def print_table(rows):
-    cols = ["tag", "impl", "objective", "wall_s", "cpu_s", "peak_mb", "wall_vs_ce", "cpu_vs_ce", "mem_vs_ce"]
-    table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
+    print_aligned(rows, ["tag", "impl", "objective", "wall_s", "cpu_s", "peak_mb", "wall_vs_ce", "cpu_vs_ce", "mem_vs_ce"], fmt)
 
 
 def goals(rows, quick):
@@ -229,11 +225,7 @@ def main(argv=None):
         print(f"[{i + 1}/{len(cases)} {time.time() - t0:.0f}s] {r['tag']} {r['impl']} {r['objective']}:"
               f" {r['wall_s']:.2f}s wall {r['cpu_s']:.2f}s cpu {r['peak_mb']:.0f} MB", flush=True)
     add_ratios(rows)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows({k: fmt(r.get(k)) for k in COLUMNS} for r in rows)
+    write_csv(out, [{k: fmt(r.get(k)) for k in COLUMNS} for r in rows], COLUMNS)
     print(f"\nwrote {out} ({time.time() - t0:.0f}s, load average now {os.getloadavg()[0]:.1f})\n")
     print_table(rows)
     goals(rows, args.quick)

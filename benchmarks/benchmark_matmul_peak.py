@@ -14,14 +14,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 
 import torch  # noqa: E402
 
 from emo_ray import perf  # noqa: E402
 from emo_ray.precision import cpu_has_bf16  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from _results import RESULTS, write_csv  # noqa: E402
+
 
 
 def main(argv=None):
@@ -51,11 +51,7 @@ def main(argv=None):
                              "vs_fp32": f"{flops / fp32:.2f}"})
                 print(f"{rows[-1]['shape']:>16} {t}t {rows[-1]['dtype']:>9}: {flops / 1e9:7.1f} GFLOP/s"
                       f"  ({flops / fp32:.2f}x fp32)", flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows)
     print(f"\n| shape | threads | dtype | GFLOP/s | vs fp32 |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['shape']} | {r['threads']} | {r['dtype']} | {r['gflops']} | {r['vs_fp32']}x |")

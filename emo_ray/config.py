@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from emo_ray import typed_config
-from emo_ray.plugins import import_plugins  # noqa: F401  (re-exported: sweep configs load plugins too)
-from emo_ray.typed_config import (  # noqa: F401  (re-exported: the config's public API)
-    REPO_ROOT, Bounds, ConfigError, default_data_dir, expand_path, parse_overrides, resolve_config_path,
-)
+from emo_ray.bounds import Bounds
+from emo_ray.plugins import import_plugins
+from emo_ray.typed_config import ConfigError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from emo_ray.bounds import Bounds  # noqa: F401  (re-exported: what a config field's type carries)
+from emo_ray.bounds import Bounds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

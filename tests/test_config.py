@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from emo_ray.config import ConfigError, expand_path, from_flat, load_config, to_flat
+from emo_ray.config import ConfigError, from_flat, load_config, to_flat
+from emo_ray.typed_config import expand_path
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
@@ -101,7 +102,7 @@ def _bounded_fields(cls, prefix: str = ""):
     import dataclasses
     import typing
 
-    from emo_ray.typed_config import Bounds
+    from emo_ray.bounds import Bounds
 
     for name, tp in typing.get_type_hints(cls, include_extras=True).items():
         if dataclasses.is_dataclass(tp):

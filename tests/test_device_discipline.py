@@ -245,11 +245,11 @@ def run_objective(path, loss: str, impl: str, cost: str, move_ids: bool = True):
 def run_validation(path):
     from transformers import AutoModelForCausalLM
 
-    from emo_ray.train.worker import _validate
+    from emo_ray.train.validation import validate
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to("cuda")
     blocks = np.random.default_rng(0).integers(0, 257, size=(5, 12))
-    val = _validate(FakeEngine(model), blocks, rank=0, world=1, micro_batch=2)
+    val = validate(FakeEngine(model), blocks, rank=0, world=1, micro_batch=2)
     assert np.isfinite(val["val_loss"]) and val["val_tokens"] == 5 * 11
     return model
 
@@ -259,7 +259,7 @@ TRAIN_STAGES = {
        for loss in ("mle", "emo") for impl in ("reference", "chunked") for cost in ("fixed", "adaptive")
        if not (loss == "mle" and cost == "adaptive")},
     "objective tailr chunked": lambda p: run_objective(p, "tailr", "chunked", "fixed"),
-    "worker._validate": run_validation,
+    "validation.validate": run_validation,
 }
 
 

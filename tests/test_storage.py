@@ -56,22 +56,22 @@ def test_fit_finds_the_export_on_the_checkpoints_filesystem(tmp_path):
     not on the local disk."""
     from ray.train import Checkpoint
 
-    from emo_ray.train.launch import _checkpoint_uri, _exported_model
+    from emo_ray.train.finalize import checkpoint_uri, exported_model
 
     mem, fs = _memory_fs()
     mem.pipe("/emo-bucket/runs/r1/checkpoint_000000/hf/config.json", b"{}")
     mem.pipe("/emo-bucket/runs/r2/checkpoint_000000/trainer_state.json", b"{}")
     try:
         ckpt = Checkpoint("emo-bucket/runs/r1/checkpoint_000000", filesystem=fs)
-        uri = _checkpoint_uri("s3://emo-bucket/runs", ckpt.path)
+        uri = checkpoint_uri("s3://emo-bucket/runs", ckpt.path)
         assert uri == "s3://emo-bucket/runs/r1/checkpoint_000000"
-        assert _exported_model(ckpt, uri) == "s3://emo-bucket/runs/r1/checkpoint_000000/hf"
+        assert exported_model(ckpt, uri) == "s3://emo-bucket/runs/r1/checkpoint_000000/hf"
         bare = Checkpoint("emo-bucket/runs/r2/checkpoint_000000", filesystem=fs)  # no export
-        assert _exported_model(bare, _checkpoint_uri("s3://emo-bucket/runs", bare.path)) is None
-        assert _exported_model(None, None) is None
+        assert exported_model(bare, checkpoint_uri("s3://emo-bucket/runs", bare.path)) is None
+        assert exported_model(None, None) is None
     finally:
         mem.rm("/emo-bucket", recursive=True)
     local = tmp_path / "checkpoint_000000"
     (local / "hf").mkdir(parents=True)
     (local / "hf" / "config.json").write_text("{}")
-    assert _exported_model(Checkpoint(str(local)), str(local)) == str(local / "hf")
+    assert exported_model(Checkpoint(str(local)), str(local)) == str(local / "hf")

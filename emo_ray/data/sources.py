@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emo_ray.config import expand_path
+from emo_ray.typed_config import expand_path
 
 
 class DataError(ValueError):

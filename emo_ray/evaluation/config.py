@@ -247,9 +247,7 @@ def validate(cfg: EvalConfig) -> None:
     checks = [
         (len(g.seeds) >= 1 or not cfg.generation_enabled, "generation.seeds needs at least one seed"),
         (len(set(g.seeds)) == len(g.seeds), "generation.seeds has duplicates"),
-        (e.gpus_per_actor >= 0, f"execution.gpus_per_actor must be >= 0, got {e.gpus_per_actor}"),
         (e.dtype != "fp16" or e.gpus_per_actor > 0, "execution.dtype=fp16 needs gpus_per_actor > 0 (CPUs: bf16 or fp32)"),
-        (e.num_actors >= 1 and e.cpus_per_actor > 0, "execution.num_actors and cpus_per_actor must be positive"),
     ]
     for ok, msg in checks:
         if not ok:

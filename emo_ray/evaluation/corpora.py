@@ -26,8 +26,9 @@ from typing import Annotated, Literal
 import yaml
 
 from emo_ray import typed_config
+from emo_ray.bounds import Bounds
 from emo_ray.data.sources import DataError, parse_hf
-from emo_ray.typed_config import Bounds, ConfigError, expand_path
+from emo_ray.typed_config import ConfigError, expand_path
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus_defs"
 

@@ -13,7 +13,9 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from emo_ray.bounds import Bounds
 
 ENV = {"TOKENIZERS_PARALLELISM": "false"}
 
@@ -27,11 +29,11 @@ class ExecutionConfig:
     in this process (unit tests, or inside a trial that must not start more Ray work)."""
     address: str = ""
     """``ray.init`` address; empty joins ``$RAY_ADDRESS`` or starts a local in-process cluster."""
-    num_actors: int = 1
+    num_actors: Annotated[int, Bounds(ge=1)] = 1
     """Actor pool size of every map stage (one model replica per actor)."""
-    cpus_per_actor: float = 2.0
+    cpus_per_actor: Annotated[float, Bounds(gt=0)] = 2.0
     """CPUs reserved per actor; also its torch thread count."""
-    gpus_per_actor: float = 0.0
+    gpus_per_actor: Annotated[float, Bounds(ge=0)] = 0.0
     """GPUs per actor on a cluster (the model then runs on ``cuda``)."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Weights of every evaluation model (sampling, MAUVE features, oracle perplexity, ICL

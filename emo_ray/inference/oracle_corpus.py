@@ -31,8 +31,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from emo_ray import typed_config
+from emo_ray.bounds import Bounds
 from emo_ray.inference.executor import ExecutionConfig
 
 ConfigError = typed_config.ConfigError
@@ -44,11 +46,11 @@ PROVENANCE = "provenance.json"
 
 @dataclass(frozen=True)
 class SplitSizes:
-    train: int = 250_000
+    train: Annotated[int, Bounds(gt=0)] = 250_000
     """Training paragraphs (paper: 250k)."""
-    valid: int = 5_000
+    valid: Annotated[int, Bounds(gt=0)] = 5_000
     """Validation paragraphs (paper: 5k); pass as ``data.validation`` when training."""
-    test: int = 5_000
+    test: Annotated[int, Bounds(gt=0)] = 5_000
     """Held-out paragraphs (paper: 5k): the human side of MAUVE / ROUGE (corpus YAML)."""
 
 
@@ -60,13 +62,13 @@ class OracleCorpusConfig:
     """Where ``train/valid/test.jsonl`` and ``provenance.json`` go (``${EMO_RAY_DATA}``, ``~``
     expanded; relative to the working directory)."""
     sizes: SplitSizes = field(default_factory=SplitSizes)
-    paragraph_tokens: int = 256
+    paragraph_tokens: Annotated[int, Bounds(gt=0)] = 256
     """Tokens sampled per paragraph after BOS (oracle tokenizer); fewer when EOS is sampled."""
     seed: int = 0
     """Base seed; paragraph ``i`` uses ``row_seed(seed, i)`` (``i`` counts over train, valid, test)."""
-    batch_size: int = 32
+    batch_size: Annotated[int, Bounds(gt=0)] = 32
     """Paragraphs per sampling batch (all start from one BOS: no padding)."""
-    shard_rows: int = 1024
+    shard_rows: Annotated[int, Bounds(gt=0)] = 1024
     """Paragraphs per shard file: the unit of resumption after a crash."""
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     """Ray Data actor pool (or ``executor: local``), as in the evaluation config."""
@@ -80,19 +82,10 @@ def load_oracle_corpus_config(path: str | Path | None = None, overrides: list[st
 
 
 def validate(cfg: OracleCorpusConfig) -> None:
-    """Fail before any model loads: sizes, lengths, and an oracle that cannot be had."""
-    s = cfg.sizes
-    for name in SPLITS:
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"sizes.{name} must be positive, got {getattr(s, name)}")
-    for key in ("paragraph_tokens", "batch_size", "shard_rows"):
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"{key} must be positive, got {getattr(cfg, key)}")
+    """Fail before any model loads: what a field type cannot say (the sizes and lengths are
+    checked by their ``Bounds`` when the config is built), and an oracle that cannot be had."""
     if not cfg.output_dir:
         raise ConfigError("output_dir must not be empty")
-    e = cfg.execution
-    if e.num_actors < 1 or e.cpus_per_actor <= 0:
-        raise ConfigError("execution.num_actors and cpus_per_actor must be positive")
     from emo_ray.models import check_available
 
     try:

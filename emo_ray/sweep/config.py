@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from emo_ray import typed_config
+from emo_ray.bounds import Bounds
 from emo_ray.config import TrackingConfig
-from emo_ray.typed_config import Bounds
 
 WHOLE_SPLIT = "all"
 """``grid.data_tokens`` entry: train on the whole training split (paper 4.1.1); such a trial has

@@ -165,7 +165,7 @@ def _preflight(sweep: SweepConfig, configs: list) -> None:
             models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
     for name in sorted(models):
         check_available(name)
-    from emo_ray.train.launch import check_cost_model
+    from emo_ray.train.prepare import check_cost_model
 
     for cfg in _distinct_cost_models(configs):  # a gated hub head fails here, once, not in every trial
         check_cost_model(cfg)

@@ -18,10 +18,9 @@ import math
 from pathlib import Path
 
 from emo_ray import typed_config
-from emo_ray.config import Config, ConfigError, import_plugins, load_config
-from emo_ray.sweep.config import (  # noqa: F401  (re-exported: the sweep's public API)
-    PRETRAINED, WHOLE_SPLIT, GridConfig, SweepConfig, Trial,
-)
+from emo_ray.config import Config, ConfigError, load_config
+from emo_ray.plugins import import_plugins
+from emo_ray.sweep.config import PRETRAINED, WHOLE_SPLIT, SweepConfig, Trial
 from emo_ray.typed_config import REPO_ROOT, merge
 
 SWEEP_CONFIG_DIR = REPO_ROOT / "configs" / "sweeps"

@@ -24,12 +24,6 @@ from emo_ray.train.open_run import OpenedRun, RunSlot, open_run, resolve_slot
 from emo_ray.train.prepare import PreparedInputs, default_run_name, prepare_inputs, ray_datasets
 from emo_ray.train.run_record import allow_changed_config as _allow_changed, already_finished
 
-# Imported from here by the sweep's pre-flight (check_cost_model) and by tests outside tests/train;
-# their homes are prepare.py, run_record.py and finalize.py.
-from emo_ray.train.finalize import checkpoint_uri as _checkpoint_uri, exported_model as _exported_model  # noqa: F401
-from emo_ray.train.prepare import _check_cost_embedding_model, check_cost_model, check_vocab  # noqa: F401
-from emo_ray.train.run_record import check_resume, check_storage_writable, trained_config  # noqa: F401
-
 # Ray Train's controller polls every 2 s by default and report() waits for it; its worker group
 # must start within 60 s by default, which a loaded 2-core box (workers importing torch and
 # DeepSpeed while other jobs run) misses: seen as WorkerGroupStartupTimeoutError in a sweep.

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from emo_ray import tracking
 
 FINISHED_KEY = "finished"
-RERUN_OF_TAG = tracking.tags.RERUN_OF
-RERUN_OF_RAY_RUN_TAG = tracking.tags.RERUN_OF_RAY_RUN
 RERUN_SUFFIX = "-rerun"
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from emo_ray import storage as storage_lib
-from emo_ray.config import Config, ConfigError, expand_path, to_flat
+from emo_ray.config import Config, ConfigError, to_flat
+from emo_ray.typed_config import expand_path
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,7 @@ from pathlib import Path
 from emo_ray import storage as storage_lib
 from emo_ray import tracking, typed_config
 from emo_ray.config import Config, ConfigError, to_flat
-from emo_ray.train.lifecycle import (RERUN_OF_RAY_RUN_TAG, RERUN_OF_TAG, FitResult, finished_run,
-                                     rerun_slot)
+from emo_ray.train.lifecycle import FitResult, finished_run, rerun_slot
 
 RUN_RECORD = "emo_ray_run.json"
 RESUME_CHANGED_ENV = "EMO_RAY_RESUME_CHANGED_CONFIG"
@@ -138,7 +137,7 @@ def resolve_run(cfg: Config, storage: str, uri: str, mlflow_run_id: str | None, 
     if done and cfg.ray.rerun_finished == "skip":
         return name, None, {}, _finished_result(done, name, record, uri)
     if done:
-        tags = {RERUN_OF_TAG: done["mlflow_run_id"], RERUN_OF_RAY_RUN_TAG: name}
+        tags = {tracking.tags.RERUN_OF: done["mlflow_run_id"], tracking.tags.RERUN_OF_RAY_RUN: name}
         name, record = rerun_slot(storage, name, read_run_record, uri)
         mlflow_run_id = None
     if record and not mlflow_run_id and record.get("mlflow_run_id") and record.get("tracking_uri") == uri:

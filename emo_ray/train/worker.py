@@ -24,10 +24,6 @@ from emo_ray.train.schedule import lr_multiplier
 from emo_ray.train.sink import ERRORS_METRIC, MlflowSink
 from emo_ray.train.step import TrainStep, peak_flops
 from emo_ray.train.worker_inputs import WorkerInputs
-# Imported from here by tests outside tests/train (their homes: batches.py, divergence.py, validation.py).
-from emo_ray.train.batches import MASK_COLUMN, MaskedBatch, compute_args as _compute_args, masked_labels  # noqa: F401
-from emo_ray.train.divergence import divergence  # noqa: F401
-from emo_ray.train.validation import validate as _validate  # noqa: F401
 from emo_ray import tracking
 
 

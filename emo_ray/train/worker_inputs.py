@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from emo_ray.config import Config, import_plugins
+from emo_ray.config import Config
+from emo_ray.plugins import import_plugins
 
 INPUTS_KEY = "inputs"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emo_ray.config import DataConfig
-from emo_ray.data import packing
+from emo_ray import storage
 from emo_ray.data.packing import prepare_blocks, tokenizer_digest
 from emo_ray.models.tiny import byte_tokenizer
 
@@ -88,7 +88,7 @@ def test_write_is_atomic(tmp_path, tmp_cache, monkeypatch):
         moves.append((str(src), str(dst)))
         real(src, dst)
 
-    monkeypatch.setattr(packing.os, "replace", spy)
+    monkeypatch.setattr(storage.os, "replace", spy)  # where the atomic write happens
     prepare_blocks(cfg, byte_tokenizer())
     assert len(moves) == 1 and moves[0][0].endswith(".partial") and moves[0][1].endswith(".npz")
     assert os.path.dirname(moves[0][0]) == os.path.dirname(moves[0][1])  # same filesystem: atomic

@@ -246,13 +246,13 @@ def test_text_and_instruction_packings_of_one_file_never_share_an_entry(tmp_path
 
 def test_worker_labels_ignore_the_prompt():
     from emo_ray.losses import IGNORE_INDEX
-    from emo_ray.train.worker import MaskedBatch, _compute_args, masked_labels
+    from emo_ray.train.batches import MaskedBatch, compute_args, masked_labels
 
     ids = torch.tensor([[5, 6, 7, 8]])
     labels = masked_labels(ids, torch.tensor([[0, 1, 0, 1]]))
     assert labels.tolist() == [[IGNORE_INDEX, 6, IGNORE_INDEX, 8]]
     batch = MaskedBatch(ids, labels).to("cpu")
-    assert _compute_args(batch)[1] is batch.labels and _compute_args(ids) == (ids,)
+    assert compute_args(batch)[1] is batch.labels and compute_args(ids) == (ids,)
 
 
 def _loss_names():
@@ -264,7 +264,7 @@ def _loss_names():
 def _response_case(seed=0, B=3, T=11, V=37, d=8):
     """Ids, a prompt/response mask (one row all prompt, one block starting inside a response),
     the masked labels, and the (b, t) positions whose *next* token is a trained target."""
-    from emo_ray.train.worker import masked_labels
+    from emo_ray.train.batches import masked_labels
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, V, (B, T), generator=g)

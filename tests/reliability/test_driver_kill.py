@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from emo_ray.config import REPO_ROOT
+from emo_ray.typed_config import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from emo_ray.config import REPO_ROOT
+from emo_ray.typed_config import REPO_ROOT
 from tests.reliability.test_driver_kill import _alive, _tree
 
 RAY_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(\w[\w.]* pid=\d+")

@@ -79,37 +79,37 @@ def test_concurrent_first_use_of_a_fresh_store(tmp_path):
 
 
 def test_resume_config_check_names_the_changed_keys(tmp_path):
-    from emo_ray.train import launch
+    from emo_ray.train import run_record
 
     a = load_config(None, ["ray.run_name=r", "train.lr=1e-3"])
     b = load_config(None, ["ray.run_name=r", "train.lr=1e-2", "train.loss=mle", "train.log_every=5",
                            "ray.max_failures=2", "tracking.experiment=other"])
-    record = {"config": launch.trained_config(a)}
+    record = {"config": run_record.trained_config(a)}
     with pytest.raises(ConfigError) as e:
-        launch.check_resume(b, record, allow_changed=False)
+        run_record.check_resume(b, record, allow_changed=False)
     assert "train.loss" in str(e.value) and "train.lr" in str(e.value) and "log_every" not in str(e.value)
-    assert launch.check_resume(b, record, allow_changed=True) == ["train.loss", "train.lr"]
-    assert launch.check_resume(a, record, allow_changed=False) == []
-    assert launch.check_resume(a, None, allow_changed=False) == []
+    assert run_record.check_resume(b, record, allow_changed=True) == ["train.loss", "train.lr"]
+    assert run_record.check_resume(a, record, allow_changed=False) == []
+    assert run_record.check_resume(a, None, allow_changed=False) == []
     # a record written before a field existed: the missing key counts as its default
-    older = {k: v for k, v in launch.trained_config(a).items() if k != "data.format"}
-    assert launch.check_resume(a, {"config": older}, allow_changed=False) == []
+    older = {k: v for k, v in run_record.trained_config(a).items() if k != "data.format"}
+    assert run_record.check_resume(a, {"config": older}, allow_changed=False) == []
     instr = load_config(None, ["ray.run_name=r", "train.lr=1e-3", "data.format=instruction"])
-    assert launch.check_resume(instr, {"config": older}, allow_changed=True) == ["data.format"]
+    assert run_record.check_resume(instr, {"config": older}, allow_changed=True) == ["data.format"]
 
 
 def test_unwritable_storage_fails_before_anything_starts(tmp_path):
-    from emo_ray.train import launch
+    from emo_ray.train import run_record
 
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ConfigError, match="not writable"):
-        launch.check_storage_writable(str(blocker / "runs"))
-    launch.check_storage_writable(str(tmp_path / "runs"))
+        run_record.check_storage_writable(str(blocker / "runs"))
+    run_record.check_storage_writable(str(tmp_path / "runs"))
 
 
 def test_divergence_rule():
-    from emo_ray.train.worker import divergence
+    from emo_ray.train.divergence import divergence
 
     assert divergence(3, 2.5, 1.0) is None
     assert divergence(7, math.nan, 1.0) == "TrainingDiverged: non-finite loss (nan) at step 7"
@@ -176,14 +176,14 @@ def test_tokenizer_model_vocab_mismatch_fails_at_load(tmp_path):
 
     import numpy as np
 
-    from emo_ray.train import launch
+    from emo_ray.train import prepare
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 100}))
     ok = SimpleNamespace(train=np.array([[1, 99]]), validation=np.zeros((0, 2), dtype=np.int64))
-    launch.check_vocab(ok, str(tmp_path))
+    prepare.check_vocab(ok, str(tmp_path))
     bad = SimpleNamespace(train=np.array([[1, 5]]), validation=np.array([[100, 3]]))
     with pytest.raises(ConfigError, match="token id 100.*vocab_size=100"):
-        launch.check_vocab(bad, str(tmp_path))
+        prepare.check_vocab(bad, str(tmp_path))
 
 
 def test_unknown_model_name_is_one_clear_error_offline(monkeypatch):

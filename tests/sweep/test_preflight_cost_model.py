@@ -28,7 +28,7 @@ def test_a_gated_cost_head_fails_the_preflight_once(monkeypatch):
         raise ConfigError("train.cost_embedding_model: meta-llama/Llama-2-13b-hf is gated")
 
     _no_other_checks(monkeypatch)
-    monkeypatch.setattr("emo_ray.train.launch.check_cost_model", refuse)
+    monkeypatch.setattr("emo_ray.train.prepare.check_cost_model", refuse)
     with pytest.raises(ConfigError, match="gated"):
         runner._preflight(sweep, configs)
     assert calls == ["llama2-13b"]
@@ -38,5 +38,5 @@ def test_mle_only_sweeps_fetch_no_cost_head(monkeypatch):
     sweep = load_sweep_config("table3", ["grid.objectives={mle: [{}]}"])
     configs = [trial_config(sweep, t) for t in trials(sweep)]
     _no_other_checks(monkeypatch)
-    monkeypatch.setattr("emo_ray.train.launch.check_cost_model", lambda cfg: pytest.fail("fetched for MLE"))
+    monkeypatch.setattr("emo_ray.train.prepare.check_cost_model", lambda cfg: pytest.fail("fetched for MLE"))
     runner._preflight(sweep, configs)

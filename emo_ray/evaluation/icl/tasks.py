@@ -31,8 +31,9 @@ from typing import Annotated, Literal
 import yaml
 
 from emo_ray import typed_config
+from emo_ray.bounds import Bounds
 from emo_ray.data.sources import DataError, parse_hf
-from emo_ray.typed_config import Bounds, ConfigError, expand_path
+from emo_ray.typed_config import ConfigError, expand_path
 
 TASK_DIR = Path(__file__).resolve().parent.parent / "tasks"
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?(?::([A-Za-z_]+))?\}")
