@@ -52,12 +52,16 @@ def _read_store(args, command: str, passthrough: bool = False) -> tuple[str, lis
     return uri, rest
 
 
+# Each command checks its store before importing the report (scipy, torch: seconds), so a typo in
+# the store is one line at once.
+
+
 def cmd_aggregate(args) -> int:
+    uri, _ = _read_store(args, "aggregate")
     # One Figure 1 path (issue 23): re-aggregating a sweep is re-running its report.
     from emo_ray.report import report_and_log
     from emo_ray.report.collect import ReportError
 
-    uri, _ = _read_store(args, "aggregate")
     # ReportError: unknown run, nothing to aggregate yet
     with _store_errors(f"run {args.parent_run_id!r} in {uri}", f"run {args.parent_run_id!r}", ReportError):
         report = report_and_log(args.parent_run_id, uri)
@@ -66,10 +70,10 @@ def cmd_aggregate(args) -> int:
 
 
 def cmd_report(args) -> int:
+    uri, _ = _read_store(args, "report")
     from emo_ray.report import report_and_log
     from emo_ray.report.collect import ReportError
 
-    uri, _ = _read_store(args, "report")
     kw = {} if args.delta is None else {"delta_mauve": args.delta}
     # ReportError: unknown sweep, no finished child run, bad alpha; a bug keeps its traceback
     with _store_errors(f"sweep {args.sweep!r} in {uri}", f"sweep {args.sweep!r}", ReportError):
@@ -79,10 +83,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_rescore(args) -> int:
-    from emo_ray.report.rescore import RescoreError, format_table, rescore
-    from emo_ray.report.collect import ReportError
-
     uri, overrides = _read_store(args, "rescore", passthrough=True)
+    from emo_ray.report.collect import ReportError
+    from emo_ray.report.rescore import RescoreError, format_table, rescore
+
     # unknown run or sweep, no features artifact
     with _store_errors(f"{args.ref!r} in {uri}", repr(args.ref), ReportError, RescoreError):
         rows = rescore(args.ref, uri, overrides)

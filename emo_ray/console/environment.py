@@ -5,8 +5,10 @@ job's runtime environment; :func:`quiet_libraries` runs in each worker).
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 import warnings
 
 VERBOSE_ENV = "EMO_RAY_VERBOSE"
@@ -90,23 +92,39 @@ def quiet_libraries() -> None:
     # Ray Data re-reads RAY_DATA_LOG_LEVEL whenever it configures its loggers; this process may
     # have imported it already. Errors still show; "Progress bars disabled" and the like do not.
     logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "ERROR"))
-    try:
-        from ray.train.v2._internal.execution import context as train_context
+    _quiet_ray_train_reports()
+    _quiet_transformers()
 
-        # Ray Train V2 logs "Reporting training result N: TrainingReport(...)" per rank and report
-        # on a logger named after its *file* (logging.getLogger(__file__)), so neither
-        # LoggingConfig(log_level) nor the `ray.train` logger governs it; it propagates to the
-        # worker's root logger at INFO. Raise that one logger.
-        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-    except ImportError:
-        pass
-    try:
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train V2 logs "Reporting training result N: TrainingReport(...)" per rank and report
+    on a logger named after its *file* (logging.getLogger(__file__)), so neither
+    LoggingConfig(log_level) nor the `ray.train` logger governs it; it propagates to the worker's
+    root logger at INFO. Raise that one logger, found without importing Ray Train (seconds, in a
+    command such as `emo-ray report` that may never use it)."""
+    spec = importlib.util.find_spec("ray")
+    if spec is not None and spec.origin:
+        context = os.path.join(os.path.dirname(spec.origin), "train", "v2", "_internal", "execution", "context.py")
+        logging.getLogger(context).setLevel(logging.WARNING)
+
+
+def _quiet_transformers() -> None:
+    """"Loading weights" / "Writing model shards" bars per rank and INFO lines off. Once imported,
+    transformers (and huggingface_hub, whose setting its bars follow) are told directly; otherwise
+    the environment they read at import does it, without importing them here."""
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    else:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         import transformers.utils.logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" per rank
+        hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
+    else:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def prepare_process_env() -> None:

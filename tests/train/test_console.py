@@ -54,6 +54,29 @@ def test_mlflow_ui_link_opens_the_runs_table():
     assert console.mlflow_ui("http://mlflow:5000/", "3") == ("", "http://mlflow:5000/#/experiments/3/runs?compareRunsMode=TABLE")
 
 
+def test_quieting_finds_ray_trains_report_logger_without_importing_it():
+    """The per-rank "Reporting training result" logger is named after its module's file: the path
+    computed without importing Ray Train must be that file (a Ray upgrade that moves it fails here)."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    console.quiet_libraries()
+    assert logging.getLogger(context.__file__).level == logging.WARNING
+
+
+def test_a_store_typo_is_one_line_without_loading_torch_ray_or_the_report(tmp_path):
+    """`emo-ray report` with a mistyped store: the one-line error comes before any heavy import
+    (it took 6-16 s of scipy, torch and Ray Train imports before)."""
+    probe = ("import sys; from emo_ray.cli import main; code = main(sys.argv[1:]); "
+             "heavy = [m for m in ('torch', 'ray', 'transformers', 'scipy', 'emo_ray.report') if m in sys.modules]; "
+             "print(code, heavy)")
+    out = subprocess.run([sys.executable, "-c", probe, "report", "s", "--tracking-uri", f"sqlite:///{tmp_path / 'mlfow.db'}"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "2 []", out.stdout + out.stderr
+    assert "does not exist" in out.stderr
+
+
 def _emo_ray_train(tmp_path, *extra_env_and_args, verbose: bool = False):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", console.VERBOSE_ENV)}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
