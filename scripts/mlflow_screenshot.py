@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
              "--allowed-hosts", f"127.0.0.1:{port},localhost:{port},{BROWSER_HOST}:{port}",
              "--cors-allowed-origins", f"http://{BROWSER_HOST}:{port}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # no background job consumers (GenAI features; scripts/mlflow_server.sh says why)
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         try:
             try:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fresh_store
+
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mlflow_server.sh"
@@ -27,9 +29,12 @@ def _free_port() -> int:
 
 def _start(tmp_path, port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    # A migrated store (copied): the server would otherwise create its tables on the first
+    # authenticated request, which is not what this test is about (~2 s quiet, > 30 s loaded).
+    store = fresh_store(tmp_path / "mlflow.db")
     log = open(tmp_path / f"server-{port}.log", "w")
     proc = subprocess.Popen(["bash", str(SCRIPT), str(tmp_path / "auth"), "127.0.0.1", str(port),
-                             f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")],
+                             store, str(tmp_path / "artifacts")],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
@@ -63,8 +68,7 @@ def _status(url, auth=None):
 
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
-        # The first authenticated request creates the backend store's tables (MLflow migrates a new
-        # SQLite store lazily): ~2 s on a quiet machine, past 30 s on a loaded one. A liveness bound.
+        # A liveness bound, generous for a loaded machine.
         return urllib.request.urlopen(req, timeout=180).status
     except urllib.error.HTTPError as e:
         return e.code
@@ -82,6 +86,10 @@ def test_cluster_mlflow_server_needs_the_generated_password(tmp_path, monkeypatc
             assert (auth / name).stat().st_mode & 0o077 == 0, name  # owner-only
         assert auth.stat().st_mode & 0o777 == 0o700
 
+        import psutil
+
+        tree = [" ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)]
+        assert not [c for c in tree if "huey" in c or "_job_runner" in c], tree  # no GenAI job consumers
         assert _status(url) == 401
         assert _status(url, ("admin", "password1234")) == 401
         assert _status(url, ("admin", password)) == 200
