@@ -76,16 +76,19 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
         samples = sample_continuations(model_path, corpus, cfg)
     with _timed(times, "featurize_s"):
         feats = featurize_sides(model_path, corpus, samples, cfg)
-    with _timed(times, "oracle_s"):
-        oracle_path, human_nll = oracle_scores(samples, cfg)
+    oracle_path, human_nll = None, None
+    if cfg.oracle.enabled:
+        with _timed(times, "oracle_s"):
+            oracle_path, human_nll = oracle_scores(samples, cfg)
+    else:
+        samples.table["oracle_nll_sum"], samples.table["oracle_tokens"] = np.nan, 0
     pr = None
     with _timed(times, "precision_recall_s"):
         if cfg.generation.precision_recall:
             pr = precision_recall.score_corpus(model_path, samples.prompts, samples.table, samples.ok, cfg, oracle_path)
-    metrics: dict[str, float] = {
-        keys.section_key(key, "n_prompts"): len(samples.prompts),
-        keys.section_key(key, "oracle_ppl_human"): corpus_perplexity(*zip(*human_nll)),
-    }
+    metrics: dict[str, float] = {keys.section_key(key, "n_prompts"): len(samples.prompts)}
+    if human_nll is not None:
+        metrics[keys.section_key(key, "oracle_ppl_human")] = corpus_perplexity(*zip(*human_nll))
     if pr is not None:
         metrics[keys.section_key(key, precision_recall.RECALL)] = pr.recall_ce  # no sampling involved: one number, no seed std
     metrics.update(seed_scores(corpus_name, key, samples.table, cfg, pr))
@@ -98,7 +101,8 @@ def evaluate_corpus(model_path: str, corpus_name: str, cfg: EvalConfig) -> Secti
     with _timed(times, "mauve_s"):
         metrics.update(mauve_features.all_metrics(features, m, key))
     times["total_s"] = time.perf_counter() - t0
-    order = ["mauve_s", "sample_s", "featurize_s", "oracle_s", "total_s"] + (["precision_recall_s"] if pr is not None else [])
+    order = ["mauve_s", "sample_s", "featurize_s", "total_s"] + ["oracle_s"] * cfg.oracle.enabled + (
+        ["precision_recall_s"] if pr is not None else [])
     metrics.update({keys.time_key(key, name): times[name] for name in order})
     label = corpus_label(corpus_name)
     return SectionResult(metrics, section_params(key, corpus, samples, feats, cfg, pr),
@@ -182,7 +186,9 @@ def seed_scores(corpus_name: str, key: str, table: pd.DataFrame, cfg: EvalConfig
     non-empty generations fails loudly: its scores would mean nothing."""
     metrics: dict[str, float] = {}
     for dec in cfg.generation.decoders:
-        per_seed: dict[str, list[float]] = {"oracle_ppl": [], "rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
+        per_seed: dict[str, list[float]] = {"rouge1": [], "rougeL": [], "n_empty": [], "gen_tokens": []}
+        if cfg.oracle.enabled:
+            per_seed["oracle_ppl"] = []
         if pr is not None:
             per_seed[precision_recall.PRECISION] = []
         for s in cfg.generation.seeds:
@@ -192,12 +198,13 @@ def seed_scores(corpus_name: str, key: str, table: pd.DataFrame, cfg: EvalConfig
                 raise ValueError(f"{corpus_name} decoder={dec} seed={s}: {len(good)} non-empty generations of {len(sel)}")
             r = rouge(list(good["generation"]), list(good["reference"]), use_stemmer=cfg.rouge.use_stemmer)
             vals = {
-                "oracle_ppl": corpus_perplexity(good["oracle_nll_sum"], good["oracle_tokens"]),
                 "rouge1": r["rouge1"],
                 "rougeL": r["rougeL"],
                 "n_empty": float(sel["empty"].sum()),
                 "gen_tokens": float(sel["n_gen_tokens"].mean()),
             }
+            if cfg.oracle.enabled:
+                vals["oracle_ppl"] = corpus_perplexity(good["oracle_nll_sum"], good["oracle_tokens"])
             if pr is not None:
                 vals[precision_recall.PRECISION] = precision_recall.precision_ce(good, pr)
             for name, v in vals.items():
@@ -228,7 +235,7 @@ def section_params(key: str, corpus: Corpus, samples: Samples, feats: Features, 
         keys.section_key(key, "mauve"): f"protocol={cfg.protocol} " + mauve_settings(cfg.mauve),
         keys.section_key(key, "human_mauve"): feats.ceiling_note,
         keys.section_key(key, "oracle_ppl"): (f"oracle={cfg.oracle.model} scored=continuation|prompt "
-                                              "aggregate=exp(sum_nll/sum_tokens)"),
+                                              "aggregate=exp(sum_nll/sum_tokens)" if cfg.oracle.enabled else "off"),
         keys.section_key(key, "rouge"): rouge_settings(cfg.rouge.use_stemmer),
     }
     if pr is not None:

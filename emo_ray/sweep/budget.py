@@ -53,8 +53,8 @@ def evaluation_seconds(ecfg, scale: float) -> float:
         prompts = g.num_prompts or 250
         per_corpus = prompts * len(g.seeds) * len(g.decoders)
         sampled = per_corpus * NEW_TOKENS
-        s += len(g.corpora) * (sampled / SAMPLE_TOK_S * scale + (per_corpus + prompts) / FEATURIZE_TEXTS_S
-                               + (sampled + prompts * NEW_TOKENS) / ORACLE_TOK_S)
+        oracle = (sampled + prompts * NEW_TOKENS) / ORACLE_TOK_S if ecfg.oracle.enabled else 0.0
+        s += len(g.corpora) * (sampled / SAMPLE_TOK_S * scale + (per_corpus + prompts) / FEATURIZE_TEXTS_S + oracle)
     if ecfg.icl_enabled:
         s += len(ecfg.icl.tasks) * (ecfg.icl.num_items or 1000) * ICL_S_PER_ITEM * scale
     return s

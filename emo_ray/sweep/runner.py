@@ -162,7 +162,7 @@ def _preflight(sweep: SweepConfig, configs: list) -> None:
     for domain in domain_names(sweep) if sweep.eval_config else ():
         ecfg = eval_config(sweep, domain=domain)
         if ecfg.generation_enabled:
-            models |= {ecfg.mauve.featurizer, ecfg.oracle.model}
+            models |= {ecfg.mauve.featurizer} | ({ecfg.oracle.model} if ecfg.oracle.enabled else set())
     for name in sorted(models):
         check_available(name)
     from emo_ray.train.prepare import check_cost_model

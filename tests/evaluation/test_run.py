@@ -41,6 +41,28 @@ def test_evaluate_returns_all_scores(tmp_path, tiny_path):
 
 
 @needs_data
+def test_oracle_off_skips_its_stage_and_logs_no_oracle_score(tmp_path, tiny_path):
+    cfg = tiny_cfg(tmp_path, icl_enabled=False, oracle=OracleConfig(model="tiny-llama", enabled=False))
+    res = evaluate_corpus(tiny_path, "wikitext-2", cfg)
+    assert not any("oracle" in k for k in res.metrics), [k for k in res.metrics if "oracle" in k]
+    for k in ("mauve", "rouge1", "rougeL"):
+        assert f"gen/wikitext-2/ancestral/{k}_mean" in res.metrics
+    assert res.params["gen/wikitext-2/oracle_ppl"] == "off"
+    table = next(iter(res.tables.values()))
+    assert table["oracle_nll_sum"].isna().all() and (table["oracle_tokens"] == 0).all()
+
+
+def test_precision_recall_without_a_surrogate_needs_the_oracle(tmp_path):
+    from emo_ray.evaluation.config import EvalConfigError, validate
+
+    cfg = tiny_cfg(tmp_path, icl_enabled=False, oracle=OracleConfig(model="tiny-llama", enabled=False),
+                   generation=GenerationConfig(corpora=("wikitext-2",), precision_recall=True))
+    with pytest.raises(EvalConfigError, match="generation.surrogate or enable the oracle"):
+        validate(cfg)
+    validate(replace(cfg, generation=replace(cfg.generation, surrogate="tiny-llama")))
+
+
+@needs_data
 def test_empty_generations_are_counted_and_left_out(tmp_path, uniform_path):
     from transformers import GenerationConfig as HFGen
 

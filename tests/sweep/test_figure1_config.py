@@ -29,6 +29,7 @@ def test_figure1_cpu_is_the_issue_23_data_axis():
     validated = load_eval_config("configs/eval/table1_cpu.yaml")
     assert ecfg.mauve == validated.mauve and ecfg.generation.num_prompts == validated.generation.num_prompts
     assert ecfg.protocol == validated.protocol
+    assert not ecfg.oracle.enabled  # Figure 1 reads no oracle perplexity
 
 
 def test_figure1_cpu_dry_run_budget_is_within_8_hours_on_2_cores():
@@ -45,3 +46,9 @@ def test_figure1_cpu_dry_run_budget_is_within_8_hours_on_2_cores():
     # The estimate grows with what is evaluated: twice the ICL items cost more than the budget left.
     more = budget.evaluation_seconds(ecfg, 1.0) - len(ecfg.icl.tasks) * ecfg.icl.num_items * budget.ICL_S_PER_ITEM
     assert more > 0
+    # The oracle stage is left out of the estimate when it is off, and only then.
+    from dataclasses import replace
+
+    with_oracle = replace(ecfg, oracle=replace(ecfg.oracle, enabled=True))
+    oracle_s = (250 * 2 + 250) * budget.NEW_TOKENS / budget.ORACLE_TOK_S
+    assert budget.evaluation_seconds(with_oracle, 1.0) - budget.evaluation_seconds(ecfg, 1.0) == pytest.approx(oracle_s)
