@@ -32,13 +32,15 @@ def test_checkpoint_every_minutes_is_validated(value):
     assert load_config(None, ["train.checkpoint_every_minutes=20"]).train.checkpoint_every_minutes == 20
 
 
-def _decide(rank, world, port, flags, out_dir):
+def _decide(rank, world, port, cases, out_dir):
+    """Every case's decision of this rank in one process group (a spawn costs seconds: one per rank)."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        decided = rank0_decides(flags[rank], torch.device("cpu"))
-        (out_dir / f"rank{rank}").write_text(str(int(decided)))
+        for i, flags in enumerate(cases):
+            decided = rank0_decides(flags[rank], torch.device("cpu"))
+            (out_dir / f"{i}-rank{rank}").write_text(str(int(decided)))
     finally:
         dist.destroy_process_group()
 
@@ -60,11 +62,10 @@ def test_every_rank_follows_rank_zeros_clock(tmp_path):
     left the driver's next call to Ray's GCS waiting forever: the next fit hung at its start."""
     import torch.multiprocessing as mp
 
-    for i, flags in enumerate(([True, False], [False, True])):
-        out = tmp_path / str(i)
-        out.mkdir()
-        mp.spawn(_decide, args=(2, _free_port(), flags, out), nprocs=2, join=True)
-        assert {r: (out / f"rank{r}").read_text() for r in range(2)} == {0: str(int(flags[0])), 1: str(int(flags[0]))}
+    cases = ([True, False], [False, True])
+    mp.spawn(_decide, args=(2, _free_port(), cases, tmp_path), nprocs=2, join=True)
+    for i, flags in enumerate(cases):
+        assert {r: (tmp_path / f"{i}-rank{r}").read_text() for r in range(2)} == {0: str(int(flags[0])), 1: str(int(flags[0]))}
     assert rank0_decides(True, torch.device("cpu")) is True  # one process: its own clock
 
 
