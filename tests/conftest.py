@@ -75,3 +75,15 @@ def mlflow_uri(tmp_path, monkeypatch):
     uri = fresh_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture
+def restore_registry():
+    """A plugin registers into the process-wide loss registry: take its entries out again, so that
+    no later test in the same process (whatever the order) sees them."""
+    from emo_ray.losses import LOSSES
+
+    before = dict(LOSSES)
+    yield
+    LOSSES.clear()
+    LOSSES.update(before)

@@ -72,17 +72,6 @@ def test_a_partly_given_section_keeps_the_rest_of_its_parents_default():
     assert load_config(None, ["tracking.run_name=x"]).tracking.experiment == "emo-ray"
 
 
-@pytest.fixture
-def restore_registry():
-    """A plugin registers into the process-wide registry: take its entries out again."""
-    from emo_ray.losses import LOSSES
-
-    before = dict(LOSSES)
-    yield
-    LOSSES.clear()
-    LOSSES.update(before)
-
-
 def test_a_plugin_file_registers_an_objective_usable_by_name(tmp_path, restore_registry):
     plugin = tmp_path / "my_loss.py"
     plugin.write_text(

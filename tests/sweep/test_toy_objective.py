@@ -29,7 +29,7 @@ def write_toy_plugin(folder) -> str:
     return str(plugin)
 
 
-def test_a_plugin_objective_and_its_hyperparameter_make_the_grid(tmp_path):
+def test_a_plugin_objective_and_its_hyperparameter_make_the_grid(tmp_path, restore_registry):
     from emo_ray.sweep import load_sweep_config, trials
 
     sweep = load_sweep_config("cpu-small", [f"plugins=[{write_toy_plugin(tmp_path)}]", "name=toy", TOY_GRID,

@@ -15,7 +15,7 @@ from emo_ray.train.divergence import DivergenceGuard
 from emo_ray.train.worker_inputs import WorkerInputs
 
 
-def test_worker_inputs_travel_as_one_pickled_record(tmp_path):
+def test_worker_inputs_travel_as_one_pickled_record(tmp_path, restore_registry):
     plugin = tmp_path / "my_plugin.py"
     plugin.write_text("import emo_ray.losses as L\nL.LOSSES.setdefault('mle_copy', L.LOSSES['mle'])\n")
     cfg = load_config(None, [f"plugins=[{plugin}]", "train.loss=mle_copy", "train.loss_kwargs={}"])
