@@ -70,19 +70,6 @@ def _assert_resumes(tmp_path, name: str, workers: int, run_id: str):
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == list(range(1, 7))
 
 
-def test_full_disk_while_checkpointing(tmp_path):
-    run_dir = tmp_path / "runs" / "full"
-    proc = _train(tmp_path, "full", 2, EMO_RAY_TEST_CHECKPOINT_FAULT="ENOSPC@4")
-    line = _assert_one_line_failure(proc, run_dir / "checkpoint_step_0000004", "No space left on device (ENOSPC)")
-    _, run = _the_run(tmp_path)
-    assert run.info.status == "FAILED"
-    assert run.data.tags["emo_ray.failure"] == "StorageFault: " + line.split("storage error: ", 1)[1].split("; rerun")[0]
-    assert (run_dir / "checkpoint_step_0000002" / "latest").exists()  # the last complete one stays
-    assert not (run_dir / "checkpoint_step_0000004").exists()
-    _assert_no_partial_checkpoint(run_dir)
-    _assert_resumes(tmp_path, "full", 2, run.info.run_id)
-
-
 def _make_unwritable(folder) -> callable:
     """``folder`` (holding a file) made unwritable for this user; returns the undo."""
     if os.geteuid() != 0:
@@ -93,19 +80,32 @@ def _make_unwritable(folder) -> callable:
     return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
-def test_unwritable_checkpoint_folder(tmp_path):
-    run_dir = tmp_path / "runs" / "unwritable"
+def test_full_disk_then_unwritable_folder_while_checkpointing_then_resume(tmp_path):
+    """One run, two faults at the same checkpoint, one resume (one end-to-end path, three
+    commands): the full disk first, then the rerun finds the checkpoint folder unwritable."""
+    run_dir = tmp_path / "runs" / "faults"
     target = run_dir / "checkpoint_step_0000004"  # the folder the checkpoint of step 4 goes to
-    target.mkdir(parents=True)
+
+    proc = _train(tmp_path, "faults", 2, EMO_RAY_TEST_CHECKPOINT_FAULT="ENOSPC@4")
+    line = _assert_one_line_failure(proc, target, "No space left on device (ENOSPC)")
+    _, run = _the_run(tmp_path)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["emo_ray.failure"] == "StorageFault: " + line.split("storage error: ", 1)[1].split("; rerun")[0]
+    assert (run_dir / "checkpoint_step_0000002" / "latest").exists()  # the last complete one stays
+    assert not target.exists()
+    _assert_no_partial_checkpoint(run_dir)
+
+    target.mkdir()
     (target / "left-by-someone-else").write_text("x")
     undo = _make_unwritable(target)
     try:
-        proc = _train(tmp_path, "unwritable", 1)
+        proc = _train(tmp_path, "faults", 2)  # resumes from step 2 and meets the folder at step 4
         _assert_one_line_failure(proc, target, "(E")  # EPERM (immutable) or EACCES (read-only)
-        _, run = _the_run(tmp_path)
-        assert run.info.status == "FAILED" and str(target) in run.data.tags["emo_ray.failure"]
+        _, again = _the_run(tmp_path)
+        assert again.info.run_id == run.info.run_id
+        assert again.info.status == "FAILED" and str(target) in again.data.tags["emo_ray.failure"]
         _assert_no_partial_checkpoint(run_dir, foreign={target.name})
         assert os.listdir(target) == ["left-by-someone-else"]
     finally:
         undo()
-    _assert_resumes(tmp_path, "unwritable", 1, run.info.run_id)
+    _assert_resumes(tmp_path, "faults", 2, run.info.run_id)
