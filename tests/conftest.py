@@ -87,3 +87,24 @@ def restore_registry():
     yield
     LOSSES.clear()
     LOSSES.update(before)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the README's test command): one test process per core, at most 4. The
+    integration tests start Ray, DeepSpeed and MLflow processes of their own, so more test
+    processes than cores only makes each wait; on 2 cores two processes overlap one test's
+    waiting (process start-up, polling a job, a server coming up) with another's compute."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first: the sweeps (several trials each), then the other integration tests, then the
+    rest, each in its usual order. With ``-n auto --dist worksteal`` the minutes-long tests start
+    at once and an idle process takes pending tests from a busy one, so the run ends with short
+    tests on both processes rather than one sweep alone."""
+    def weight(item) -> int:
+        if item.get_closest_marker("integration") is None:
+            return 2
+        return 0 if item.path.parent.name == "sweep" else 1
+
+    items.sort(key=weight)
