@@ -250,7 +250,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False,
     from ray import tune
 
     from emo_ray.sweep.progress import TrialProgress
-    from emo_ray.sweep.trial import run_trial
+    from emo_ray.sweep.trial import param_space as trial_param_space, run_trial
 
     trained = trials(sweep)
     configs = [trial_config(sweep, t) for t in trained]
@@ -264,13 +264,7 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False,
     parent_id = _parent_run(sweep, sweep_dir, len(grid), resume)
     slots, resources = _start_ray(sweep, trained, configs, grid)
     trainable = tune.with_resources(run_trial, resources)
-    param_space = {
-        "sweep": sweep_tree,
-        "trial": tune.grid_search([t.to_dict() for t in grid]),
-        "tracking_uri": uri,
-        "parent_run_id": parent_id,
-        "storage_path": storage.join(sweep_dir, "train"),
-    }
+    param_space = trial_param_space(sweep_tree, grid, uri, parent_id, storage.join(sweep_dir, "train"))
     with tracking.run(run_id=parent_id) as parent_run:
         if resume and tune.Tuner.can_restore(storage.join(sweep_dir, "tune")):
             tuner = tune.Tuner.restore(storage.join(sweep_dir, "tune"), trainable=trainable, param_space=param_space,

@@ -38,13 +38,35 @@ def trial_tags(sweep: SweepConfig, trial: Trial, trial_id: str) -> dict[str, str
             **({tags.KIND: PRETRAINED} if trial.pretrained else {})}
 
 
+def param_space(sweep_tree: dict, grid: list, tracking_uri: str, parent_run_id: str, storage_path: str) -> dict:
+    """Tune's ``param_space`` of a sweep: one grid entry per trial. The sweep itself travels as
+    JSON text: Tune resolves nested dicts of a param space, and reads a one-key dict ``{"eval":
+    ...}`` (a domain that only sets its evaluation, as figure1-cpu's does) or ``{"grid_search":
+    ...}`` as its own sampling syntax."""
+    from ray import tune
+
+    return {
+        "sweep": json.dumps(sweep_tree),
+        "trial": tune.grid_search([t.to_dict() for t in grid]),
+        "tracking_uri": tracking_uri,
+        "parent_run_id": parent_run_id,
+        "storage_path": storage_path,
+    }
+
+
+def sweep_of(config: dict) -> SweepConfig:
+    """The sweep of a trial's config (a dict in experiments started before it travelled as JSON)."""
+    tree = config["sweep"]
+    return typed_config.build(SweepConfig, json.loads(tree) if isinstance(tree, str) else tree, "sweep")
+
+
 def run_trial(config: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from emo_ray.train import fit
 
-    sweep = typed_config.build(SweepConfig, config["sweep"], "sweep")
+    sweep = sweep_of(config)
     trial = Trial.from_dict(config["trial"])
     trial_id = ray.tune.get_context().get_trial_id()
     uri, parent = config["tracking_uri"], config["parent_run_id"]
