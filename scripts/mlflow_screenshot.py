@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", required=True, help="experiment name")
     p.add_argument("--out", default="docs/images/mlflow_runs.png")
     p.add_argument("--view", choices=("runs", "charts", "compare"), default="runs")
-    p.add_argument("--width", type=int, default=1600)
+    p.add_argument("--width", type=int, default=1920)
     p.add_argument("--height", type=int, default=900)
     p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="open this sweep's shared view (the link it prints)")
     p.add_argument("--query", default="", help="extra runs-page URL state, e.g. viewStateShareKey=<key>")

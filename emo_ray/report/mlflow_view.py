@@ -36,12 +36,24 @@ RUN_NAME_COLUMN = "attributes.`Run Name`"
 """The run-name column's sort key and its grid column id differ in the 3.17 UI."""
 
 
+HEADLINE_DIGITS = 4
+"""Significant digits of the ``headline/*`` copies: the runs table shows a metric's float whole
+(``0.6937500000000001``), and these columns are for reading side by side. The report computes
+from the source metrics (``val/loss``, ``eval/...``), never from these copies."""
+
+
+def display_value(x: float) -> float:
+    return float(f"{x:.{HEADLINE_DIGITS}g}")
+
+
 def log_headlines(client, runs: pd.DataFrame) -> int:
-    """Log each run's finite headline values (``scaling.headline_values``) under ``headline/*``
-    (step 0, so a rerun overwrites rather than adds a history); returns the number logged."""
+    """Log each run's finite headline values (``scaling.headline_values``), rounded to
+    ``HEADLINE_DIGITS``, under ``headline/*`` (step 0, so a rerun overwrites rather than adds a
+    history); returns the number logged."""
     now, logged = int(time.time() * 1000), 0
     for r in runs.to_dict("records"):
-        metrics = tracking.metric_entities({h.key: r[h.key] for h in HEADLINES if h.key in r}, timestamp=now)
+        values = {h.key: display_value(r[h.key]) for h in HEADLINES if h.key in r and pd.notna(r[h.key])}
+        metrics = tracking.metric_entities(values, timestamp=now)
         if metrics:
             client.log_batch(r["run_id"], metrics=metrics)
             logged += len(metrics)
@@ -68,7 +80,8 @@ def view_state(parent_run_id: str) -> dict:
     return {"searchFilter": f"{tags.column(tags.PARENT_RUN_ID)} = '{parent_run_id}'",
             "orderByKey": RUN_NAME_SORT, "orderByAsc": True, "selectedColumns": columns,
             "columnOrder": [RUN_NAME_COLUMN, *columns],
-            "columnWidths": {RUN_NAME_COLUMN: 330, **{c: 190 for c in columns}},
+            "columnWidths": {RUN_NAME_COLUMN: 330, **{c: 170 for c in columns[:len(HEADLINES)]},
+                             **{c: 130 for c in columns[len(HEADLINES):]}},
             "runListHidden": False, "viewMaximized": False, "hideEmptyCharts": True}
 
 
