@@ -8,6 +8,11 @@ the small sample sizes an evaluation affords (Pillutla et al., JMLR 2023, sectio
 distributions, 1 for disjoint ones (lower is better, unlike MAUVE)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 from dataclasses import asdict, astuple, dataclass
 
 import numpy as np
@@ -47,20 +52,47 @@ def mauve_scores(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfi
     return MauveScores(*(float(np.mean(v)) for v in zip(*(astuple(r) for r in runs))))
 
 
+FAISS_FEW_POINTS = re.compile(rb"WARNING clustering \d+ points to \d+ centroids: please provide at least \d+ training points")
+"""What faiss's C++ k-means prints to stderr below 39 points per centroid. mauve-text's ``auto``
+buckets (n/10, the paper's setting) always are: one line per k-means redo, hundreds per evaluation,
+each saying nothing the settings do not (``mauve_settings``)."""
+
+
+@contextlib.contextmanager
+def without_faiss_few_points_warning():
+    """Route file descriptor 2 to a temporary file while the block runs (faiss writes from C++,
+    past Python's ``sys.stderr``), then write back every line but ``FAISS_FEW_POINTS``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True) if not FAISS_FEW_POINTS.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 def _one_quantization(p_features: np.ndarray, q_features: np.ndarray, cfg: MauveConfig, seed: int) -> MauveScores:
     import mauve as mauve_text
 
-    out = mauve_text.compute_mauve(
-        p_features=p_features,
-        q_features=q_features,
-        num_buckets=cfg.num_buckets or "auto",
-        mauve_scaling_factor=cfg.scaling_factor,
-        kmeans_explained_var=cfg.kmeans_explained_var,
-        kmeans_num_redo=cfg.kmeans_num_redo,
-        kmeans_max_iter=cfg.kmeans_max_iter,
-        seed=seed,
-        verbose=False,
-    )
+    with without_faiss_few_points_warning():
+        out = mauve_text.compute_mauve(
+            p_features=p_features,
+            q_features=q_features,
+            num_buckets=cfg.num_buckets or "auto",
+            mauve_scaling_factor=cfg.scaling_factor,
+            kmeans_explained_var=cfg.kmeans_explained_var,
+            kmeans_num_redo=cfg.kmeans_num_redo,
+            kmeans_max_iter=cfg.kmeans_max_iter,
+            seed=seed,
+            verbose=False,
+        )
     return MauveScores(float(out.mauve), float(out.mauve_star), float(out.frontier_integral))
 
 

@@ -84,3 +84,23 @@ def test_kmeans_seeds_average_the_quantizations():
     averaged = [mauve(p, q, MauveConfig(num_buckets=12, seed=s, kmeans_seeds=4)) for s in range(10, 58, 4)]
     assert np.std(averaged) < np.std(singles)
     assert "kmeans_seeds=3" in mauve_settings(MauveConfig(kmeans_seeds=3))
+
+
+def test_faiss_few_points_warning_is_dropped_and_other_stderr_kept(capfd):
+    """Auto buckets (n/10 centroids) put 10 points per centroid, below faiss's 39: its C++ k-means
+    warns on every redo. Those lines go; anything else written to fd 2 meanwhile stays, in order."""
+    import os
+
+    from emo_ray.evaluation.mauve_score import without_faiss_few_points_warning
+
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=(60, 8)), rng.normal(size=(60, 8))
+    with without_faiss_few_points_warning():
+        os.write(2, b"first line kept\n")
+        os.write(2, b"WARNING clustering 120 points to 12 centroids: please provide at least 468 training points\n")
+        os.write(2, b"last line kept\n")
+    score = mauve(p, q, MauveConfig(num_buckets=0, kmeans_num_redo=2))
+    err = capfd.readouterr().err
+    assert 0.0 < score <= 1.0
+    assert "please provide at least" not in err
+    assert err.index("first line kept") < err.index("last line kept")
