@@ -108,6 +108,7 @@ EVAL_STAGES = {
     "oracle_ppl.ContinuationNLL": run_oracle,
     "icl.ICLScorer (shared_prefix scorer)": run_icl,
     "icl.ICLScorer (plain scorer)": lambda p: run_icl(p, "plain"),
+    "icl.ICLScorer (rank_only scorer)": lambda p: run_icl(p, "rank_only"),
 }
 
 

@@ -136,7 +136,11 @@ class ICLConfig:
     """Sentence-transformer for top-k retrieval: a name in ``icl.retriever.RETRIEVERS``, hub id or
     folder. The default is OpenICL's TopkRetriever default, which the paper ran."""
     retriever_batch_size: Annotated[int, Bounds(gt=0)] = 64
-    scorer: Literal["shared_prefix", "plain"] = "shared_prefix"
+    scorer: Literal["shared_prefix", "plain", "rank_only"] = "shared_prefix"
+    """``shared_prefix``: the whole prompt's NLL with the demonstrations run once per item (OpenICL's
+    numbers, faster); ``plain``: one pass per candidate (OpenICL's way); ``rank_only``: the same
+    predictions without the output head on the prefix of items whose candidates have one length
+    (their logged ``nll_sum`` then leaves the prefix out), see ``icl.scorer``."""
     normalization: Literal["token_mean", "openicl", "sum"] = "token_mean"
     """How a prompt's NLL becomes its perplexity score, see ``icl.predict.NORMALIZATIONS``."""
     wording: Literal["official", "paper"] = "official"

@@ -47,7 +47,7 @@ def test_overrides_and_errors():
         load_eval_config(None, ["icl.shots=3"])
     with pytest.raises(EvalConfigError, match="expected an integer"):
         load_eval_config(None, ["icl.num_items=many"])
-    with pytest.raises(EvalConfigError, match="not one of \\['shared_prefix', 'plain'\\]"):
+    with pytest.raises(EvalConfigError, match="not one of \\['shared_prefix', 'plain', 'rank_only'\\]"):
         load_eval_config(None, ["icl.scorer=fast"])
     with pytest.raises(ValueError, match="not a generation corpus"):
         load_eval_config(None, ["generation.corpora=[nope]"])

@@ -12,7 +12,15 @@ Two scorers with the same output, the negative log-likelihood of each candidate'
   (Repeating the cache for every candidate held B x C copies of the prefix: ~33 GB for LLaMA-13B
   at 2k-token MMLU prompts, beside its 26 GB of weights; issue 27.3.)
 
-Both group items into batches of at most ``batch_items`` items and ``batch_tokens`` padded tokens
+* ``score_rank_only``: ``score_shared_prefix`` without the output head on the shared prefix of an
+  item whose candidates all have the same number of tokens. There the prefix NLL is one constant
+  added to every candidate and divided by one length, so it cannot change which candidate has the
+  lowest perplexity under any normalization (``icl.predict``); such an item's ``nll_sum`` holds
+  its candidates' own tokens only. Items whose candidates differ in length (TREC's label words)
+  are scored whole. The head is ``vocab x d`` per position (49,152 x 576 fp32 for SmolLM2, about a
+  quarter of the scoring time on CPU), run on the ~300 prefix positions only to be subtracted away.
+
+All group items into batches of at most ``batch_items`` items and ``batch_tokens`` padded tokens
 per forward pass: a batch of long prompts is smaller, so the fp32 logits and log-probabilities of a
 pass (2 x 4 B x vocabulary per token) stay bounded whatever the prompt lengths.
 
@@ -133,14 +141,20 @@ def common_prefix_length(cands: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def equal_lengths(cands: Sequence[Sequence[int]]) -> bool:
+    """Every candidate has the same number of tokens: the shared prefix cannot change the ranking."""
+    return len({len(c) for c in cands}) == 1
+
+
 @torch.no_grad()
 def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items: int = 4,
-                        batch_tokens: int = BATCH_TOKENS) -> list[CandidateNLL]:
+                        batch_tokens: int = BATCH_TOKENS, rank_only: bool = False) -> list[CandidateNLL]:
     """Run each item's shared prefix once and every candidate's remaining tokens on its KV cache.
 
     Up to ``batch_items`` items (and ``batch_tokens`` padded prefix tokens) go through one prefix
     pass (left-padded); then each item's candidate continuations run in one pass on its cache row.
-    Items of one batch must have the same number of candidates (true within a task).
+    Items of one batch must have the same number of candidates (true within a task). With
+    ``rank_only`` the prefix NLL of equal-length items is left out (``score_rank_only``).
     """
     _check(items)
     out: list[CandidateNLL] = []
@@ -151,7 +165,7 @@ def score_shared_prefix(model, items: Sequence[Sequence[Sequence[int]]], *, batc
             raise ValueError(f"items of one batch must have the same number of candidates, got {sorted(n_cands)}")
         shared = [k for k, c in enumerate(batch) if common_prefix_length(c) > 0]
         # Candidates that differ from their first token share nothing: score them plainly.
-        scored = dict(zip(shared, _score_batch(model, [batch[k] for k in shared]))) if shared else {}
+        scored = dict(zip(shared, _score_batch(model, [batch[k] for k in shared], rank_only))) if shared else {}
         alone = [k for k in range(len(batch)) if k not in scored]
         if alone:
             scored.update(zip(alone, score_plain(model, [batch[k] for k in alone], batch_items=len(alone),
@@ -189,15 +203,32 @@ def _item_cache(cache, b: int, rows: int):
     return item
 
 
-def _score_batch(model, batch) -> list[CandidateNLL]:
+def score_rank_only(model, items: Sequence[Sequence[Sequence[int]]], *, batch_items: int = 4,
+                    batch_tokens: int = BATCH_TOKENS) -> list[CandidateNLL]:
+    """``score_shared_prefix`` that skips the prefix NLL where it cannot change the ranking."""
+    return score_shared_prefix(model, items, batch_items=batch_items, batch_tokens=batch_tokens, rank_only=True)
+
+
+def _prefix_nll(pre, ids, mask, skip: torch.Tensor) -> torch.Tensor:
+    """(B,) float64 NLL of each row's prefix tokens, 0 where ``skip``. A token counts when it and
+    the token predicting it are real (not left padding)."""
+    if bool(skip.all()):
+        return torch.zeros(len(ids), dtype=torch.float64, device=ids.device)
+    nll = _masked(_token_nll(pre.logits[:, :-1], ids[:, 1:]), mask[:, :-1] * mask[:, 1:]).sum(-1)
+    return torch.where(skip.to(nll.device), torch.zeros((), dtype=nll.dtype, device=nll.device), nll)
+
+
+def _score_batch(model, batch, rank_only: bool = False) -> list[CandidateNLL]:
     device = input_device(model)
     plen = [common_prefix_length(c) for c in batch]
-    # Prefix pass, left-padded so that every row's last prefix token sits at position P - 1.
+    skip = torch.tensor([rank_only and equal_lengths(c) for c in batch])
+    # Prefix pass, left-padded so that every row's last prefix token sits at position P - 1. Its
+    # head runs on the last position only when no row's prefix NLL is wanted (HF: 0 keeps all).
     ids, mask = pad_batch([cands[0][: plen[b]] for b, cands in enumerate(batch)], side="left", device=device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    pre = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    # A token counts when it and the token predicting it are real (not left padding).
-    prefix_nll = _masked(_token_nll(pre.logits[:, :-1], ids[:, 1:]), mask[:, :-1] * mask[:, 1:]).sum(-1)  # (B,)
+    pre = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                logits_to_keep=1 if bool(skip.all()) else 0)
+    prefix_nll = _prefix_nll(pre, ids, mask, skip)  # (B,)
     last_logp = torch.log_softmax(pre.logits[:, -1].float(), dim=-1)  # (B, V): predicts 1st continuation token
     cache = pre.past_key_values
     del pre
@@ -225,8 +256,9 @@ def _continuations_nll(model, cache, b: int, prefix_mask, plen: int, first_logp,
     return first + _masked(_token_nll(logits[:, :-1], cids[:, 1:]), cmask[:, 1:]).sum(-1)
 
 
-SCORERS = {"plain": score_plain, "shared_prefix": score_shared_prefix}
-"""Scorer by name; both return the same NLLs up to float rounding."""
+SCORERS = {"plain": score_plain, "shared_prefix": score_shared_prefix, "rank_only": score_rank_only}
+"""Scorer by name: ``plain`` and ``shared_prefix`` return the same NLLs up to float rounding,
+``rank_only`` the same predictions."""
 
 
 def get_scorer(name: str):

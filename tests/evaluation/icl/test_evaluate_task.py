@@ -51,8 +51,9 @@ def test_prefix_sharing_predicts_like_plain_on_six_labels(tmp_path, tiny_path):
         labels_file="${EMO_RAY_DATA}/trec/labels.json", train="${EMO_RAY_DATA}/trec/train.jsonl",
         test="${EMO_RAY_DATA}/trec/test.jsonl", demonstrations=3,
     )
-    tables = [evaluate_task(tiny_path, task, icl_cfg(num_items=12, scorer=s)).tables["icl/trec_fixed.json"] for s in ("plain", "shared_prefix")]
-    assert list(tables[0]["prediction"]) == list(tables[1]["prediction"])
+    scorers = ("plain", "shared_prefix", "rank_only")
+    tables = [evaluate_task(tiny_path, task, icl_cfg(num_items=12, scorer=s)).tables["icl/trec_fixed.json"] for s in scorers]
+    assert list(tables[0]["prediction"]) == list(tables[1]["prediction"]) == list(tables[2]["prediction"])
 
 
 @pytest.mark.realmodel

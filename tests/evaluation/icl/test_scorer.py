@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from emo_ray.evaluation.icl.scorer import common_prefix_length, get_scorer, score_plain, score_shared_prefix
+from emo_ray.evaluation.icl.predict import NORMALIZATIONS, predict
+from emo_ray.evaluation.icl.scorer import (common_prefix_length, get_scorer, score_plain, score_rank_only,
+                                           score_shared_prefix)
 
 
 def reference_nll(model, ids: list[int]) -> float:
@@ -63,5 +65,51 @@ def test_bad_items_are_rejected(tiny):
         score_plain(model, [[[1], [1, 2]]])
     with pytest.raises(ValueError, match="same number of candidates"):
         score_shared_prefix(model, [[[1, 2], [1, 3]], [[1, 2], [1, 3], [1, 4]]], batch_items=2)
-    with pytest.raises(ValueError, match="valid: \\['plain', 'shared_prefix'\\]"):
+    with pytest.raises(ValueError, match="valid: \\['plain', 'rank_only', 'shared_prefix'\\]"):
         get_scorer("fast")
+
+
+def equal_length_items(seed: int, n_items: int, n_cands: int, vocab: int = 257):
+    """Like an SST-2 or tweet_emotion item: one shared prefix, label continuations of one length."""
+    g = np.random.default_rng(seed)
+    items = []
+    for _ in range(n_items):
+        prefix = g.integers(0, vocab - 1, g.integers(3, 41)).tolist()
+        width = int(g.integers(1, 4))
+        items.append([prefix + g.integers(0, vocab - 1, width).tolist() for _ in range(n_cands)])
+    return items
+
+
+@pytest.mark.parametrize("batch_items", [1, 3])
+def test_rank_only_predicts_as_shared_prefix_and_skips_only_equal_length_prefixes(tiny, batch_items):
+    model, _ = tiny
+    same = equal_length_items(3, 6, 4)
+    mixed = make_items(4, 5, 4)  # candidates of different lengths: scored whole
+    items = same + mixed
+    full = score_shared_prefix(model, items, batch_items=batch_items)
+    fast = score_rank_only(model, items, batch_items=batch_items)
+    prior = [0.25] * 4
+    for norm in NORMALIZATIONS:
+        assert [predict(a, prior, norm) for a in fast] == [predict(b, prior, norm) for b in full], norm
+    for cands, a, b in zip(same, fast[: len(same)], full[: len(same)]):
+        prefix = np.array([reference_nll(model, cands[0][: common_prefix_length(cands)])] * len(cands))
+        np.testing.assert_allclose(a.nll_sum, b.nll_sum - prefix, rtol=1e-4, atol=1e-3)
+        np.testing.assert_array_equal(a.n_tokens, b.n_tokens)
+    for a, b in zip(fast[len(same):], full[len(same):]):
+        np.testing.assert_allclose(a.nll_sum, b.nll_sum, rtol=1e-5, atol=1e-4)
+
+
+def test_rank_only_runs_the_head_on_one_prefix_position(tiny):
+    """What makes it faster: for equal-length items the prefix pass keeps the last position's
+    logits only (the continuation pass is the candidates' own tokens)."""
+    model, _ = tiny
+    widths = []
+    handle = model.lm_head.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
+    try:
+        items = equal_length_items(5, 2, 3)
+        score_rank_only(model, items, batch_items=2)
+        rank_only_widths, widths[:] = list(widths), []
+        score_shared_prefix(model, items, batch_items=2)
+    finally:
+        handle.remove()
+    assert rank_only_widths[0] == 1 and widths[0] == max(common_prefix_length(c) for c in items)
