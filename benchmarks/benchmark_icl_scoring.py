@@ -23,7 +23,7 @@ from emo_ray.evaluation.icl.evaluate_task import build_rows, demonstration_indic
 from emo_ray.evaluation.icl.predict import predict
 from emo_ray.evaluation.icl.scorer import get_scorer, score_shared_prefix
 from emo_ray.evaluation.icl.tasks import load_task, load_task_data
-from emo_ray.models import load_model
+from emo_ray.models.loading import load_for_eval
 
 from _results import RESULTS, write_csv
 
@@ -52,13 +52,13 @@ def main() -> None:
     ap.add_argument("--retriever", default="all-minilm-l6-v2")
     ap.add_argument("--scorers", default="plain,shared_prefix,rank_only", help="comma-separated; shared_prefix is always run")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--dtype", default="fp32", help="fp32, or bf16 as the evaluation ships it (bf16 body, fp32 head)")
     args = ap.parse_args()
     scorers = [n for n in args.scorers.split(",") if n]
     scorers += [] if "shared_prefix" in scorers else ["shared_prefix"]
 
     torch.set_num_threads(args.threads)
-    model, tok = load_model(args.model)
-    model.eval()
+    model, tok = load_for_eval(args.model, dtype=args.dtype)
     cfg = EvalConfig(icl=ICLConfig(retriever=args.retriever))
     rows_out = []
     for name in args.tasks:
@@ -71,7 +71,7 @@ def main() -> None:
         row = {"model": args.model, "task": name, "labels": len(data.task.label_words), "items": len(ids),
                "mean_prompt_tokens": round(sum(len(c) for it in ids for c in it) / sum(len(it) for it in ids), 1),
                "equal_length_items": sum(len({len(c) for c in it}) == 1 for it in ids),
-               "threads": args.threads, "batch_items": args.batch_items}
+               "threads": args.threads, "batch_items": args.batch_items, "dtype": args.dtype}
         runs = {n: timed(get_scorer(n), model, ids, repeats=args.repeats, batch_items=args.batch_items) for n in scorers}
         first = [predict(a, data.label_prior) for a in runs[scorers[0]][1]]
         for n, ((wall, cpu), out) in runs.items():
