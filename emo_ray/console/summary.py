@@ -122,7 +122,12 @@ def print_sweep_summary(summary: Mapping[str, Any], sweep=None, *, stream=None) 
     tracking_cfg = getattr(sweep, "tracking", None)
     uri = tracking.tracking_uri(getattr(tracking_cfg, "tracking_uri", None) or None)
     parent = summary.get("parent_run_id") or summary.get("mlflow_run")
-    rows = [("trials", f"{summary.get('trials', '?')} ({summary.get('failed', 0)} failed)")]
+    total, failed = summary.get("trials", "?"), summary.get("failed", 0)
+    finished = summary.get("finished", total if isinstance(total, int) else None)
+    stopped = isinstance(total, int) and finished is not None and finished + failed < total
+    rows = [("trials", f"{finished} of {total} finished ({failed} failed)" if stopped else f"{total} ({failed} failed)")]
+    if stopped:
+        rows.append(("continue with", f"emo-ray sweep --resume {summary.get('sweep') or '<sweep>'} (finished trials are kept)"))
     agg = summary.get("aggregate") or {}
     if isinstance(agg, Mapping):
         if agg.get("metric"):
@@ -143,4 +148,4 @@ def print_sweep_summary(summary: Mapping[str, Any], sweep=None, *, stream=None) 
         if exp and summary.get("view_url_query"):  # the report's shared view: trials + headline columns
             url = f"{url.split('?')[0]}?{summary['view_url_query']}"
         rows.append(("runs table", url))
-    _block("Sweep finished", rows, stream)
+    _block("Sweep stopped" if stopped else "Sweep finished", rows, stream)

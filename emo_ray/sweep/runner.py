@@ -281,9 +281,11 @@ def run_sweep(sweep: SweepConfig, *, resume: bool = False,
             )
         results = tuner.fit()
         errors = [r.error for r in results if r.error]
-        mlflow.log_metrics({"trials_total": len(grid), "trials_failed": len(errors)})
-        summary = {"parent_run_id": parent_id, "trials": len(grid), "failed": len(errors),
-                   "mlflow_run": parent_run.info.run_id}
+        # Ctrl-C ends fit() too, with trials left: the summary must not call that finished.
+        finished = results.num_terminated
+        mlflow.log_metrics({"trials_total": len(grid), "trials_failed": len(errors), "trials_finished": finished})
+        summary = {"parent_run_id": parent_id, "trials": len(grid), "finished": finished, "failed": len(errors),
+                   "mlflow_run": parent_run.info.run_id, "sweep": sweep.name}
         if report is not None:
             summary.update(report(parent_id, uri))
         if errors:

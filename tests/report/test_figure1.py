@@ -126,10 +126,17 @@ def test_two_distinct_volumes_give_no_fit_and_the_reason_in_report_and_console(t
     sweep = SimpleNamespace(tracking=SimpleNamespace(tracking_uri=uri))
     console.print_sweep_summary({"parent_run_id": parent, "trials": 13, "failed": 0, **summary}, sweep, stream=out)
     text = out.getvalue()
-    assert "nan" not in text and "2 distinct x value(s)" in text
+    assert "nan" not in text and "2 distinct x value(s)" in text and "Sweep finished" in text
     assert f"viewStateShareKey=emo-ray-sweep-{parent}" in text  # the printed link opens the shared view
     files = [a.path for a in client.list_artifacts(parent, "report")]
     assert "report/figure1.png" in files  # the curves are drawn even without a fit
+    # Ctrl-C ends the Tune run with trials left: stopped, not finished, and how to go on.
+    out = io.StringIO()
+    console.print_sweep_summary({"parent_run_id": parent, "trials": 25, "finished": 8, "failed": 0,
+                                 "sweep": "figure1-cpu", **summary}, sweep, stream=out)
+    text = out.getvalue()
+    assert "Sweep stopped" in text and "Sweep finished" not in text
+    assert "8 of 25 finished (0 failed)" in text and "emo-ray sweep --resume figure1-cpu" in text
 
 
 def test_a_sweep_without_finished_trials_reports_why(tmp_path):
