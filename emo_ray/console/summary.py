@@ -123,8 +123,8 @@ def print_sweep_summary(summary: Mapping[str, Any], sweep=None, *, stream=None) 
     uri = tracking.tracking_uri(getattr(tracking_cfg, "tracking_uri", None) or None)
     parent = summary.get("parent_run_id") or summary.get("mlflow_run")
     total, failed = summary.get("trials", "?"), summary.get("failed", 0)
-    finished = summary.get("finished", total if isinstance(total, int) else None)
-    stopped = isinstance(total, int) and finished is not None and finished + failed < total
+    finished = summary.get("finished", total)
+    stopped = isinstance(total, int) and finished + failed < total
     rows = [("trials", f"{finished} of {total} finished ({failed} failed)" if stopped else f"{total} ({failed} failed)")]
     if stopped:
         rows.append(("continue with", f"emo-ray sweep --resume {summary.get('sweep') or '<sweep>'} (finished trials are kept)"))

@@ -52,8 +52,8 @@ def log_headlines(client, runs: pd.DataFrame) -> int:
     history); returns the number logged."""
     now, logged = int(time.time() * 1000), 0
     for r in runs.to_dict("records"):
-        values = {h.key: display_value(r[h.key]) for h in HEADLINES if h.key in r and pd.notna(r[h.key])}
-        metrics = tracking.metric_entities(values, timestamp=now)
+        # metric_entities drops the non-finite values (a headline a run did not measure)
+        metrics = tracking.metric_entities({h.key: display_value(r[h.key]) for h in HEADLINES if h.key in r}, timestamp=now)
         if metrics:
             client.log_batch(r["run_id"], metrics=metrics)
             logged += len(metrics)

@@ -209,25 +209,25 @@ def score_rank_only(model, items: Sequence[Sequence[Sequence[int]]], *, batch_it
     return score_shared_prefix(model, items, batch_items=batch_items, batch_tokens=batch_tokens, rank_only=True)
 
 
-def _prefix_nll(pre, ids, mask, skip: torch.Tensor) -> torch.Tensor:
+def _prefix_nll(pre, ids, mask, skip: list[bool]) -> torch.Tensor:
     """(B,) float64 NLL of each row's prefix tokens, 0 where ``skip``. A token counts when it and
     the token predicting it are real (not left padding)."""
-    if bool(skip.all()):
+    if all(skip):
         return torch.zeros(len(ids), dtype=torch.float64, device=ids.device)
     nll = _masked(_token_nll(pre.logits[:, :-1], ids[:, 1:]), mask[:, :-1] * mask[:, 1:]).sum(-1)
-    return torch.where(skip.to(nll.device), torch.zeros((), dtype=nll.dtype, device=nll.device), nll)
+    return nll.masked_fill(torch.tensor(skip, device=nll.device), 0.0)
 
 
 def _score_batch(model, batch, rank_only: bool = False) -> list[CandidateNLL]:
     device = input_device(model)
     plen = [common_prefix_length(c) for c in batch]
-    skip = torch.tensor([rank_only and equal_lengths(c) for c in batch])
+    skip = [rank_only and equal_lengths(c) for c in batch]
     # Prefix pass, left-padded so that every row's last prefix token sits at position P - 1. Its
-    # head runs on the last position only when no row's prefix NLL is wanted (HF: 0 keeps all).
+    # head runs on the last position only when no row's prefix NLL is wanted.
     ids, mask = pad_batch([cands[0][: plen[b]] for b, cands in enumerate(batch)], side="left", device=device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     pre = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                logits_to_keep=1 if bool(skip.all()) else 0)
+                **({"logits_to_keep": 1} if all(skip) else {}))
     prefix_nll = _prefix_nll(pre, ids, mask, skip)  # (B,)
     last_logp = torch.log_softmax(pre.logits[:, -1].float(), dim=-1)  # (B, V): predicts 1st continuation token
     cache = pre.past_key_values
